@@ -1,0 +1,277 @@
+"""Scheduling: a dynamic batcher in front of one model session.
+
+Requests queue (bounded: ``max_queue``, else ``OverloadedError`` → 503 + Retry-After). The
+scheduler takes queued requests in arrival order while their tokens fit ``max_batch_tokens``,
+waiting at most ``max_wait`` after the oldest one arrived for batch-mates (no wait at all once
+the budget is full, or when it already waited while the model was busy). The items of one
+round are sorted by length and cut into model calls whose padded size (items × longest)
+fits the budget, so padding stays small; results are scattered back per request. Compute runs
+in one worker thread so the event loop stays responsive. A model call that fails is retried
+request by request, so one bad request never fails its batch-mates. ``close()`` stops
+admission; ``drain()`` finishes what is queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from inference_image.server.errors import (
+    ComputeError,
+    DeadlineExceededError,
+    InferenceError,
+    OverloadedError,
+    UnavailableError,
+)
+from inference_image.server.metrics import Metrics
+
+log = logging.getLogger("inference_image.batcher")
+
+Execute = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass
+class Result:
+    embeddings: np.ndarray
+    queue_s: float
+    compute_s: float
+
+
+@dataclass(eq=False)
+class _Job:
+    ids: Sequence[Sequence[int]]
+    tokens: int
+    deadline: float
+    enqueued: float
+    future: asyncio.Future[Result]
+    abandoned: bool = False
+    started: float = 0.0
+    out: np.ndarray | None = None
+    error: InferenceError | None = None
+    compute_s: float = field(default=0.0)
+
+
+class Batcher:
+    def __init__(self, execute: Execute, *, dim: int, max_batch_tokens: int,
+                 max_batch_items: int, max_wait_s: float, max_queue: int,
+                 metrics: Metrics) -> None:
+        self._execute = execute
+        self._dim = dim
+        self._budget = max_batch_tokens
+        self._max_items = max_batch_items
+        self._max_wait = max_wait_s
+        self._max_queue = max_queue
+        self._metrics = metrics
+        self._pending: deque[_Job] = deque()
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maas-compute")
+
+    # -- admission -----------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="maas-batcher")
+
+    @property
+    def accepting(self) -> bool:
+        return not self._closing
+
+    async def submit(self, ids: Sequence[Sequence[int]], timeout_s: float) -> Result:
+        """Embed ``ids`` (already validated); raises an InferenceError on overload/deadline."""
+        if self._closing:
+            raise UnavailableError("server is shutting down", code="shutting_down")
+        if len(self._pending) >= self._max_queue:
+            raise OverloadedError(
+                f"inference queue is full ({self._max_queue} requests waiting); retry later")
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        job = _Job(ids=ids, tokens=sum(len(x) for x in ids), deadline=now + timeout_s,
+                   enqueued=now, future=loop.create_future())
+        self._pending.append(job)
+        self._metrics.queue_depth.set(len(self._pending))
+        self._wakeup.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(job.future), timeout_s)
+        except TimeoutError:
+            job.abandoned = True
+            raise DeadlineExceededError(
+                f"request did not complete within its deadline of {timeout_s * 1000:.0f} ms"
+            ) from None
+        except asyncio.CancelledError:
+            job.abandoned = True  # the client went away: nobody waits for it any more
+            raise
+
+    # -- scheduling ----------------------------------------------------------------------
+    def _queued_tokens(self) -> int:
+        return sum(j.tokens for j in self._pending)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            # Give the oldest request up to max_wait for batch-mates, unless the budget is full.
+            wait_until = self._pending[0].enqueued + self._max_wait
+            while not self._closing and self._queued_tokens() < self._budget:
+                remaining = wait_until - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), remaining)
+                except TimeoutError:
+                    break
+            jobs = self._take()
+            self._metrics.queue_depth.set(len(self._pending))
+            if not jobs:
+                continue
+            self._metrics.batch_requests.observe(len(jobs))
+            try:
+                await loop.run_in_executor(self._pool, self._compute, jobs)
+            except Exception as exc:  # noqa: BLE001 - never let the scheduler die
+                log.exception("batch failed")
+                for job in jobs:
+                    if job.error is None:
+                        job.error = ComputeError(f"inference failed: {type(exc).__name__}")
+            for job in jobs:
+                if job.future.done():
+                    continue
+                if job.error is not None:
+                    job.future.set_exception(job.error)
+                else:
+                    assert job.out is not None
+                    job.future.set_result(Result(job.out, job.started - job.enqueued,
+                                                 job.compute_s))
+
+    def _take(self) -> list[_Job]:
+        """Queued jobs in arrival order while their tokens fit the budget (at least one)."""
+        now = time.monotonic()
+        jobs: list[_Job] = []
+        tokens = 0
+        while self._pending:
+            job = self._pending[0]
+            if job.abandoned or job.deadline <= now:
+                self._pending.popleft()
+                if not job.future.done():
+                    job.future.set_exception(DeadlineExceededError(
+                        "request expired while queued"))
+                continue
+            if jobs and tokens + job.tokens > self._budget:
+                break
+            self._pending.popleft()
+            job.started = now
+            jobs.append(job)
+            tokens += job.tokens
+        return jobs
+
+    # -- compute (worker thread) -----------------------------------------------------------
+    def _chunks(self, items: list[tuple[int, int, int]]) -> list[list[tuple[int, int, int]]]:
+        """Cut length-sorted items into calls with items × longest <= budget."""
+        chunks: list[list[tuple[int, int, int]]] = []
+        current: list[tuple[int, int, int]] = []
+        for item in items:
+            length = item[0]
+            if current and ((len(current) + 1) * length > self._budget
+                            or len(current) >= self._max_items):
+                chunks.append(current)
+                current = []
+            current.append(item)
+        if current:
+            chunks.append(current)
+        return chunks
+
+    def _run_call(self, rows: Sequence[Sequence[int]]) -> np.ndarray:
+        width = max(len(r) for r in rows)
+        input_ids = np.zeros((len(rows), width), dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        real = 0
+        for i, row in enumerate(rows):
+            input_ids[i, : len(row)] = row
+            mask[i, : len(row)] = 1
+            real += len(row)
+        out = self._execute(input_ids, mask)
+        slots = len(rows) * width
+        m = self._metrics
+        m.batch_items.observe(len(rows))
+        m.batch_tokens.observe(real)
+        m.padding_ratio.observe((slots - real) / slots)
+        m.tokens.inc(real)
+        m.padded_tokens.inc(slots)
+        m.items.inc(len(rows))
+        return out
+
+    def _compute(self, jobs: list[_Job]) -> None:
+        t0 = time.monotonic()
+        for job in jobs:
+            job.out = np.empty((len(job.ids), self._dim), dtype=np.float32)
+        # (length, job index, item index), shortest first: batch-mates of similar length
+        items = sorted((len(ids), j, i) for j, job in enumerate(jobs)
+                       for i, ids in enumerate(job.ids))
+        for chunk in self._chunks(items):
+            live = [(n, j, i) for n, j, i in chunk if jobs[j].error is None]
+            if not live:
+                continue
+            try:
+                out = self._run_call([jobs[j].ids[i] for _, j, i in live])
+            except Exception:  # noqa: BLE001 - isolate: retry each request on its own
+                if len({j for _, j, _ in live}) == 1:
+                    self._fail(jobs[live[0][1]])
+                    continue
+                for j in sorted({j for _, j, _ in live}):
+                    mine = [(n, jj, i) for n, jj, i in live if jj == j]
+                    try:
+                        sub = self._run_call([jobs[j].ids[i] for _, _, i in mine])
+                    except Exception:  # noqa: BLE001
+                        self._fail(jobs[j])
+                        continue
+                    for row, (_, _, i) in enumerate(mine):
+                        jobs[j].out[i] = sub[row]  # type: ignore[index]
+                continue
+            for row, (_, j, i) in enumerate(live):
+                jobs[j].out[i] = out[row]  # type: ignore[index]
+        elapsed = time.monotonic() - t0
+        for job in jobs:
+            job.compute_s = elapsed
+            if job.error is not None:
+                job.out = None
+
+    def _fail(self, job: _Job) -> None:
+        log.exception("model call failed for one request")
+        self._metrics.errors.labels("compute_error").inc()
+        job.error = ComputeError("the model failed on this request's input")
+
+    # -- shutdown ------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop admitting; queued and running work still completes."""
+        self._closing = True
+        self._wakeup.set()
+
+    async def drain(self, timeout_s: float) -> bool:
+        """close(), then wait up to ``timeout_s`` for queued work; True when all finished."""
+        self.close()
+        if self._task is None:
+            return True
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+            return True
+        except TimeoutError:
+            log.error("drain timed out with %d requests queued", len(self._pending))
+            self._task.cancel()
+            while self._pending:
+                job = self._pending.popleft()
+                if not job.future.done():
+                    job.future.set_exception(UnavailableError("server is shutting down"))
+            return False
+        finally:
+            self._pool.shutdown(wait=False)

@@ -1,0 +1,74 @@
+"""Server settings, all from environment variables (the container's only configuration)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from inference_image import MAX_TOKENS, default_model_dir
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    model_dir: str = ".maas/model"
+    max_items: int = 2048  # items per request
+    max_tokens: int = MAX_TOKENS  # per item, special tokens included
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_batch_tokens: int = 16384  # padded tokens per ONNX Runtime call
+    max_batch_items: int = 256  # items per ONNX Runtime call
+    max_wait_ms: float = 2.0  # how long the first queued request waits for batch-mates
+    max_queue: int = 1024  # requests waiting for compute; more → 503 + Retry-After
+    request_timeout_ms: float = 30000.0  # per-request deadline → 504
+    drain_timeout_s: float = 30.0  # SIGTERM: finish in-flight work within this
+    intra_op_threads: int = 0  # 0: ONNX Runtime's default (one per core)
+    providers: str = ""  # comma list overriding TensorRT → CUDA → CPU (e.g. "CPU")
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        return cls(
+            host=env.get("HOST") or "127.0.0.1",
+            port=_int(env, "PORT", 8080, minimum=0),
+            model_dir=env.get("MAAS_MODEL_DIR") or default_model_dir(),
+            max_items=_int(env, "MAX_ITEMS", 2048, minimum=1),
+            max_body_bytes=_int(env, "MAAS_MAX_BODY_BYTES", 8 * 1024 * 1024, minimum=1),
+            max_batch_tokens=_int(env, "MAAS_MAX_BATCH_TOKENS", 16384, minimum=MAX_TOKENS),
+            max_batch_items=_int(env, "MAAS_MAX_BATCH_ITEMS", 256, minimum=1),
+            max_wait_ms=_float(env, "MAAS_MAX_WAIT_MS", 2.0),
+            max_queue=_int(env, "MAAS_MAX_QUEUE", 1024, minimum=0),
+            request_timeout_ms=_float(env, "MAAS_REQUEST_TIMEOUT_MS", 30000.0),
+            drain_timeout_s=_float(env, "MAAS_DRAIN_TIMEOUT_S", 30.0),
+            intra_op_threads=_int(env, "MAAS_INTRA_OP_THREADS", 0, minimum=0),
+            providers=env.get("MAAS_PROVIDERS", ""),
+            log_level=(env.get("MAAS_LOG_LEVEL") or "info").lower(),
+        )
