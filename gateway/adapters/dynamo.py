@@ -1,0 +1,300 @@
+"""DynamoDB: tenants, keys, plans, the usage ledger, rollups and the audit log, in one
+table (``pk``/``sk`` plus the ``gsi1`` index; the layout is in docs/ARCHITECTURE.md).
+
+Nothing here is on the hot path of a tenant request except cached reads."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from gateway.domain.plans import Plan
+from gateway.errors import ConflictError, InvalidRequestError
+from gateway.models.records import KeyRecord, TenantRecord, UsageEvent, rfc3339
+
+_serializer, _deserializer = TypeSerializer(), TypeDeserializer()
+# A transaction holds at most 100 items: up to 99 ledger puts and their rollup update.
+_LEDGER_ITEMS_PER_TRANSACTION = 99
+
+
+class DynamoClient(Protocol):
+    def get_item(self, **kwargs: Any) -> dict: ...
+    def put_item(self, **kwargs: Any) -> dict: ...
+    def update_item(self, **kwargs: Any) -> dict: ...
+    def query(self, **kwargs: Any) -> dict: ...
+    def transact_write_items(self, **kwargs: Any) -> dict: ...
+
+
+def _dump(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _serializer.serialize(v) for k, v in item.items() if v is not None}
+
+
+def _load(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deserializer.deserialize(v) for k, v in item.items()}
+
+
+def encode_cursor(last_key: dict[str, Any] | None) -> str | None:
+    if not last_key:
+        return None
+    plain = {k: _deserializer.deserialize(v) for k, v in last_key.items()}
+    return base64.urlsafe_b64encode(json.dumps(plain).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, *, pk: str) -> dict[str, Any] | None:
+    """A cursor only ever continues the listing it came from: one naming another
+    partition (another tenant's ledger, say) is rejected, not followed."""
+    if not cursor:
+        return None
+    try:
+        plain = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        valid = isinstance(plain, dict) and pk in (plain.get("pk"), plain.get("gsi1pk"))
+    except (ValueError, binascii.Error, UnicodeDecodeError, AttributeError):
+        valid = False
+    if not valid:
+        raise InvalidRequestError("cursor is not valid for this listing", param="cursor")
+    return {k: _serializer.serialize(v) for k, v in plain.items() if isinstance(v, str)}
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+class Store:
+    def __init__(self, client: DynamoClient, table_name: str) -> None:
+        self.client = client
+        self.table = table_name
+
+    # -- generic -------------------------------------------------------------------------
+    def _get(self, pk: str, sk: str, *, consistent: bool = False) -> dict[str, Any] | None:
+        response = self.client.get_item(
+            TableName=self.table, Key=_dump({"pk": pk, "sk": sk}), ConsistentRead=consistent
+        )
+        return _load(response["Item"]) if "Item" in response else None
+
+    def _put_new(self, item: dict[str, Any]) -> None:
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item=_dump(item),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise ConflictError(f"{item['pk']} already exists") from error
+            raise
+
+    def _query(self, *, pk: str, index: str | None = None, start: str | None = None,
+               end: str | None = None, cursor: str | None = None, limit: int = 100,
+               forward: bool = True) -> Page:
+        pk_name, sk_name = ("gsi1pk", "gsi1sk") if index else ("pk", "sk")
+        expression = f"{pk_name} = :pk"
+        values: dict[str, Any] = {":pk": pk}
+        if start is not None and end is not None:
+            expression += f" AND {sk_name} BETWEEN :start AND :end"
+            values |= {":start": start, ":end": end}
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": expression,
+            "ExpressionAttributeValues": _dump(values),
+            "Limit": limit,
+            "ScanIndexForward": forward,
+        }
+        if index:
+            kwargs["IndexName"] = index
+        start_key = decode_cursor(cursor, pk=pk)
+        if start_key:
+            kwargs["ExclusiveStartKey"] = start_key
+        response = self.client.query(**kwargs)
+        return Page(
+            items=[_load(item) for item in response.get("Items", [])],
+            next_cursor=encode_cursor(response.get("LastEvaluatedKey")),
+        )
+
+    def _query_all(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        cursor = None
+        while True:
+            page = self._query(cursor=cursor, limit=1000, **kwargs)
+            yield from page.items
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    # -- plans ---------------------------------------------------------------------------
+    def put_plan(self, plan: Plan, version: int) -> None:
+        self.client.put_item(
+            TableName=self.table,
+            Item=_dump({
+                "pk": f"PLAN#{plan.name}", "sk": "PLAN", "gsi1pk": "PLANS", "gsi1sk": plan.name,
+                "version": version, "doc": plan.model_dump_json(),
+            }),
+        )
+
+    def get_plan(self, name: str) -> Plan | None:
+        item = self._get(f"PLAN#{name}", "PLAN")
+        return Plan.model_validate_json(item["doc"]) if item else None
+
+    def list_plans(self) -> list[Plan]:
+        return [Plan.model_validate_json(i["doc"]) for i in self._query_all(pk="PLANS", index="gsi1")]
+
+    # -- tenants -------------------------------------------------------------------------
+    def create_tenant(self, tenant: TenantRecord) -> None:
+        self._put_new({
+            "pk": f"TENANT#{tenant.id}", "sk": "TENANT",
+            "gsi1pk": "TENANTS", "gsi1sk": f"{tenant.created_at}#{tenant.id}",
+            "doc": tenant.model_dump_json(),
+        })
+
+    def put_tenant(self, tenant: TenantRecord) -> None:
+        self.client.put_item(
+            TableName=self.table,
+            Item=_dump({
+                "pk": f"TENANT#{tenant.id}", "sk": "TENANT",
+                "gsi1pk": "TENANTS", "gsi1sk": f"{tenant.created_at}#{tenant.id}",
+                "doc": tenant.model_dump_json(),
+            }),
+            ConditionExpression="attribute_exists(pk)",
+        )
+
+    def get_tenant(self, tenant_id: str, *, consistent: bool = False) -> TenantRecord | None:
+        item = self._get(f"TENANT#{tenant_id}", "TENANT", consistent=consistent)
+        return TenantRecord.model_validate_json(item["doc"]) if item else None
+
+    def list_tenants(self, *, cursor: str | None = None, limit: int = 100) -> tuple[list[TenantRecord], str | None]:
+        page = self._query(pk="TENANTS", index="gsi1", cursor=cursor, limit=limit)
+        return [TenantRecord.model_validate_json(i["doc"]) for i in page.items], page.next_cursor
+
+    def all_tenant_ids(self) -> list[str]:
+        return [i["pk"].removeprefix("TENANT#") for i in self._query_all(pk="TENANTS", index="gsi1")]
+
+    # -- keys ----------------------------------------------------------------------------
+    def create_key(self, key: KeyRecord) -> None:
+        self._put_new({
+            "pk": f"KEY#{key.id}", "sk": "KEY",
+            "gsi1pk": f"TENANT#{key.tenant_id}#KEYS", "gsi1sk": f"{key.created_at}#{key.id}",
+            "doc": key.model_dump_json(),
+        })
+
+    def put_key(self, key: KeyRecord) -> None:
+        self.client.put_item(
+            TableName=self.table,
+            Item=_dump({
+                "pk": f"KEY#{key.id}", "sk": "KEY",
+                "gsi1pk": f"TENANT#{key.tenant_id}#KEYS", "gsi1sk": f"{key.created_at}#{key.id}",
+                "doc": key.model_dump_json(),
+            }),
+        )
+
+    def get_key(self, key_id: str, *, consistent: bool = False) -> KeyRecord | None:
+        item = self._get(f"KEY#{key_id}", "KEY", consistent=consistent)
+        return KeyRecord.model_validate_json(item["doc"]) if item else None
+
+    def list_keys(self, tenant_id: str, *, cursor: str | None = None, limit: int = 100) -> tuple[list[KeyRecord], str | None]:
+        page = self._query(pk=f"TENANT#{tenant_id}#KEYS", index="gsi1", cursor=cursor, limit=limit)
+        return [KeyRecord.model_validate_json(i["doc"]) for i in page.items], page.next_cursor
+
+    # -- usage: ledger and rollups -------------------------------------------------------
+    @staticmethod
+    def _ledger_item(event: UsageEvent) -> dict[str, Any]:
+        return {
+            "pk": f"LEDGER#{event.tenant_id}",
+            "sk": f"{rfc3339(event.moment)}#{event.request_id}",
+            "request_id": event.request_id,
+            "key_id": event.key_id,
+            "model": event.model,
+            "prompt_tokens": event.prompt_tokens,
+            "timestamp_ms": event.timestamp_ms,
+        }
+
+    def _rollup_update(self, tenant_id: str, date: str, model: str, requests: int, tokens: int) -> dict:
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": _dump({"pk": f"USAGE#{tenant_id}", "sk": f"{date}#{model}"}),
+                "UpdateExpression": "ADD requests :r, prompt_tokens :t SET #d = :d, #m = :m",
+                "ExpressionAttributeNames": {"#d": "date", "#m": "model"},
+                "ExpressionAttributeValues": _dump({":r": requests, ":t": tokens, ":d": date, ":m": model}),
+            }
+        }
+
+    def _transact(self, events: list[UsageEvent]) -> None:
+        first = events[0]
+        items = [
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": _dump(self._ledger_item(event)),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            }
+            for event in events
+        ]
+        items.append(self._rollup_update(
+            first.tenant_id, first.date, first.model, len(events), sum(e.prompt_tokens for e in events)
+        ))
+        self.client.transact_write_items(TransactItems=items)
+
+    def record_usage(self, events: Iterable[UsageEvent]) -> int:
+        """Write ledger items and rollup increments together, idempotently: a ledger item
+        is keyed by its request, so a redelivered event cancels its transaction and is then
+        skipped alone. One rollup write per tenant x day x model per batch in the common case.
+        Returns how many events were new."""
+        groups: dict[tuple[str, str, str], dict[str, UsageEvent]] = defaultdict(dict)
+        for event in events:
+            groups[(event.tenant_id, event.date, event.model)][event.request_id] = event
+        written = 0
+        for group in groups.values():
+            batch = list(group.values())
+            for i in range(0, len(batch), _LEDGER_ITEMS_PER_TRANSACTION):
+                chunk = batch[i : i + _LEDGER_ITEMS_PER_TRANSACTION]
+                try:
+                    self._transact(chunk)
+                    written += len(chunk)
+                except ClientError as error:
+                    if error.response["Error"]["Code"] != "TransactionCanceledException":
+                        raise
+                    written += self._record_one_by_one(chunk)
+        return written
+
+    def _record_one_by_one(self, events: list[UsageEvent]) -> int:
+        written = 0
+        for event in events:
+            try:
+                self._transact([event])
+                written += 1
+            except ClientError as error:
+                reasons = error.response.get("CancellationReasons", [])
+                if not any(r.get("Code") == "ConditionalCheckFailed" for r in reasons):
+                    raise
+        return written
+
+    def rollups(self, tenant_id: str, start: str, end: str) -> list[dict[str, Any]]:
+        return list(self._query_all(pk=f"USAGE#{tenant_id}", start=f"{start}#", end=f"{end}#\uffff"))
+
+    def ledger(self, tenant_id: str, start: str, end: str, *, cursor: str | None = None,
+               limit: int = 100) -> Page:
+        return self._query(
+            pk=f"LEDGER#{tenant_id}", start=start, end=f"{end}\uffff", cursor=cursor, limit=limit
+        )
+
+    def ledger_all(self, tenant_id: str, start: str, end: str) -> Iterator[dict[str, Any]]:
+        return self._query_all(pk=f"LEDGER#{tenant_id}", start=start, end=f"{end}\uffff")
+
+    # -- audit ---------------------------------------------------------------------------
+    def put_audit(self, entry: dict[str, Any]) -> None:
+        self.client.put_item(
+            TableName=self.table,
+            Item=_dump({"pk": "AUDIT", "sk": f"{entry['timestamp']}#{entry['id']}", **entry}),
+        )
+
+    def list_audit(self, *, cursor: str | None = None, limit: int = 100) -> Page:
+        return self._query(pk="AUDIT", cursor=cursor, limit=limit, forward=False)

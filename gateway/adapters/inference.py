@@ -1,0 +1,100 @@
+"""The forwarder: token ids to the inference container, embeddings back.
+
+Locally a pooled HTTP connection to the container's ``/invocations``; in AWS the same
+payload through ``sagemaker-runtime invoke_endpoint``. Both keep SageMaker's contract."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import urllib3
+
+from gateway.errors import ServiceUnavailableError, UpstreamError, UpstreamTimeoutError
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    vectors: list[list[float]]
+    prompt_tokens: int
+
+
+class InferenceClient(Protocol):
+    def embed(self, input_ids: list[list[int]]) -> Embeddings: ...
+    def ready(self) -> bool: ...
+
+
+def _parse(status: int, body: bytes) -> Embeddings:
+    if status == 503:
+        raise ServiceUnavailableError("the inference service is overloaded; retry shortly",
+                                      headers={"Retry-After": "1"})
+    if status == 504:
+        raise UpstreamTimeoutError("the inference service did not answer in time")
+    if status != 200:
+        raise UpstreamError(f"the inference service failed (status {status})")
+    try:
+        payload = json.loads(body)
+        return Embeddings(vectors=payload["embeddings"], prompt_tokens=int(payload["prompt_tokens"]))
+    except (ValueError, KeyError, TypeError) as error:
+        raise UpstreamError("the inference service sent an unreadable answer") from error
+
+
+class HttpInferenceClient:
+    def __init__(self, base_url: str, *, timeout_s: float, pool_size: int = 16) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = urllib3.Timeout(connect=1.0, read=timeout_s)
+        self.pool = urllib3.PoolManager(maxsize=pool_size, block=False, retries=False)
+
+    def embed(self, input_ids: list[list[int]]) -> Embeddings:
+        try:
+            response = self.pool.request(
+                "POST", f"{self.base_url}/invocations",
+                body=json.dumps({"input_ids": input_ids}).encode(),
+                headers={"Content-Type": "application/json"},
+                timeout=self.timeout,
+            )
+        except urllib3.exceptions.TimeoutError as error:
+            raise UpstreamTimeoutError("the inference service did not answer in time") from error
+        except urllib3.exceptions.HTTPError as error:
+            raise ServiceUnavailableError("the inference service is unreachable",
+                                          headers={"Retry-After": "1"}) from error
+        return _parse(response.status, response.data)
+
+    def ready(self) -> bool:
+        try:
+            return self.pool.request("GET", f"{self.base_url}/ping", timeout=2.0).status == 200
+        except urllib3.exceptions.HTTPError:
+            return False
+
+
+class SageMakerInferenceClient:
+    def __init__(self, endpoint_name: str, *, client: Any) -> None:
+        self.endpoint_name = endpoint_name
+        self.client = client
+
+    def embed(self, input_ids: list[list[int]]) -> Embeddings:
+        from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
+
+        try:
+            response = self.client.invoke_endpoint(
+                EndpointName=self.endpoint_name,
+                ContentType="application/json",
+                Accept="application/json",
+                Body=json.dumps({"input_ids": input_ids}).encode(),
+            )
+        except ReadTimeoutError as error:
+            raise UpstreamTimeoutError("the inference service did not answer in time") from error
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code in ("ThrottlingException", "ServiceUnavailable", "ModelNotReadyException"):
+                raise ServiceUnavailableError("the inference service is busy; retry shortly",
+                                              headers={"Retry-After": "1"}) from error
+            raise UpstreamError("the inference service failed") from error
+        except BotoCoreError as error:
+            raise ServiceUnavailableError("the inference service is unreachable",
+                                          headers={"Retry-After": "1"}) from error
+        return _parse(200, response["Body"].read())
+
+    def ready(self) -> bool:
+        return True  # SageMaker routes only to instances whose /ping passed

@@ -1,0 +1,63 @@
+"""Tokenization with the model's own tokenizer (HF ``tokenizers``), done once in the
+gateway: the exact token count is known before admission and the container gets ids."""
+
+from __future__ import annotations
+
+from tokenizers import Tokenizer
+
+from gateway.domain.registry import ModelSpec
+from gateway.errors import InvalidRequestError
+
+
+class ModelTokenizer:
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self._exact = self._load()
+        # Separate instance: truncation is tokenizer state, and instances are shared by threads.
+        self._truncating = self._load()
+        self._truncating.enable_truncation(max_length=spec.max_tokens)
+        self.vocab_size = self._exact.get_vocab_size(with_added_tokens=True)
+        self.cls_id = self._exact.token_to_id("[CLS]")
+        self.sep_id = self._exact.token_to_id("[SEP]")
+
+    def _load(self) -> Tokenizer:
+        tokenizer = Tokenizer.from_file(str(self.spec.tokenizer_file))
+        # The packaged tokenizer.json pads every input to 128 tokens: never pay for padding.
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        return tokenizer
+
+    def encode_texts(self, texts: list[str], *, truncate: bool) -> list[list[int]]:
+        tokenizer = self._truncating if truncate else self._exact
+        ids = [encoding.ids for encoding in tokenizer.encode_batch(texts, add_special_tokens=True)]
+        self._check_lengths(ids)
+        return ids
+
+    def wrap_ids(self, sequences: list[list[int]], *, truncate: bool) -> list[list[int]]:
+        """Token ids given by the caller are the text's tokens; [CLS]/[SEP] are added
+        unless the sequence already starts and ends with them."""
+        wrapped = []
+        for index, ids in enumerate(sequences):
+            if not ids:
+                raise InvalidRequestError(f"input[{index}] is empty", param="input")
+            if any(not 0 <= token < self.vocab_size for token in ids):
+                raise InvalidRequestError(
+                    f"input[{index}] has token ids outside [0, {self.vocab_size})", param="input"
+                )
+            if not (ids[0] == self.cls_id and ids[-1] == self.sep_id and len(ids) >= 2):
+                ids = [self.cls_id, *ids, self.sep_id]
+            if truncate and len(ids) > self.spec.max_tokens:
+                ids = [*ids[: self.spec.max_tokens - 1], self.sep_id]
+            wrapped.append(ids)
+        self._check_lengths(wrapped)
+        return wrapped
+
+    def _check_lengths(self, sequences: list[list[int]]) -> None:
+        for index, ids in enumerate(sequences):
+            if len(ids) > self.spec.max_tokens:
+                raise InvalidRequestError(
+                    f"input[{index}] is {len(ids)} tokens, over the model's limit of "
+                    f"{self.spec.max_tokens}; shorten it or send \"truncate\": true",
+                    param="input",
+                    code="context_length_exceeded",
+                )

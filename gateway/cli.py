@@ -1,0 +1,80 @@
+"""``maas``: operator commands. Only ``admin bootstrap`` writes to the table directly;
+everything else goes through the HTTP API with a key, like any client."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def bootstrap(plans_file: Path | None = None, tenant_name: str = "operators") -> dict:
+    """Load the plan catalog into the table and issue an admin key on the operators'
+    tenant. Safe to run again: plans are overwritten by their file, a new key is issued."""
+    from gateway.domain.keys import hash_key, new_key
+    from gateway.domain.plans import DEFAULT_PLANS_FILE, load_catalog
+    from gateway.domain.scopes import Scope
+    from gateway.errors import ConflictError
+    from gateway.models.records import KeyRecord, TenantRecord, rfc3339, utcnow
+    from gateway.wiring import container
+
+    c = container()
+    catalog = load_catalog(plans_file or DEFAULT_PLANS_FILE)
+    for plan in catalog.plans:
+        c.store.put_plan(plan, catalog.version)
+    tenant = TenantRecord(id="ten_operators", name=tenant_name, plan="internal", created_at=rfc3339(utcnow()))
+    try:
+        c.store.create_tenant(tenant)
+    except ConflictError:
+        pass
+    parsed = new_key()
+    c.store.create_key(KeyRecord(id=parsed.key_id, tenant_id=tenant.id, name="bootstrap admin",
+                                 scopes=[Scope.ADMIN.value], key_hash=hash_key(parsed.plaintext, c.pepper),
+                                 created_at=rfc3339(utcnow())))
+    return {"plans": [p.name for p in catalog.plans], "tenant_id": tenant.id, "key_id": parsed.key_id,
+            "key": parsed.plaintext}
+
+
+def write_secret(path: Path, value: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+    os.chmod(path, 0o600)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="maas", description="maas-gateway operator commands")
+    commands = parser.add_subparsers(dest="command", required=True)
+    admin = commands.add_parser("admin", help="direct administration of the tables")
+    admin_commands = admin.add_subparsers(dest="admin_command", required=True)
+    boot = admin_commands.add_parser("bootstrap", help="load plans and issue the first admin key")
+    boot.add_argument("--plans", type=Path, help="plan catalog (default infra/plans.json)")
+    boot.add_argument("--key-file", type=Path, help="also write the key to this file (mode 0600)")
+    flush = commands.add_parser("flush", help="drain the usage streams into the ledger once")
+    flush.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+
+    if args.command == "admin" and args.admin_command == "bootstrap":
+        result = bootstrap(args.plans)
+        if args.key_file:
+            write_secret(args.key_file, result["key"])
+        print(f"plans loaded: {', '.join(result['plans'])}", file=sys.stderr)
+        print(f"admin key {result['key_id']} (shown once):", file=sys.stderr)
+        print(result["key"])
+        return 0
+    if args.command == "flush":
+        from gateway.wiring import container
+
+        outcome = container().flusher.flush()
+        print(json.dumps(outcome.__dict__) if args.json else
+              f"read {outcome.read}, written {outcome.written}, errors {len(outcome.errors)}")
+        return 1 if outcome.errors else 0
+    parser.error("unknown command")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

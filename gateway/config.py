@@ -1,0 +1,51 @@
+"""Settings, read once from the environment (the same names in Lambda and locally)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MAAS_", extra="ignore")
+
+    stage: str = "local"
+    table_name: str = "maas-local"
+    # Only set locally (moto's server); in AWS boto3 finds DynamoDB itself.
+    dynamodb_endpoint: str | None = None
+    aws_region: str = Field(default="us-east-1", validation_alias="AWS_REGION")
+
+    redis_url: str = "redis://127.0.0.1:6380/0"
+    redis_cluster: bool = False
+    redis_username: str | None = None
+    redis_password_secret_arn: str | None = None
+    redis_timeout_s: float = 0.5
+
+    # Local inference server, or a SageMaker endpoint name in AWS.
+    inference_url: str | None = "http://127.0.0.1:8080"
+    sagemaker_endpoint: str | None = None
+    # Below API Gateway's 29 s integration timeout.
+    inference_timeout_s: float = 20.0
+
+    # Keyed hash of API keys: the pepper itself locally, an SSM parameter name in AWS.
+    key_pepper: str | None = None
+    key_pepper_param: str | None = None
+
+    # When Redis is unreachable: the quota fails closed (503, nothing charged) by default;
+    # rate buckets fall back to a bounded in-process limiter.
+    quota_on_redis_failure: Literal["closed", "open"] = "closed"
+
+    max_body_bytes: int = 2 * 1024 * 1024
+    max_input_items: int = 2048
+    # A concurrency slot is a lease: it expires if a Lambda dies mid-request.
+    lease_ms: int = 60_000
+    key_cache_ttl_s: float = 60.0
+    tenant_cache_ttl_s: float = 2.0
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

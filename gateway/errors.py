@@ -1,0 +1,91 @@
+"""The one error hierarchy. Each error knows its HTTP status and OpenAI error fields;
+``gateway.http.responses.error_response`` is the one place that renders them."""
+
+from __future__ import annotations
+
+
+class Error(Exception):
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.headers = headers or {}
+
+
+class InvalidRequestError(Error):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class AuthenticationError(Error):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class PermissionDeniedError(Error):
+    status = 403
+    type = "permission_error"
+    code = "insufficient_scope"
+
+
+class NotFoundError(Error):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ConflictError(Error):
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
+
+
+class PayloadTooLargeError(Error):
+    status = 413
+    type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class RateLimitError(Error):
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+
+
+class QuotaExceededError(Error):
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+
+class UpstreamError(Error):
+    status = 502
+    type = "server_error"
+    code = "inference_error"
+
+
+class ServiceUnavailableError(Error):
+    status = 503
+    type = "server_error"
+    code = "service_unavailable"
+
+
+class UpstreamTimeoutError(Error):
+    status = 504
+    type = "server_error"
+    code = "inference_timeout"

@@ -1,0 +1,85 @@
+"""Who is calling: key verification, scope and tenant checks."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from gateway.adapters.dynamo import Store
+from gateway.domain.keys import parse_key, verify_key
+from gateway.domain.scopes import Scope, grants
+from gateway.errors import AuthenticationError, PermissionDeniedError
+from gateway.models.records import KeyRecord, TenantRecord, utcnow
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+INVALID_KEY = "Incorrect API key provided."
+
+
+class TtlCache(Generic[K, V]):
+    """A small thread-safe read-through cache; misses are not cached, so a key created a
+    moment ago is found at once."""
+
+    def __init__(self, ttl_s: float, loader: Callable[[K], V | None], max_entries: int = 10_000) -> None:
+        self.ttl_s, self.loader, self.max_entries = ttl_s, loader, max_entries
+        self._entries: dict[K, tuple[float, V]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._entries.get(key)
+        if hit and now - hit[0] < self.ttl_s:
+            return hit[1]
+        value = self.loader(key)
+        if value is not None:
+            with self._lock:
+                if len(self._entries) >= self.max_entries:
+                    self._entries.clear()
+                self._entries[key] = (now, value)
+        return value
+
+    def invalidate(self, key: K) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    key: KeyRecord
+    tenant: TenantRecord
+
+
+class Authenticator:
+    def __init__(self, store: Store, pepper: bytes, *, key_ttl_s: float, tenant_ttl_s: float) -> None:
+        self.store = store
+        self.pepper = pepper
+        self.keys: TtlCache[str, KeyRecord] = TtlCache(key_ttl_s, store.get_key)
+        self.tenants: TtlCache[str, TenantRecord] = TtlCache(tenant_ttl_s, store.get_tenant)
+
+    def authenticate(self, credential: str, scope: Scope, *, fresh: bool) -> Principal:
+        """``fresh`` reads the records with strongly consistent reads (admin, finance and
+        usage routes); the hot path uses the caches, and the admission script re-checks
+        revocation, expiry and suspension in Redis on every request."""
+        parsed = parse_key(credential)
+        if parsed is None:
+            raise AuthenticationError(INVALID_KEY)
+        key = (self.store.get_key(parsed.key_id, consistent=True) if fresh
+               else self.keys.get(parsed.key_id))
+        if key is None or not verify_key(parsed.plaintext, key.key_hash, self.pepper):
+            raise AuthenticationError(INVALID_KEY)
+        if not key.is_usable(utcnow()):
+            raise AuthenticationError("This API key has been revoked or has expired.", code="key_inactive")
+        tenant = (self.store.get_tenant(key.tenant_id, consistent=True) if fresh
+                  else self.tenants.get(key.tenant_id))
+        if tenant is None:
+            raise AuthenticationError(INVALID_KEY)
+        if not grants(key.scopes, scope):
+            raise PermissionDeniedError(f"This API key lacks the '{scope}' scope.")
+        if tenant.status != "active":
+            raise PermissionDeniedError("This tenant is suspended.", code="tenant_suspended")
+        return Principal(key=key, tenant=tenant)

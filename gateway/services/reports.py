@@ -1,0 +1,173 @@
+"""Finance reports: priced usage rows, the request-level ledger, monthly invoices."""
+
+from __future__ import annotations
+
+import calendar
+import csv
+import io
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from gateway.adapters.dynamo import Store
+from gateway.domain.money import fmt, to_cents, usage_cost
+from gateway.errors import InvalidRequestError, NotFoundError
+from gateway.models.records import TenantRecord, rfc3339
+from gateway.services.limits import LimitsResolver
+
+DIMENSIONS = ("tenant", "day", "model")
+USAGE_COLUMNS = ["tenant_id", "date", "model", "requests", "prompt_tokens", "cost", "currency"]
+EVENT_COLUMNS = ["request_id", "key_id", "model", "prompt_tokens", "timestamp"]
+INVOICE_COLUMNS = ["month", "tenant_id", "tenant_name", "plan", "model", "requests", "prompt_tokens",
+                   "unit_price_per_1k_tokens", "amount", "currency"]
+MAX_RANGE_DAYS = 366
+
+
+def parse_date(value: str | None, param: str) -> date:
+    if not value:
+        raise InvalidRequestError(f"'{param}' is required (YYYY-MM-DD).", param=param)
+    try:
+        if len(value) != 10:
+            raise ValueError
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidRequestError(f"'{param}' must be a date as YYYY-MM-DD.", param=param) from None
+
+
+def parse_range(start: str | None, end: str | None) -> tuple[date, date]:
+    first, last = parse_date(start, "start"), parse_date(end, "end")
+    if last < first:
+        raise InvalidRequestError("'end' is before 'start'.", param="end")
+    if (last - first).days >= MAX_RANGE_DAYS:
+        raise InvalidRequestError(f"A report spans at most {MAX_RANGE_DAYS} days.", param="end")
+    return first, last
+
+
+def parse_month(value: str | None) -> tuple[date, date]:
+    try:
+        if not value or len(value) != 7:
+            raise ValueError
+        first = datetime.strptime(value, "%Y-%m").date()
+    except ValueError:
+        raise InvalidRequestError("'month' must be YYYY-MM.", param="month") from None
+    return first, first.replace(day=calendar.monthrange(first.year, first.month)[1])
+
+
+def parse_group_by(value: str | None) -> tuple[str, ...]:
+    if not value:
+        return DIMENSIONS
+    chosen = tuple(dict.fromkeys(part.strip() for part in value.split(",")))
+    unknown = [part for part in chosen if part not in DIMENSIONS]
+    if unknown:
+        raise InvalidRequestError(f"group_by takes {', '.join(DIMENSIONS)} (comma separated).", param="group_by")
+    return chosen
+
+
+def to_csv(rows: Iterable[dict[str, Any]], columns: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\r\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
+    return buffer.getvalue()
+
+
+class ReportsService:
+    def __init__(self, *, store: Store, limits: LimitsResolver) -> None:
+        self.store = store
+        self.limits = limits
+
+    def _tenants(self, tenant_id: str | None) -> list[TenantRecord]:
+        if tenant_id:
+            tenant = self.store.get_tenant(tenant_id)
+            if tenant is None:
+                raise NotFoundError(f"No tenant '{tenant_id}'.", param="tenant_id", code="tenant_not_found")
+            return [tenant]
+        tenants: list[TenantRecord] = []
+        cursor = None
+        while True:
+            page, cursor = self.store.list_tenants(cursor=cursor, limit=1000)
+            tenants += page
+            if not cursor:
+                return tenants
+
+    def _price(self, tenant: TenantRecord, model: str) -> tuple[Decimal, str]:
+        plan = self.limits.plan(tenant.plan)
+        return plan.price_per_1k_tokens.get(model, Decimal(0)), plan.currency
+
+    def usage(self, *, start: str | None, end: str | None, tenant_id: str | None = None,
+              group_by: str | None = None) -> list[dict[str, Any]]:
+        first, last = parse_range(start, end)
+        dimensions = parse_group_by(group_by)
+        cells: dict[tuple, dict[str, Any]] = {}
+        for tenant in self._tenants(tenant_id):
+            for rollup in self.store.rollups(tenant.id, first.isoformat(), last.isoformat()):
+                price, currency = self._price(tenant, rollup["model"])
+                key = (
+                    tenant.id if "tenant" in dimensions else None,
+                    rollup["date"] if "day" in dimensions else None,
+                    rollup["model"] if "model" in dimensions else None,
+                    currency,
+                )
+                cell = cells.setdefault(key, {"requests": 0, "prompt_tokens": 0, "cost": Decimal(0)})
+                tokens = int(rollup["prompt_tokens"])
+                cell["requests"] += int(rollup["requests"])
+                cell["prompt_tokens"] += tokens
+                cell["cost"] += usage_cost(tokens, price)
+        rows = [
+            {"tenant_id": t, "date": d, "model": m, "requests": c["requests"],
+             "prompt_tokens": c["prompt_tokens"], "cost": fmt(c["cost"]), "currency": cur}
+            for (t, d, m, cur), c in cells.items()
+        ]
+        return sorted(rows, key=lambda r: (r["date"] or "", r["tenant_id"] or "", r["model"] or ""))
+
+    def events(self, *, tenant_id: str | None, start: str | None, end: str | None,
+               cursor: str | None, limit: int = 100) -> tuple[list[dict[str, Any]], str | None]:
+        if not tenant_id:
+            raise InvalidRequestError("'tenant_id' is required.", param="tenant_id")
+        first, last = parse_range(start, end)
+        self._tenants(tenant_id)
+        page = self.store.ledger(tenant_id, first.isoformat(), last.isoformat(), cursor=cursor, limit=limit)
+        return [_event_row(item) for item in page.items], page.next_cursor
+
+    def invoices(self, *, month: str | None) -> dict[str, Any]:
+        first, last = parse_month(month)
+        label = first.strftime("%Y-%m")
+        lines: list[dict[str, Any]] = []
+        totals: dict[str, dict[str, Any]] = defaultdict(lambda: {"requests": 0, "prompt_tokens": 0, "amount": Decimal(0)})
+        for tenant in self._tenants(None):
+            per_model: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+            for rollup in self.store.rollups(tenant.id, first.isoformat(), last.isoformat()):
+                per_model[rollup["model"]][0] += int(rollup["requests"])
+                per_model[rollup["model"]][1] += int(rollup["prompt_tokens"])
+            for model, (requests, tokens) in sorted(per_model.items()):
+                price, currency = self._price(tenant, model)
+                amount = to_cents(usage_cost(tokens, price))
+                lines.append({
+                    "month": label, "tenant_id": tenant.id, "tenant_name": tenant.name, "plan": tenant.plan,
+                    "model": model, "requests": requests, "prompt_tokens": tokens,
+                    "unit_price_per_1k_tokens": fmt(price), "amount": f"{amount:f}", "currency": currency,
+                })
+                total = totals[currency]
+                total["requests"] += requests
+                total["prompt_tokens"] += tokens
+                total["amount"] += amount
+        return {
+            "month": label,
+            "lines": lines,
+            "totals": [{"currency": c, "requests": t["requests"], "prompt_tokens": t["prompt_tokens"],
+                        "amount": f"{t['amount']:f}"} for c, t in sorted(totals.items())],
+        }
+
+
+def _event_row(item: dict[str, Any]) -> dict[str, Any]:
+    moment = datetime.fromtimestamp(int(item["timestamp_ms"]) / 1000).astimezone()
+    return {
+        "request_id": item["request_id"],
+        "key_id": item["key_id"],
+        "model": item["model"],
+        "prompt_tokens": int(item["prompt_tokens"]),
+        "timestamp": rfc3339(moment),
+    }
