@@ -1,0 +1,66 @@
+# maas-gateway: `make dev` runs the whole stack locally, `make test` runs every test.
+# Both install what is missing first (venv, packages, the exported ONNX model, redis-server).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+MODEL  := .maas/model/model.onnx
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install redis model dev test test-fast bench bench-inference bench-gateway lint clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@echo "[maas] creating $(VENV) with $(PYTHON) and installing packages (torch: the CPU wheel, export only)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[serve,export,dev]' 2>&1 | grep -v "^WARNING: Location" || true
+	@$(PY) -c "import gateway, onnxruntime, torch, moto, redis" || (echo "[maas] package install failed" >&2; exit 1)
+	@touch $@
+
+install: $(STAMP) redis ## venv and packages (idempotent)
+
+redis: ## make sure redis-server exists (installs it with apt-get when missing)
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "[maas] installing redis-server with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else \
+	    echo "[maas] redis-server is missing: install it (sudo apt-get install redis-server, brew install redis)" >&2; exit 1; \
+	  fi; }
+
+model: $(MODEL) ## export all-MiniLM-L6-v2 to ONNX and validate it against sentence-transformers
+
+$(MODEL): $(STAMP) inference_image/export.py
+	@$(PY) -m inference_image.export --out .maas/model
+
+dev: install model ## run the local stack in the foreground (Ctrl-C stops it)
+	@$(PY) -m infra.local.stack
+
+test: install model ## run the whole test suite against real local components
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install ## unit and functional tests only
+	@$(PY) -m pytest tests/unit tests/functional $(PYTEST_ARGS)
+
+bench: bench-inference bench-gateway ## all benchmarks (ratios against a peer in the same run)
+
+bench-inference: install model ## inference server vs sentence-transformers
+	@$(PY) -m inference_image.bench
+
+bench-gateway: install model ## admission and gateway overhead vs their peers
+	@$(PY) -m tests.performance.bench_gateway
+
+lint: install ## ruff and cfn-lint
+	@$(VENV)/bin/ruff check gateway functions infra inference_image tests
+	@$(VENV)/bin/cfn-lint template.yaml
+
+clean: ## remove the venv, the exported model and local state
+	rm -rf $(VENV) .maas .aws-sam
+
+# `sam build` builds the shared layer with this target (BuildMethod: makefile).
+build-GatewayLayer:
+	$(PYTHON) -m pip install --quiet --no-compile . -t "$(ARTIFACTS_DIR)/python"
