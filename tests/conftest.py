@@ -1,0 +1,88 @@
+"""Shared fixtures: real local services on free ports (redis-server, moto's DynamoDB
+server), started by the tests so the tests can also kill them."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.local.services import Service, create_table, free_port, moto_service, redis_service
+
+# boto3 needs credentials and a region even for a local endpoint; never real ones in tests.
+os.environ.update({
+    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
+    "POWERTOOLS_METRICS_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "WARNING",
+})
+for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+    os.environ.pop(_name, None)
+
+
+@pytest.fixture(scope="session")
+def service_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def redis_service_session(tmp_path_factory: pytest.TempPathFactory, service_logs: Path) -> Iterator[Service]:
+    service = redis_service(free_port(), tmp_path_factory.mktemp("redis"), service_logs).start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def redis_url(redis_service_session: Service) -> Iterator[str]:
+    import redis
+
+    client = redis.Redis(port=redis_service_session.port)
+    client.flushall()
+    yield f"redis://127.0.0.1:{redis_service_session.port}/0"
+    client.close()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[Service]:
+    """A private redis-server a test may kill and restart."""
+    service = redis_service(free_port(), tmp_path / "redis", tmp_path).start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def moto(service_logs: Path) -> Iterator[Service]:
+    service = moto_service(free_port(), service_logs).start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def dynamodb_endpoint(moto: Service) -> str:
+    return f"http://127.0.0.1:{moto.port}"
+
+
+def make_settings(redis_url: str, dynamodb_endpoint: str, **overrides):  # type: ignore[no-untyped-def]
+    from gateway.config import Settings
+
+    return Settings(
+        table_name=f"t-{uuid.uuid4().hex[:12]}", dynamodb_endpoint=dynamodb_endpoint, redis_url=redis_url,
+        key_pepper="test-pepper", inference_url=overrides.pop("inference_url", "http://127.0.0.1:9"),
+        **overrides,
+    )
+
+
+@pytest.fixture
+def container(redis_url: str, dynamodb_endpoint: str):  # type: ignore[no-untyped-def]
+    """A fully wired container on a fresh table and an empty Redis, plans loaded."""
+    from gateway.domain.plans import load_catalog
+    from gateway.wiring import Container
+
+    c = Container(make_settings(redis_url, dynamodb_endpoint))
+    create_table(c.dynamodb, c.settings.table_name)
+    catalog = load_catalog()
+    for plan in catalog.plans:
+        c.store.put_plan(plan, catalog.version)
+    return c

@@ -1,0 +1,101 @@
+"""The admission and settlement scripts against a real redis-server."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis
+
+from gateway.adapters.redis_store import RedisLimiter, Ticket, Verdict, tenant_key, usage_stream
+from gateway.domain.plans import Limits
+
+LIMITS = Limits(requests_per_minute=5, tokens_per_minute=100, monthly_tokens=1000, max_concurrent_requests=2)
+
+
+@pytest.fixture
+def client(redis_url):
+    return redis.Redis.from_url(redis_url)
+
+
+@pytest.fixture
+def limiter(client):
+    return RedisLimiter(client, lease_ms=60_000)
+
+
+def ticket(cost=10, limits=LIMITS, tenant="ten_a", key="key_a", expires_ms=0):
+    return Ticket(tenant_id=tenant, key_id=key, key_expires_ms=expires_ms, limits=limits, cost=cost,
+                  request_id=uuid.uuid4().hex, month="2026-11")
+
+
+def test_request_bucket_admits_capacity_then_429_with_retry_after(limiter):
+    admitted = []
+    for _ in range(5):
+        t = ticket(cost=1)
+        decision = limiter.admit(t)
+        admitted.append(decision.verdict)
+        limiter.settle(t, charge=False)
+    assert admitted == [Verdict.OK] * 5
+    blocked = limiter.admit(ticket(cost=1))
+    assert blocked.verdict is Verdict.REQUESTS
+    assert blocked.requests_remaining == 0
+    assert 1 <= blocked.retry_after_s <= 12  # one request refills in 60/5 = 12 s
+
+
+def test_token_bucket_charges_exact_cost(limiter):
+    t = ticket(cost=60)
+    decision = limiter.admit(t)
+    assert decision.verdict is Verdict.OK and decision.tokens_remaining == 40
+    assert limiter.admit(ticket(cost=41)).verdict is Verdict.TOKENS
+    assert limiter.admit(ticket(cost=40)).verdict is Verdict.OK
+
+
+def test_quota_never_exceeded_and_refund_returns_it(limiter, client):
+    big = Limits(requests_per_minute=1000, tokens_per_minute=1000, monthly_tokens=25, max_concurrent_requests=100)
+    first = ticket(cost=20, limits=big)
+    assert limiter.admit(first).verdict is Verdict.OK
+    assert limiter.admit(ticket(cost=6, limits=big)).verdict is Verdict.QUOTA
+    limiter.settle(first, charge=False)  # failed upstream: refunded
+    assert limiter.admit(ticket(cost=25, limits=big)).verdict is Verdict.OK
+    assert int(client.get(tenant_key("ten_a", "quota:2026-11"))) == 25
+
+
+def test_concurrency_slots_are_held_until_settled(limiter):
+    a, b = ticket(cost=1), ticket(cost=1)
+    assert limiter.admit(a).verdict is Verdict.OK
+    assert limiter.admit(b).verdict is Verdict.OK
+    assert limiter.admit(ticket(cost=1)).verdict is Verdict.CONCURRENCY
+    limiter.settle(a, charge=False)
+    assert limiter.admit(ticket(cost=1)).verdict is Verdict.OK
+
+
+def test_charge_appends_usage_event_and_keeps_reservation(limiter, client):
+    t = ticket(cost=7)
+    limiter.admit(t)
+    limiter.settle(t, charge=True, event={"rid": t.request_id, "tokens": "7"})
+    entries = client.xrange(usage_stream("ten_a"))
+    assert len(entries) == 1 and entries[0][1][b"rid"] == t.request_id.encode()
+    assert int(client.get(tenant_key("ten_a", "quota:2026-11"))) == 7
+
+
+def test_revocation_expiry_and_suspension_are_read_from_redis(limiter):
+    limiter.revoke_key("ten_a", "key_a")
+    assert limiter.admit(ticket()).verdict is Verdict.KEY_REVOKED
+    assert limiter.admit(ticket(key="key_b", expires_ms=1)).verdict is Verdict.KEY_EXPIRED
+    limiter.set_tenant_status("ten_b", "suspended")
+    assert limiter.admit(ticket(tenant="ten_b")).verdict is Verdict.SUSPENDED
+    limiter.set_tenant_status("ten_b", "active")
+    assert limiter.admit(ticket(tenant="ten_b")).verdict is Verdict.OK
+
+
+def test_rejections_change_nothing(limiter, client):
+    limiter.set_tenant_status("ten_a", "suspended")
+    limiter.admit(ticket(cost=50))
+    assert client.get(tenant_key("ten_a", "quota:2026-11")) is None
+    assert not client.exists(tenant_key("ten_a", "rq"), tenant_key("ten_a", "tk"))
+
+
+def test_scripts_reload_after_script_flush(limiter, client):
+    assert limiter.admit(ticket(cost=1)).verdict is Verdict.OK
+    client.script_flush()
+    assert limiter.admit(ticket(cost=1)).verdict is Verdict.OK
