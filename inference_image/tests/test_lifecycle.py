@@ -1,0 +1,88 @@
+"""Real server processes under pressure: overload (503 + Retry-After), deadlines (504),
+SIGTERM draining."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from .conftest import ServerProc
+
+# 64 items of 256 tokens under a 256-token budget: 64 sequential model calls, seconds of work
+BIG = {"input_ids": [[101] + [2000 + i % 50] * 254 + [102] for i in range(64)]}
+
+
+def _wait_metric(srv: ServerProc, name: str, value: float, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while srv.metric(name) < value:
+        assert time.monotonic() < deadline, f"{name} never reached {value}"
+        time.sleep(0.02)
+
+
+def _background(srv: ServerProc, body: dict, results: list, **kw) -> threading.Thread:
+    t = threading.Thread(target=lambda: results.append(srv.post("/invocations", body, **kw)))
+    t.start()
+    return t
+
+
+@pytest.mark.slow
+def test_full_queue_gives_503_with_retry_after_then_recovers(make_server) -> None:
+    srv = make_server(MAAS_MAX_QUEUE="1", MAAS_MAX_BATCH_TOKENS="256", MAAS_MAX_WAIT_MS="0")
+    results: list = []
+    # GIVEN one big request computing and one waiting in the queue of 1
+    a = _background(srv, BIG, results)
+    _wait_metric(srv, "maas_inference_tokens_total", 256)  # A is on the model
+    b = _background(srv, BIG, results)
+    _wait_metric(srv, "maas_inference_queue_depth", 1)
+    # WHEN a third arrives
+    status, headers, body = srv.post("/invocations", {"input_ids": [[101, 102]]})
+    # THEN it is refused at once, in OpenAI's shape, with Retry-After
+    assert status == 503, body
+    assert int(headers["retry-after"]) >= 1
+    assert json.loads(body)["error"]["code"] == "overloaded"
+    a.join(60)
+    b.join(60)
+    assert [r[0] for r in results] == [200, 200]
+    assert srv.post("/invocations", {"input_ids": [[101, 102]]})[0] == 200
+    assert srv.metric('maas_inference_errors_total{type="overloaded"}') == 1
+
+
+@pytest.mark.slow
+def test_request_past_its_deadline_gives_504(make_server) -> None:
+    srv = make_server(MAAS_MAX_BATCH_TOKENS="256", MAAS_MAX_WAIT_MS="0")
+    results: list = []
+    a = _background(srv, BIG, results)
+    _wait_metric(srv, "maas_inference_tokens_total", 256)
+    t0 = time.monotonic()
+    status, _, body = srv.post("/invocations", {"input_ids": [[101, 102]]},
+                               headers={"x-maas-timeout-ms": "200"})
+    assert status == 504, body
+    assert json.loads(body)["error"]["code"] == "timeout"
+    assert time.monotonic() - t0 < 2
+    a.join(60)
+    assert results[0][0] == 200  # the slow neighbour is unaffected
+
+
+@pytest.mark.slow
+def test_sigterm_drains_in_flight_requests_and_exits_cleanly(make_server) -> None:
+    srv = make_server(MAAS_MAX_BATCH_TOKENS="1024", MAAS_MAX_WAIT_MS="0")
+    body = {"input_ids": [[101] + [3000 + i] * 200 + [102] for i in range(48)]}
+    with ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(srv.post, "/invocations", body) for _ in range(6)]
+        _wait_metric(srv, "maas_inference_requests_in_flight", 6)  # all six admitted
+        t0 = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        results = [f.result(timeout=40) for f in futures]
+    # every request admitted before SIGTERM completes
+    for status, _headers, raw in results:
+        assert status == 200
+        assert len(json.loads(raw)["embeddings"]) == 48
+    assert srv.proc.wait(timeout=30) == 0
+    assert time.monotonic() - t0 < 30
+    with pytest.raises(OSError):
+        srv.get("/ping", timeout=2)  # nothing listens any more
