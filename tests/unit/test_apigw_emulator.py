@@ -1,0 +1,332 @@
+"""The API Gateway emulator (infra/local/apigw.py) against a fixture template and handler.
+
+Only loopback HTTP: the emulator runs on a free port in a thread of the test process."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.local.apigw import ApiGatewayEmulator, build_app, load_template, read_routes, serve
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURE = ROOT / "tests" / "fixtures" / "apigw" / "template.yaml"
+SAMPLES = sorted((ROOT / "events").glob("*/*.json"))
+API_SAMPLES = [p for p in SAMPLES if p.parent.name != "flusher"]
+
+
+@pytest.fixture(scope="module")
+def server():
+    app = build_app(FIXTURE, max_copies=4)
+    srv = serve(app, "127.0.0.1", 0, block=False)
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def request(
+    server, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, http.client.HTTPMessage, bytes]:
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.headers, resp.read()
+    finally:
+        conn.close()
+
+
+def echo(server, method: str, path: str, **kw: Any) -> dict[str, Any]:
+    status, headers, body = request(server, method, path, **kw)
+    assert status == 200, body
+    return json.loads(body)
+
+
+def shape(value: Any) -> Any:
+    """Keys and types of a JSON value; None stands for "absent or null"."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shape(value[0])] if value else []
+    return None if value is None else type(value).__name__
+
+
+def assert_same_shape(actual: Any, recorded: Any, where: str = "event") -> None:
+    if actual is None or recorded is None:
+        return  # e.g. queryStringParameters: null when a request has none
+    assert type(actual) is type(recorded), f"{where}: {type(actual).__name__} != {type(recorded).__name__}"
+    if isinstance(actual, dict):
+        free_form = where.endswith(("headers", "Headers", "Parameters", "pathParameters", "stageVariables"))
+        if not free_form:
+            assert set(actual) == set(recorded), f"{where}: keys differ: {set(actual) ^ set(recorded)}"
+            for k in actual:
+                assert_same_shape(actual[k], recorded[k], f"{where}.{k}")
+        else:
+            for k, v in actual.items():  # header/query names vary; values are str or [str]
+                expected = str if not isinstance(v, list) else list
+                assert isinstance(v, expected), f"{where}.{k}"
+
+
+# ------------------------------------------------------------------------ the recorded samples
+
+
+@pytest.mark.parametrize("sample", API_SAMPLES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_recorded_samples_are_rest_proxy_events_for_template_routes(sample: Path):
+    # GIVEN a recorded event, WHEN compared with the real template's routes
+    event = json.loads(sample.read_text())
+    routes = {(r.method, r.resource): r.function_id for r in read_routes(load_template(ROOT / "template.yaml"))}
+    # THEN it targets a declared route of the function named by its folder
+    fn = routes[(event["httpMethod"], event["resource"])]
+    assert fn.lower() == f"{sample.parent.name}function"
+    assert event["requestContext"]["resourcePath"] == event["resource"]
+    assert event["requestContext"]["accountId"] == "123456789012"  # placeholder, never a real one
+    assert isinstance(event["requestContext"]["requestTimeEpoch"], int)
+    assert event["isBase64Encoded"] is False
+    if event["body"] is not None:
+        json.loads(event["body"])
+
+
+def test_scheduled_sample_is_an_eventbridge_event():
+    event = json.loads((ROOT / "events" / "flusher" / "scheduled.json").read_text())
+    assert event["source"] == "aws.events" and event["detail-type"] == "Scheduled Event"
+    assert event["account"] == "123456789012"
+
+
+@pytest.mark.parametrize("sample", API_SAMPLES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_emulator_event_has_the_shape_of_the_samples(server, sample: Path):
+    recorded = json.loads(sample.read_text())
+    body = recorded["body"].encode() if recorded["body"] else None
+    method = "POST" if body else "GET"
+    got = echo(server, method, "/echo?x=1", body=body, headers={"Content-Type": "application/json"})
+    event = got["event"]
+    assert set(event) == set(recorded)
+    assert_same_shape(event, recorded)
+
+
+# ------------------------------------------------------------------------ event contents
+
+
+def test_path_and_query_parameters(server):
+    event = echo(server, "GET", "/items/it%20em-7?tag=a&tag=b&empty=&q=x%2By+z")["event"]
+    assert event["resource"] == "/items/{item_id}"
+    assert event["path"] == "/items/it em-7"
+    assert event["pathParameters"] == {"item_id": "it em-7"}
+    assert event["queryStringParameters"] == {"tag": "b", "empty": "", "q": "x+y z"}
+    assert event["multiValueQueryStringParameters"] == {"tag": ["a", "b"], "empty": [""], "q": ["x+y z"]}
+    assert event["requestContext"]["resourcePath"] == "/items/{item_id}"
+    assert event["requestContext"]["path"] == "/local/items/it em-7"  # /{stage}{path}, as in AWS
+
+
+def test_static_segment_beats_path_parameter(server):
+    assert echo(server, "GET", "/items/special")["event"]["resource"] == "/items/special"
+    assert echo(server, "GET", "/items/other")["event"]["pathParameters"] == {"item_id": "other"}
+
+
+def test_greedy_parameter_and_any_method(server):
+    event = echo(server, "PUT", "/files/a/b/c.txt", body=b"x")["event"]
+    assert event["resource"] == "/files/{path+}"
+    assert event["pathParameters"] == {"path": "a/b/c.txt"}
+    assert event["httpMethod"] == "PUT"
+
+
+def test_no_query_no_body_give_nulls(server):
+    event = echo(server, "GET", "/echo")["event"]
+    for key in ("queryStringParameters", "multiValueQueryStringParameters", "pathParameters", "body"):
+        assert event[key] is None, key
+    assert event["isBase64Encoded"] is False
+
+
+def test_headers_single_and_multi_value(server):
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    conn.putrequest("GET", "/echo")
+    conn.putheader("X-Multi", "one")
+    conn.putheader("X-Multi", "two")
+    conn.putheader("Authorization", "Bearer abc")
+    conn.endheaders()
+    resp = conn.getresponse()
+    event = json.loads(resp.read())["event"]
+    conn.close()
+    assert event["headers"]["X-Multi"] == "two"  # API Gateway keeps the last value
+    assert event["multiValueHeaders"]["X-Multi"] == ["one", "two"]
+    assert event["headers"]["Authorization"] == "Bearer abc"
+    assert event["headers"]["X-Forwarded-Port"] == str(port)
+
+
+def test_json_body_passes_as_text(server):
+    payload = {"model": "m", "input": ["héllo"]}
+    body = json.dumps(payload).encode()
+    event = echo(server, "POST", "/echo", body=body, headers={"Content-Type": "application/json"})["event"]
+    assert json.loads(event["body"]) == payload
+    assert event["isBase64Encoded"] is False
+
+
+def test_binary_media_type_body_is_base64(server):
+    raw = bytes(range(256))
+    event = echo(server, "POST", "/echo", body=raw, headers={"Content-Type": "application/octet-stream"})["event"]
+    assert event["isBase64Encoded"] is True
+    assert base64.b64decode(event["body"]) == raw
+
+
+def test_lambda_context(server):
+    got = echo(server, "GET", "/echo")
+    ctx = got["context"]
+    assert ctx["function_name"] == "EchoFunction"
+    assert ctx["memory_limit_in_mb"] == 256
+    assert ctx["invoked_function_arn"] == "arn:aws:lambda:us-east-1:123456789012:function:EchoFunction"
+    assert 0 < ctx["remaining_ms"] <= 5000  # Globals Timeout: 5
+    assert ctx["aws_request_id"] != got["event"]["requestContext"]["requestId"]
+
+
+# ------------------------------------------------------------------------ responses
+
+
+def test_response_headers_multi_value_and_request_id(server):
+    status, headers, body = request(server, "GET", "/echo")
+    assert status == 200
+    assert headers.get_all("Set-Cookie") == ["a=1", "b=2"]
+    event = json.loads(body)["event"]
+    assert headers["x-request-id"] == event["requestContext"]["requestId"]
+    assert headers["x-amzn-RequestId"] == event["requestContext"]["requestId"]
+    assert headers["Content-Type"] == "application/json"
+
+
+def test_base64_response_is_decoded(server):
+    status, headers, body = request(server, "GET", "/binary")
+    assert status == 200
+    assert body == bytes(range(256))
+    assert headers["Content-Type"] == "application/octet-stream"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/nope"), ("GET", "/v1/embeddings"), ("DELETE", "/echo"), ("GET", "/items"), ("GET", "/items/a/b")],
+)
+def test_unknown_route_is_404_in_openai_shape(server, method, path):
+    status, headers, body = request(server, method, path)
+    assert status == 404
+    error = json.loads(body)["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["code"] == "unknown_route"
+    assert error["param"] is None
+    assert isinstance(error["message"], str) and error["message"]
+    assert headers["x-request-id"]
+    assert headers["Content-Type"] == "application/json"
+
+
+def test_body_over_10_mib_is_413(server):
+    status, headers, body = request(server, "POST", "/echo", body=b"x" * (10 * 1024 * 1024 + 1))
+    assert status == 413
+    error = json.loads(body)["error"]
+    assert error["code"] == "request_too_large" and error["type"] == "invalid_request_error"
+
+
+def test_body_of_exactly_10_mib_passes(server):
+    status, _, body = request(server, "POST", "/echo", body=b"x" * (10 * 1024 * 1024))
+    assert status == 200
+    assert len(json.loads(body)["event"]["body"]) == 10 * 1024 * 1024
+
+
+def test_413_before_reading_a_declared_huge_body(server):
+    # GIVEN a client that declares 50 MiB and sends nothing yet
+    host, port = server.server_address[:2]
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 52428800\r\n\r\n")
+        # THEN the answer comes at once, without waiting for the body
+        head = sock.recv(65536).decode("latin-1")
+    assert head.startswith("HTTP/1.1 413")
+
+
+def test_handler_exception_is_502(server):
+    status, headers, body = request(server, "POST", "/boom", body=b"{}")
+    assert status == 502
+    assert json.loads(body)["error"]["message"] == "Internal server error"
+    assert headers["x-request-id"]
+
+
+def test_malformed_proxy_response_is_502(server):
+    status, _, body = request(server, "GET", "/bad")
+    assert status == 502
+    assert json.loads(body)["error"]["message"] == "Internal server error"
+
+
+def test_server_keeps_serving_after_errors(server):
+    request(server, "POST", "/boom", body=b"{}")
+    assert echo(server, "GET", "/echo")["event"]["resource"] == "/echo"
+
+
+# ------------------------------------------------------------------------ concurrency
+
+
+def test_two_slow_requests_run_in_parallel_on_two_copies(server):
+    results: list[dict[str, Any]] = []
+
+    def call() -> None:
+        results.append(echo(server, "GET", "/slow?s=0.6"))
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    a, b = results
+    # THEN both ran at the same time ...
+    assert a["started"] < b["finished"] and b["started"] < a["finished"]
+    # ... on two different copies of the module, each serving one request at a time
+    assert a["copy"] != b["copy"]
+    for r in results:
+        assert r["concurrent_in_copy"] == 1
+        assert r["request_id"] == r["own_request_id"]  # module state not clobbered
+
+
+def test_pool_never_exceeds_max_copies_and_reuses_copies():
+    app = build_app(FIXTURE, max_copies=2)
+    srv = serve(app, "127.0.0.1", 0, block=False)
+    try:
+        results: list[dict[str, Any]] = []
+        lock = threading.Lock()
+
+        def call() -> None:
+            r = echo(srv, "GET", "/slow?s=0.2")
+            with lock:
+                results.append(r)
+
+        threads = [threading.Thread(target=call) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(results) == 6
+        assert len({r["copy"] for r in results}) == 2
+        assert app.pools["EchoFunction"].size == 2
+        assert all(r["concurrent_in_copy"] == 1 and r["request_id"] == r["own_request_id"] for r in results)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_service_facade_starts_on_a_free_port_and_stops():
+    emulator = ApiGatewayEmulator(port=0, workers=2, env={"FIXTURE_FROM_ENV": "1"}, template=FIXTURE).start()
+    try:
+        assert emulator.port != 0
+        host, port = emulator.url.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("GET", "/echo")
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        emulator.stop()
+
+
+def test_only_api_events_become_routes():
+    routes = read_routes(load_template(FIXTURE))
+    assert {r.function_id for r in routes} == {"EchoFunction"}
+    assert ("ANY", "/files/{path+}") in {(r.method, r.resource) for r in routes}
