@@ -17,7 +17,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	@echo "[maas] creating $(VENV) with $(PYTHON) and installing packages (torch: the CPU wheel, export only)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install -q --disable-pip-version-check -e '.[serve,export,dev]' 2>&1 | grep -v "^WARNING: Location" || true
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[serve,export,dev,cli]' 2>&1 | grep -v "^WARNING: Location" || true
 	@$(PY) -c "import gateway, onnxruntime, torch, moto, redis" || (echo "[maas] package install failed" >&2; exit 1)
 	@touch $@
 

@@ -38,7 +38,7 @@ def _pepper(state_dir: Path) -> str:
     """A per-checkout pepper, kept so keys hashed by one run verify in the next."""
     path = state_dir / "pepper"
     if not path.exists():
-        from gateway.cli import write_secret
+        from gateway.cli.admin import write_secret
 
         write_secret(path, secrets.token_hex(32))
     return path.read_text().strip()
@@ -84,7 +84,7 @@ class LocalStack:
 
     def start(self, progress=print) -> LocalStack:  # type: ignore[no-untyped-def]
         os.environ.update(self.handler_env())
-        from gateway.cli import bootstrap, write_secret
+        from gateway.cli.admin import bootstrap, write_secret
         from gateway.wiring import container
 
         progress(f"starting redis-server on :{self.config.redis_port}")

@@ -1,5 +1,5 @@
-"""``maas``: operator commands. Only ``admin bootstrap`` writes to the table directly;
-everything else goes through the HTTP API with a key, like any client."""
+"""``maas admin bootstrap`` and ``maas flush``: the only commands that touch the tables
+directly (operators, with AWS credentials)."""
 
 from __future__ import annotations
 
@@ -45,36 +45,32 @@ def write_secret(path: Path, value: str) -> None:
     os.chmod(path, 0o600)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="maas", description="maas-gateway operator commands")
-    commands = parser.add_subparsers(dest="command", required=True)
-    admin = commands.add_parser("admin", help="direct administration of the tables")
+def register(commands: argparse._SubParsersAction) -> None:
+    admin = commands.add_parser("admin", help="direct administration of the tables (operators only)")
     admin_commands = admin.add_subparsers(dest="admin_command", required=True)
     boot = admin_commands.add_parser("bootstrap", help="load plans and issue the first admin key")
     boot.add_argument("--plans", type=Path, help="plan catalog (default infra/plans.json)")
     boot.add_argument("--key-file", type=Path, help="also write the key to this file (mode 0600)")
+    boot.set_defaults(run=_bootstrap)
     flush = commands.add_parser("flush", help="drain the usage streams into the ledger once")
     flush.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-
-    if args.command == "admin" and args.admin_command == "bootstrap":
-        result = bootstrap(args.plans)
-        if args.key_file:
-            write_secret(args.key_file, result["key"])
-        print(f"plans loaded: {', '.join(result['plans'])}", file=sys.stderr)
-        print(f"admin key {result['key_id']} (shown once):", file=sys.stderr)
-        print(result["key"])
-        return 0
-    if args.command == "flush":
-        from gateway.wiring import container
-
-        outcome = container().flusher.flush()
-        print(json.dumps(outcome.__dict__) if args.json else
-              f"read {outcome.read}, written {outcome.written}, errors {len(outcome.errors)}")
-        return 1 if outcome.errors else 0
-    parser.error("unknown command")
-    return 2
+    flush.set_defaults(run=_flush)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _bootstrap(args: argparse.Namespace) -> int:
+    result = bootstrap(args.plans)
+    if args.key_file:
+        write_secret(args.key_file, result["key"])
+    print(f"plans loaded: {', '.join(result['plans'])}", file=sys.stderr)
+    print(f"admin key {result['key_id']} (shown once):", file=sys.stderr)
+    print(result["key"])
+    return 0
+
+
+def _flush(args: argparse.Namespace) -> int:
+    from gateway.wiring import container
+
+    outcome = container().flusher.flush()
+    print(json.dumps(outcome.__dict__) if args.json else
+          f"read {outcome.read}, written {outcome.written}, errors {len(outcome.errors)}")
+    return 1 if outcome.errors else 0

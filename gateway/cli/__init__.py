@@ -1,0 +1,26 @@
+"""``maas``: operator, admin and finance commands.
+
+Only ``admin bootstrap`` and ``flush`` touch the tables directly; every other command talks
+to the HTTP API with a key, like any client. Each command group registers itself here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from gateway.cli import admin
+
+GROUPS = [admin]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="maas", description="maas-gateway commands")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for group in GROUPS:
+        group.register(commands)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
