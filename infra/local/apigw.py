@@ -6,9 +6,9 @@ event API Gateway sends (the samples in events/ have this shape), and the functi
 `handler(event, context)` answers it.
 
 Like Lambda, a function copy serves one request at a time: each function keeps a pool of
-independent copies of its entry module (loaded under a unique module name), grown on demand up
-to `max_copies`. Powertools resolvers keep the current event on the module's `app` object, so
-two requests must never share one copy.
+copies, grown on demand up to `max_copies`, and each copy is a worker process of its own
+(infra/local/lambda_worker.py), as each Lambda execution environment is. Powertools keeps the
+current event on a class attribute, process-wide, so two requests must never share a process.
 
 What API Gateway itself answers is answered here the same way, in OpenAI's error shape (the
 template's GatewayResponses): an unknown route or method is 404 `unknown_route`, a body over
@@ -256,13 +256,20 @@ _copy_ids = itertools.count(1)
 class FunctionPool:
     """Independent copies of one function's entry module, one request per copy at a time."""
 
-    def __init__(self, spec: FunctionSpec, max_copies: int = DEFAULT_MAX_COPIES) -> None:
+    def __init__(self, spec: FunctionSpec, max_copies: int = DEFAULT_MAX_COPIES, *,
+                 isolation: str = "process") -> None:
         if max_copies < 1:
             raise ValueError("max_copies must be at least 1")
+        if isolation not in ("process", "module"):
+            raise ValueError("isolation is 'process' or 'module'")
         self.spec = spec
         self.max_copies = max_copies
+        # "process": each copy is a worker process, like a Lambda execution environment;
+        # "module": a module copy in this process, only for handlers keeping no global state.
+        self.isolation = isolation
         self._cond = threading.Condition()
         self._idle: list[Handler] = []
+        self._all: list[Handler] = []
         self._created = 0
 
     @property
@@ -287,10 +294,33 @@ class FunctionPool:
 
     def release(self, handler: Handler) -> None:
         with self._cond:
-            self._idle.append(handler)
+            if getattr(handler, "alive", True):
+                self._idle.append(handler)
+            else:  # its process died (as a Lambda environment can): the next request gets a new one
+                self._created -= 1
+                self._all.remove(handler)
             self._cond.notify()
 
+    def close(self) -> None:
+        with self._cond:
+            copies, self._all, self._idle, self._created = self._all, [], [], 0
+        for handler in copies:
+            close = getattr(handler, "close", None)
+            if close is not None:
+                close()
+
     def _load_copy(self) -> Handler:
+        handler = self._load_process() if self.isolation == "process" else self._load_module()
+        with self._cond:
+            self._all.append(handler)
+        return handler
+
+    def _load_process(self) -> Handler:
+        from infra.local.lambda_worker import ProcessHandler
+
+        return ProcessHandler(self.spec.module_path, self.spec.attr)
+
+    def _load_module(self) -> Handler:
         path = self.spec.module_path
         name = f"_apigw_{self.spec.logical_id}_{next(_copy_ids)}"
         module_spec = importlib.util.spec_from_file_location(name, path)
@@ -335,16 +365,21 @@ class Gateway:
         stage: str = "local",
         binary_media_types: Iterable[str] = (),
         max_body_bytes: int = MAX_BODY_BYTES,
+        isolation: str = "process",
     ) -> None:
         missing = {r.function_id for r in routes} - set(functions)
         if missing:
             raise ValueError(f"routes point at unknown functions: {sorted(missing)}")
         self.routes = sorted(routes, key=lambda r: r.specificity)
         self.functions = dict(functions)
-        self.pools = {fid: FunctionPool(spec, max_copies) for fid, spec in functions.items()}
+        self.pools = {fid: FunctionPool(spec, max_copies, isolation=isolation) for fid, spec in functions.items()}
         self.stage = stage
         self.binary_media_types = list(binary_media_types)
         self.max_body_bytes = max_body_bytes
+
+    def close(self) -> None:
+        for pool in self.pools.values():
+            pool.close()
 
     # -- routing
 
@@ -583,6 +618,7 @@ def build_app(
     max_copies: int = DEFAULT_MAX_COPIES,
     *,
     stage: str = "local",
+    isolation: str = "process",
 ) -> Gateway:
     """The gateway for a template; code paths are relative to project_root (default: the
     template's folder), which also goes on sys.path so handlers import the project's packages."""
@@ -597,6 +633,7 @@ def build_app(
         max_copies=max_copies,
         stage=stage,
         binary_media_types=_binary_media_types(template),
+        isolation=isolation,
     )
 
 
@@ -754,6 +791,7 @@ class ApiGatewayEmulator:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        self.app.close()
 
     def __enter__(self) -> ApiGatewayEmulator:
         return self.start()
