@@ -254,10 +254,10 @@ _copy_ids = itertools.count(1)
 
 
 class FunctionPool:
-    """Independent copies of one function's entry module, one request per copy at a time."""
+    """Independent copies of one function, one request per copy at a time: worker processes
+    (isolation="process", the default) or module copies in this process ("module")."""
 
-    def __init__(self, spec: FunctionSpec, max_copies: int = DEFAULT_MAX_COPIES, *,
-                 isolation: str = "process") -> None:
+    def __init__(self, spec: FunctionSpec, max_copies: int = DEFAULT_MAX_COPIES, *, isolation: str = "process") -> None:
         if max_copies < 1:
             raise ValueError("max_copies must be at least 1")
         if isolation not in ("process", "module"):

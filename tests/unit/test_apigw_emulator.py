@@ -29,6 +29,7 @@ def server():
     yield srv
     srv.shutdown()
     srv.server_close()
+    app.close()
 
 
 def request(
@@ -258,6 +259,27 @@ def test_malformed_proxy_response_is_502(server):
     assert json.loads(body)["error"]["message"] == "Internal server error"
 
 
+def test_a_dead_worker_is_replaced(server):
+    status, _, body = request(server, "GET", "/crash")
+    assert status == 502
+    assert json.loads(body)["error"]["message"] == "Internal server error"
+    assert echo(server, "GET", "/echo")["event"]["resource"] == "/echo"
+
+
+def test_module_isolation_serves_too():
+    # isolation="module": copies share the process (only for handlers without process-wide state)
+    app = build_app(FIXTURE, max_copies=2, isolation="module")
+    srv = serve(app, "127.0.0.1", 0, block=False)
+    try:
+        assert echo(srv, "GET", "/items/x")["event"]["pathParameters"] == {"item_id": "x"}
+        status, _, _ = request(srv, "POST", "/boom", body=b"{}")
+        assert status == 502
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        app.close()
+
+
 def test_server_keeps_serving_after_errors(server):
     request(server, "POST", "/boom", body=b"{}")
     assert echo(server, "GET", "/echo")["event"]["resource"] == "/echo"
@@ -285,6 +307,7 @@ def test_two_slow_requests_run_in_parallel_on_two_copies(server):
     for r in results:
         assert r["concurrent_in_copy"] == 1
         assert r["request_id"] == r["own_request_id"]  # module state not clobbered
+        assert r["process_wide_request_id"] == r["own_request_id"]  # nor process-wide state
 
 
 def test_pool_never_exceeds_max_copies_and_reuses_copies():
@@ -311,6 +334,7 @@ def test_pool_never_exceeds_max_copies_and_reuses_copies():
     finally:
         srv.shutdown()
         srv.server_close()
+        app.close()
 
 
 def test_service_facade_starts_on_a_free_port_and_stops():
