@@ -1,22 +1,26 @@
-"""Settings, read once from the environment (the same names in Lambda and locally)."""
+"""Settings, read once from the environment (the same names in Lambda and locally).
+
+Every field ``x`` is read from ``MAAS_X``; pydantic validates and converts them."""
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict
+
+PREFIX = "MAAS_"
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MAAS_", extra="ignore")
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     stage: str = "local"
     table_name: str = "maas-local"
     # Only set locally (moto's server); in AWS boto3 finds DynamoDB itself.
     dynamodb_endpoint: str | None = None
-    aws_region: str = Field(default="us-east-1", validation_alias="AWS_REGION")
+    aws_region: str = "us-east-1"
 
     redis_url: str = "redis://127.0.0.1:6380/0"
     redis_cluster: bool = False
@@ -35,7 +39,7 @@ class Settings(BaseSettings):
     key_pepper_param: str | None = None
 
     # When Redis is unreachable: the quota fails closed (503, nothing charged) by default;
-    # rate buckets fall back to a bounded in-process limiter.
+    # "open" admits on the in-process rate limiter alone and meters straight to DynamoDB.
     quota_on_redis_failure: Literal["closed", "open"] = "closed"
 
     max_body_bytes: int = 2 * 1024 * 1024
@@ -45,7 +49,20 @@ class Settings(BaseSettings):
     key_cache_ttl_s: float = 60.0
     tenant_cache_ttl_s: float = 2.0
 
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        environ = dict(os.environ if environ is None else environ)
+        values: dict[str, str] = {}
+        for name in cls.model_fields:
+            value = environ.get(PREFIX + name.upper())
+            if value not in (None, ""):
+                values[name] = value
+        region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
+        if region and "aws_region" not in values:
+            values["aws_region"] = region
+        return cls.model_validate(values)
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    return Settings.from_env()

@@ -6,13 +6,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from gateway.adapters.dynamo import Store
 from gateway.domain.keys import parse_key, verify_key
 from gateway.domain.scopes import Scope, grants
 from gateway.errors import AuthenticationError, PermissionDeniedError
 from gateway.models.records import KeyRecord, TenantRecord, utcnow
+
+if TYPE_CHECKING:  # boto3 loads when the container builds the store, not at import
+    from gateway.adapters.dynamo import Store
 
 K = TypeVar("K")
 V = TypeVar("V")
