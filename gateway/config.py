@@ -43,7 +43,6 @@ class Settings(BaseModel):
     quota_on_redis_failure: Literal["closed", "open"] = "closed"
 
     max_body_bytes: int = 2 * 1024 * 1024
-    max_input_items: int = 2048
     # A concurrency slot is a lease: it expires if a Lambda dies mid-request.
     lease_ms: int = 60_000
     key_cache_ttl_s: float = 60.0

@@ -97,8 +97,12 @@ class Container:
         from gateway.domain.registry import MINILM
         from gateway.services.embeddings import EmbeddingsService
 
+        from gateway.adapters.local_limits import LocalLimiter
+
+        fallback = LocalLimiter() if self.settings.quota_on_redis_failure == "open" else None
         return EmbeddingsService(tokenizers={MINILM.id: ModelTokenizer(MINILM)}, limiter=self.limiter,
-                                 inference=self.inference, store=self.store, limits=self.limits)
+                                 inference=self.inference, store=self.store, limits=self.limits,
+                                 fallback=fallback)
 
     @cached_property
     def billing(self) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol
@@ -62,6 +63,7 @@ class Decision:
     tokens_reset_s: int
     retry_after_s: int
     quota_used: int
+    local: bool = False  # decided by the in-process fallback while Redis was unreachable
 
     @property
     def admitted(self) -> bool:
@@ -82,9 +84,12 @@ class RedisLimiter:
     """Runs the admission and settlement scripts (EVALSHA, reloaded on NOSCRIPT by
     redis-py's Script) and writes the key and tenant state they read."""
 
-    def __init__(self, client: RedisLike, *, lease_ms: int = 60_000) -> None:
+    def __init__(self, client: RedisLike, *, lease_ms: int = 60_000,
+                 clock_ms: Callable[[], int] | None = None) -> None:
         self.client = client
         self.lease_ms = lease_ms
+        # Redis's own clock by default, so every Lambda agrees; tests may drive time.
+        self.clock_ms = clock_ms
         self._admit = client.register_script(_script("admit.lua"))
         self._settle = client.register_script(_script("settle.lua"))
 
@@ -111,6 +116,8 @@ class RedisLimiter:
             self.lease_ms,
             QUOTA_TTL_S,
         ]
+        if self.clock_ms is not None:
+            args.append(self.clock_ms())
         verdict, rq_rem, rq_reset, tk_rem, tk_reset, retry_ms, used = self._admit(keys, args)
         return Decision(
             verdict=Verdict(verdict.decode() if isinstance(verdict, bytes) else verdict),

@@ -7,13 +7,17 @@
 --       3 request bucket, 4 token bucket, 5 monthly quota counter, 6 in-flight leases (zset)
 -- ARGV: 1 key_id, 2 key expiry ms from the key record (0 = none), 3 requests/min,
 --       4 tokens/min, 5 monthly tokens, 6 max concurrent, 7 cost (tokens),
---       8 request id, 9 lease ms, 10 quota counter ttl s
+--       8 request id, 9 lease ms, 10 quota counter ttl s,
+--       11 now in ms (optional, tests only; otherwise the server's clock, shared by all callers)
 -- Returns: {verdict, requests remaining, requests reset ms, tokens remaining,
 --           tokens reset ms, retry after ms, quota used}
 
 local PERIOD = 60000
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(ARGV[11] or '')
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 
 local key_id, record_expiry = ARGV[1], tonumber(ARGV[2])
 local rpm, tpm = tonumber(ARGV[3]), tonumber(ARGV[4])

@@ -10,6 +10,7 @@ from typing import Any
 
 from gateway.adapters.dynamo import Store
 from gateway.adapters.inference import InferenceClient
+from gateway.adapters.local_limits import LocalLimiter
 from gateway.adapters.redis_store import REDIS_ERRORS, Decision, RedisLimiter, Ticket, Verdict
 from gateway.adapters.tokenizer import ModelTokenizer
 from gateway.domain.registry import resolve
@@ -30,15 +31,21 @@ from gateway.services.auth import Principal
 from gateway.services.limits import LimitsResolver
 from gateway.telemetry import MetricUnit, logger, metrics
 
+MAX_INPUT_ITEMS = 2048  # as OpenAI's embeddings API
+
 
 class EmbeddingsService:
     def __init__(self, *, tokenizers: dict[str, ModelTokenizer], limiter: RedisLimiter,
-                 inference: InferenceClient, store: Store, limits: LimitsResolver) -> None:
+                 inference: InferenceClient, store: Store, limits: LimitsResolver,
+                 fallback: LocalLimiter | None = None) -> None:
         self.tokenizers = tokenizers
         self.limiter = limiter
         self.inference = inference
         self.store = store
         self.limits = limits
+        # None: fail closed when Redis is unreachable (the default policy).
+        self.fallback = fallback
+        self._degraded = False
 
     def create(self, request: EmbeddingsRequest, principal: Principal,
                request_id: str) -> tuple[dict[str, Any], dict[str, str]]:
@@ -51,6 +58,8 @@ class EmbeddingsService:
                                       param="dimensions")
         tokenizer = self.tokenizers[spec.id]
         texts, ids = request.texts_or_ids()
+        if len(texts or ids or []) > MAX_INPUT_ITEMS:
+            raise InvalidRequestError(f"At most {MAX_INPUT_ITEMS} inputs per request.", param="input")
         input_ids = (tokenizer.encode_texts(texts, truncate=request.truncate) if texts is not None
                      else tokenizer.wrap_ids(ids or [], truncate=request.truncate))
         cost = sum(len(sequence) for sequence in input_ids)
@@ -78,7 +87,7 @@ class EmbeddingsService:
             if len(result.vectors) != len(input_ids):
                 raise UpstreamError("the inference service returned a wrong number of embeddings")
         except Exception:
-            self._settle(ticket, charge=False)
+            self._refund(ticket, decision)
             raise
         metrics.add_metric(name="InferenceLatency", unit=MetricUnit.Milliseconds,
                            value=(time.perf_counter() - started) * 1000)
@@ -86,7 +95,7 @@ class EmbeddingsService:
         event = UsageEvent(request_id=request_id, tenant_id=ticket.tenant_id, key_id=ticket.key_id,
                            model=spec.id, prompt_tokens=cost,
                            timestamp_ms=int(time.time() * 1000))
-        self._charge(ticket, event)
+        self._charge(ticket, decision, event)
         metrics.add_metric(name="PromptTokens", unit=MetricUnit.Count, value=cost)
 
         data = [
@@ -99,26 +108,58 @@ class EmbeddingsService:
 
     def _admit(self, ticket: Ticket) -> Decision:
         try:
-            return self.limiter.admit(ticket)
+            decision = self.limiter.admit(ticket)
         except REDIS_ERRORS as error:
-            # Fail closed: the quota cannot be proven, so nothing is admitted or charged.
-            logger.warning("redis unavailable at admission; failing closed", extra={"error": type(error).__name__})
-            metrics.add_metric(name="AdmissionDegraded", unit=MetricUnit.Count, value=1)
-            raise ServiceUnavailableError("Usage limits cannot be checked right now; retry shortly.",
-                                          headers={"Retry-After": "1"}) from error
+            self._set_degraded(True, error)
+            if self.fallback is None:
+                # Fail closed: the quota cannot be proven, so nothing is admitted or charged.
+                raise ServiceUnavailableError("Usage limits cannot be checked right now; retry shortly.",
+                                              headers={"Retry-After": "1"}) from error
+            return self.fallback.admit(ticket)
+        self._set_degraded(False)
+        return decision
 
-    def _settle(self, ticket: Ticket, *, charge: bool, event: UsageEvent | None = None) -> None:
+    def _set_degraded(self, degraded: bool, error: Exception | None = None) -> None:
+        if degraded:
+            metrics.add_metric(name="AdmissionDegraded", unit=MetricUnit.Count, value=1)
+        if degraded != self._degraded:
+            self._degraded = degraded
+            if degraded:
+                logger.warning("redis unreachable: admission degraded",
+                               extra={"policy": "open" if self.fallback else "closed",
+                                      "error": type(error).__name__})
+            else:
+                logger.info("redis reachable again: admission recovered")
+
+    def _refund(self, ticket: Ticket, decision: Decision) -> None:
+        try:
+            self._settle(ticket, decision, charge=False)
+        except REDIS_ERRORS:
+            # The reservation stays counted until the month ends: the tenant loses those
+            # tokens of quota, but is not billed for them (nothing enters the ledger).
+            logger.warning("redis unavailable at refund", extra={"request_id": ticket.request_id})
+
+    def _settle(self, ticket: Ticket, decision: Decision, *, charge: bool, event: UsageEvent | None = None) -> None:
+        if decision.local:
+            assert self.fallback is not None
+            self.fallback.release(ticket)
+            if charge and event is not None:
+                self._record_directly(event)
+            return
         self.limiter.settle(ticket, charge=charge, event=event.to_fields() if event else None)
 
-    def _charge(self, ticket: Ticket, event: UsageEvent) -> None:
+    def _charge(self, ticket: Ticket, decision: Decision, event: UsageEvent) -> None:
         """Charge once: the event goes on the tenant's stream, or, when Redis is gone,
         straight into the ledger through the same idempotent write the flusher uses."""
         try:
-            self._settle(ticket, charge=True, event=event)
+            self._settle(ticket, decision, charge=True, event=event)
             return
         except REDIS_ERRORS:
             logger.warning("redis unavailable at settle; recording usage directly",
                            extra={"request_id": event.request_id})
+        self._record_directly(event)
+
+    def _record_directly(self, event: UsageEvent) -> None:
         try:
             self.store.record_usage([event])
         except Exception as error:
