@@ -154,23 +154,47 @@ class Store:
             "doc": tenant.model_dump_json(),
         })
 
-    def put_tenant(self, tenant: TenantRecord) -> None:
-        self.client.put_item(
-            TableName=self.table,
-            Item=_dump({
-                "pk": f"TENANT#{tenant.id}", "sk": "TENANT",
-                "gsi1pk": "TENANTS", "gsi1sk": f"{tenant.created_at}#{tenant.id}",
-                "doc": tenant.model_dump_json(),
-            }),
-            ConditionExpression="attribute_exists(pk)",
-        )
+    def put_tenant(self, tenant: TenantRecord, *, expected: TenantRecord | None = None) -> None:
+        """Overwrite an existing tenant; with ``expected``, only if the stored record is still
+        that one (optimistic concurrency: ConflictError otherwise)."""
+        self._replace({
+            "pk": f"TENANT#{tenant.id}", "sk": "TENANT",
+            "gsi1pk": "TENANTS", "gsi1sk": f"{tenant.created_at}#{tenant.id}",
+            "doc": tenant.model_dump_json(),
+        }, expected.model_dump_json() if expected is not None else None)
+
+    def _replace(self, item: dict[str, Any], expected_doc: str | None) -> None:
+        condition, values = "attribute_exists(pk)", None
+        if expected_doc is not None:
+            condition += " AND doc = :expected"
+            values = _dump({":expected": expected_doc})
+        kwargs: dict[str, Any] = {"TableName": self.table, "Item": _dump(item), "ConditionExpression": condition}
+        if values:
+            kwargs["ExpressionAttributeValues"] = values
+        try:
+            self.client.put_item(**kwargs)
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise ConflictError(f"{item['pk']} changed concurrently or is gone",
+                                    code="concurrent_update") from error
+            raise
+
+    def _admin_page(self, **kwargs: Any) -> Page:
+        """A page of an admin listing; a cursor naming a key this listing never produced is a
+        400, not whatever DynamoDB makes of it."""
+        try:
+            return self._query(**kwargs)
+        except ClientError as error:
+            if kwargs.get("cursor") and error.response["Error"]["Code"] == "ValidationException":
+                raise InvalidRequestError("cursor is not valid for this listing", param="cursor") from None
+            raise
 
     def get_tenant(self, tenant_id: str, *, consistent: bool = False) -> TenantRecord | None:
         item = self._get(f"TENANT#{tenant_id}", "TENANT", consistent=consistent)
         return TenantRecord.model_validate_json(item["doc"]) if item else None
 
     def list_tenants(self, *, cursor: str | None = None, limit: int = 100) -> tuple[list[TenantRecord], str | None]:
-        page = self._query(pk="TENANTS", index="gsi1", cursor=cursor, limit=limit)
+        page = self._admin_page(pk="TENANTS", index="gsi1", cursor=cursor, limit=limit)
         return [TenantRecord.model_validate_json(i["doc"]) for i in page.items], page.next_cursor
 
     def all_tenant_ids(self) -> list[str]:
@@ -184,22 +208,22 @@ class Store:
             "doc": key.model_dump_json(),
         })
 
-    def put_key(self, key: KeyRecord) -> None:
-        self.client.put_item(
-            TableName=self.table,
-            Item=_dump({
-                "pk": f"KEY#{key.id}", "sk": "KEY",
-                "gsi1pk": f"TENANT#{key.tenant_id}#KEYS", "gsi1sk": f"{key.created_at}#{key.id}",
-                "doc": key.model_dump_json(),
-            }),
-        )
+    def put_key(self, key: KeyRecord, *, expected: KeyRecord | None = None) -> None:
+        """Overwrite an existing key; with ``expected``, only if the stored record is still
+        that one (a revocation is never lost to a concurrent rotation)."""
+        self._replace({
+            "pk": f"KEY#{key.id}", "sk": "KEY",
+            "gsi1pk": f"TENANT#{key.tenant_id}#KEYS", "gsi1sk": f"{key.created_at}#{key.id}",
+            "doc": key.model_dump_json(),
+        }, expected.model_dump_json() if expected is not None else None)
 
     def get_key(self, key_id: str, *, consistent: bool = False) -> KeyRecord | None:
         item = self._get(f"KEY#{key_id}", "KEY", consistent=consistent)
         return KeyRecord.model_validate_json(item["doc"]) if item else None
 
-    def list_keys(self, tenant_id: str, *, cursor: str | None = None, limit: int = 100) -> tuple[list[KeyRecord], str | None]:
-        page = self._query(pk=f"TENANT#{tenant_id}#KEYS", index="gsi1", cursor=cursor, limit=limit)
+    def list_keys(self, tenant_id: str, *, cursor: str | None = None,
+                  limit: int = 100) -> tuple[list[KeyRecord], str | None]:
+        page = self._admin_page(pk=f"TENANT#{tenant_id}#KEYS", index="gsi1", cursor=cursor, limit=limit)
         return [KeyRecord.model_validate_json(i["doc"]) for i in page.items], page.next_cursor
 
     # -- usage: ledger and rollups -------------------------------------------------------
@@ -297,4 +321,4 @@ class Store:
         )
 
     def list_audit(self, *, cursor: str | None = None, limit: int = 100) -> Page:
-        return self._query(pk="AUDIT", cursor=cursor, limit=limit, forward=False)
+        return self._admin_page(pk="AUDIT", cursor=cursor, limit=limit, forward=False)

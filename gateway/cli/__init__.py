@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gateway.cli import admin
+from gateway.cli import admin, keys, tenants
 
-GROUPS = [admin]
+GROUPS = [admin, tenants, keys]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
 from gateway.domain.plans import LimitOverrides
 from gateway.domain.scopes import Scope
@@ -50,20 +50,40 @@ class EmbeddingsRequest(BaseModel):
         raise ValueError("input mixes texts and token ids")
 
 
-Name = Annotated[str, Field(min_length=1, max_length=200)]
+def _printable(value: str | None) -> str | None:
+    """Names and plans are shown in tables and stored in DynamoDB: valid Unicode only (no
+    lone surrogates) and no control characters."""
+    if value is None:
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+Name = Annotated[StrictStr, Field(min_length=1, max_length=200), AfterValidator(_printable)]
+PlanName = Annotated[StrictStr, Field(min_length=1, max_length=64), AfterValidator(_printable)]
+# Far enough for any real key, near enough that every later conversion stays in range.
+LATEST_EXPIRY = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 class CreateTenant(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Name
-    plan: Annotated[str, Field(min_length=1, max_length=64)]
+    plan: PlanName
 
 
 class UpdateTenant(BaseModel):
+    """A partial update: absent fields stay; in ``limits`` a field set to null drops that
+    override (the plan's value applies again)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    plan: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    plan: PlanName | None = None
     status: Literal["active", "suspended"] | None = None
     limits: LimitOverrides | None = None
 
@@ -71,18 +91,46 @@ class UpdateTenant(BaseModel):
 class CreateKey(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, Field(max_length=200)] | None = None
+    name: Annotated[StrictStr, Field(max_length=200), AfterValidator(_printable)] | None = None
     scopes: Annotated[list[Scope], Field(min_length=1, max_length=4)] = [Scope.INFERENCE, Scope.USAGE_READ]
     expires_at: datetime | None = None
+
+    @field_validator("scopes", mode="before")
+    @classmethod
+    def _strings_only(cls, value: object) -> object:
+        if isinstance(value, list) and not all(isinstance(item, str) for item in value):
+            raise ValueError("scopes must be a list of strings")
+        return value
+
+    @field_validator("scopes")
+    @classmethod
+    def _distinct(cls, value: list[Scope]) -> list[Scope]:
+        return list(dict.fromkeys(value))
+
+    @field_validator("expires_at", mode="before")
+    @classmethod
+    def _rfc3339_text(cls, value: object) -> object:
+        # RFC 3339 text only: no Unix numbers, no bare dates.
+        if value is not None and not (isinstance(value, str) and "T" in value.upper()):
+            raise ValueError("expires_at must be an RFC 3339 date-time, e.g. 2030-01-31T00:00:00Z")
+        return value
 
     @field_validator("expires_at")
     @classmethod
     def _aware_future(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
+        if value is None:
+            return value
+        if value.tzinfo is None:
             raise ValueError("expires_at must be RFC 3339 with a time zone offset")
-        if value is not None and value <= datetime.now(value.tzinfo):
+        try:
+            moment = value.astimezone(UTC)
+        except (OverflowError, ValueError):
+            raise ValueError("expires_at is out of range") from None
+        if moment <= datetime.now(UTC):
             raise ValueError("expires_at must be in the future")
-        return value
+        if moment >= LATEST_EXPIRY:
+            raise ValueError("expires_at must be before 9000-01-01T00:00:00Z")
+        return moment
 
 
 class RotateKey(BaseModel):

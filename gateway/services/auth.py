@@ -20,6 +20,7 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 INVALID_KEY = "Incorrect API key provided."
+_NO_HASH = "0" * 64
 
 
 class TtlCache(Generic[K, V]):
@@ -72,7 +73,8 @@ class Authenticator:
             raise AuthenticationError(INVALID_KEY)
         key = (self.store.get_key(parsed.key_id, consistent=True) if fresh
                else self.keys.get(parsed.key_id))
-        if key is None or not verify_key(parsed.plaintext, key.key_hash, self.pepper):
+        # An unknown id costs the same HMAC as a wrong secret: timing tells nothing.
+        if not verify_key(parsed.plaintext, key.key_hash if key else _NO_HASH, self.pepper) or key is None:
             raise AuthenticationError(INVALID_KEY)
         if not key.is_usable(utcnow()):
             raise AuthenticationError("This API key has been revoked or has expired.", code="key_inactive")

@@ -1,13 +1,19 @@
-"""Billing API (scope admin): plans, tenants, keys, audit."""
+"""Billing API (scope admin): plans, tenants, keys, audit.
+
+Every route authenticates and checks the scope first, before it looks at the path, the
+query or the body: a caller without ``admin`` learns nothing, not even whether a tenant or
+a key exists."""
 
 from __future__ import annotations
+
+import re
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from gateway.domain.keys import is_key_id
 from gateway.domain.scopes import Scope
-from gateway.errors import NotFoundError
+from gateway.errors import InvalidRequestError, NotFoundError
 from gateway.http.resolver import body, principal, query, request_id
 from gateway.http.responses import json_response, list_body
 from gateway.models.api import CreateKey, CreateTenant, RotateKey, UpdateTenant
@@ -20,10 +26,33 @@ def _admin():  # type: ignore[no-untyped-def]
     return principal(router, Scope.ADMIN)
 
 
+_TENANT_ID = re.compile(r"^ten_[0-9A-Za-z_]{1,64}$")
+MAX_PAGE = 100
+
+
 def _key_id(value: str) -> str:
     if not is_key_id(value):
-        raise NotFoundError(f"No key '{value[:64]}'.", param="key_id", code="key_not_found")
+        raise NotFoundError("No such key.", param="key_id", code="key_not_found")
     return value
+
+
+def _tenant_id(value: str) -> str:
+    # Ids the store can never hold are a 404 at once, without a DynamoDB call.
+    if not _TENANT_ID.match(value):
+        raise NotFoundError("No such tenant.", param="tenant_id", code="tenant_not_found")
+    return value
+
+
+def _page() -> tuple[str | None, int]:
+    """``cursor`` and ``limit`` (1..100, default 100) of a paginated list."""
+    raw = query(router, "limit")
+    if raw is None:
+        limit = MAX_PAGE
+    elif raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_PAGE:
+        limit = int(raw)
+    else:
+        raise InvalidRequestError(f"'limit' is an integer from 1 to {MAX_PAGE}.", param="limit")
+    return query(router, "cursor", max_length=1024), limit
 
 
 @router.get("/billing/plans")
@@ -42,37 +71,36 @@ def create_tenant():  # type: ignore[no-untyped-def]
 @router.get("/billing/tenants")
 def list_tenants():  # type: ignore[no-untyped-def]
     _admin()
-    billing = container().billing
-    tenants, cursor = billing.store.list_tenants(cursor=query(router, "cursor"))
-    return json_response(list_body([billing.tenant_view(t) for t in tenants], cursor))
+    tenants, cursor = container().billing.list_tenants(*_page())
+    return json_response(list_body(tenants, cursor))
 
 
 @router.get("/billing/tenants/<tenant_id>")
 def get_tenant(tenant_id: str):  # type: ignore[no-untyped-def]
     _admin()
     billing = container().billing
-    return json_response(billing.tenant_view(billing.get_tenant(tenant_id)))
+    return json_response(billing.tenant_view(billing.get_tenant(_tenant_id(tenant_id))))
 
 
 @router.patch("/billing/tenants/<tenant_id>")
 def update_tenant(tenant_id: str):  # type: ignore[no-untyped-def]
     actor = _admin()
     update = body(router, UpdateTenant)
-    return json_response(container().billing.update_tenant(tenant_id, update, actor, request_id(router)))
+    return json_response(container().billing.update_tenant(_tenant_id(tenant_id), update, actor, request_id(router)))
 
 
 @router.post("/billing/tenants/<tenant_id>/keys")
 def create_key(tenant_id: str):  # type: ignore[no-untyped-def]
     actor = _admin()
     request = body(router, CreateKey)
-    return json_response(container().billing.create_key(tenant_id, request, actor, request_id(router)),
+    return json_response(container().billing.create_key(_tenant_id(tenant_id), request, actor, request_id(router)),
                          status=201)
 
 
 @router.get("/billing/tenants/<tenant_id>/keys")
 def list_keys(tenant_id: str):  # type: ignore[no-untyped-def]
     _admin()
-    keys, cursor = container().billing.list_keys(tenant_id, query(router, "cursor"))
+    keys, cursor = container().billing.list_keys(_tenant_id(tenant_id), *_page())
     return json_response(list_body(keys, cursor))
 
 
@@ -94,5 +122,5 @@ def rotate_key(key_id: str):  # type: ignore[no-untyped-def]
 @router.get("/billing/audit")
 def list_audit():  # type: ignore[no-untyped-def]
     _admin()
-    entries, cursor = container().billing.list_audit(query(router, "cursor"))
+    entries, cursor = container().billing.list_audit(*_page())
     return json_response(list_body(entries, cursor))
