@@ -130,12 +130,22 @@ def parse_embeddings(data: dict[str, Any], *, vocab_size: int,
         "of token ids (not a mix)", param="input")
 
 
+try:  # 20x faster than json for float vectors, and writes float32's shortest repr
+    import orjson
+except ImportError:  # pragma: no cover - orjson is in the serve extra
+    orjson = None
+
+
 def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    if orjson is not None:
+        return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False,
+                      default=lambda o: o.tolist()).encode()
 
 
 def invocations_body(emb: np.ndarray, prompt_tokens: int) -> bytes:
-    return dumps({"embeddings": emb.tolist(), "prompt_tokens": prompt_tokens})
+    return dumps({"embeddings": np.ascontiguousarray(emb, dtype=np.float32),
+                  "prompt_tokens": prompt_tokens})
 
 
 def embeddings_body(emb: np.ndarray, prompt_tokens: int, encoding_format: str) -> bytes:
@@ -143,7 +153,8 @@ def embeddings_body(emb: np.ndarray, prompt_tokens: int, encoding_format: str) -
         vectors: list[Any] = [base64.b64encode(row.astype("<f4").tobytes()).decode("ascii")
                               for row in emb]
     else:
-        vectors = emb.tolist()
+        emb = np.ascontiguousarray(emb, dtype=np.float32)
+        vectors = list(emb)  # rows, serialised as arrays
     return dumps({
         "object": "list",
         "model": MODEL_NAME,

@@ -101,6 +101,11 @@ class OnnxSession:
         opts.log_severity_level = 3
         if self._intra_op_threads:
             opts.intra_op_num_threads = self._intra_op_threads
+        # Idle ORT threads spin by default, taking the cores the event loop needs between
+        # model calls; a server that also parses, tokenizes and serialises turns that off.
+        spin = os.environ.get("MAAS_ORT_SPIN", "0")
+        opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
         chain: list[Any] = [(provider, self._provider_options(provider))]
         if provider != "CPUExecutionProvider":
             chain.append("CPUExecutionProvider")
