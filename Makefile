@@ -61,6 +61,10 @@ lint: install ## ruff and cfn-lint
 clean: ## remove the venv, the exported model and local state
 	rm -rf $(VENV) .maas .aws-sam
 
-# `sam build` builds the shared layer with this target (BuildMethod: makefile).
+# `sam build` builds the shared layer with this target (BuildMethod: makefile): wheels for
+# the functions' runtime (Python 3.12 on arm64), whatever Python and machine build it.
 build-GatewayLayer:
-	$(PYTHON) -m pip install --quiet --no-compile . -t "$(ARTIFACTS_DIR)/python"
+	$(PYTHON) -m pip wheel --quiet --no-deps . -w "$(ARTIFACTS_DIR)/.wheel"
+	$(PYTHON) -m pip install --quiet --no-compile --only-binary=:all: --platform manylinux2014_aarch64 \
+	  --implementation cp --python-version 3.12 -t "$(ARTIFACTS_DIR)/python" "$(ARTIFACTS_DIR)"/.wheel/*.whl
+	rm -rf "$(ARTIFACTS_DIR)/.wheel"

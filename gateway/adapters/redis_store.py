@@ -98,8 +98,7 @@ class RedisLimiter:
         keys = [
             tenant_key(t, "keys"),
             tenant_key(t, "status"),
-            tenant_key(t, "rq"),
-            tenant_key(t, "tk"),
+            tenant_key(t, "buckets"),
             tenant_key(t, f"quota:{ticket.month}"),
             tenant_key(t, "inflight"),
         ]

@@ -4,7 +4,8 @@
 -- units of 1/60000 of a token (or request), refilled by `rate` units per millisecond.
 --
 -- KEYS: 1 key overrides (hash key_id -> expiry ms, 0 = revoked), 2 tenant status,
---       3 request bucket, 4 token bucket, 5 monthly quota counter, 6 in-flight leases (zset)
+--       3 buckets (hash: r = request level, t = token level, ts = last update ms),
+--       4 monthly quota counter, 5 in-flight leases (zset)
 -- ARGV: 1 key_id, 2 key expiry ms from the key record (0 = none), 3 requests/min,
 --       4 tokens/min, 5 monthly tokens, 6 max concurrent, 7 cost (tokens),
 --       8 request id, 9 lease ms, 10 quota counter ttl s,
@@ -24,14 +25,15 @@ local rpm, tpm = tonumber(ARGV[3]), tonumber(ARGV[4])
 local monthly, max_concurrent = tonumber(ARGV[5]), tonumber(ARGV[6])
 local cost = tonumber(ARGV[7])
 
-local function level_of(key, rate)
+-- Both buckets live in one hash and are always updated together, at the same instant.
+local stored = redis.call('HMGET', KEYS[3], 'r', 't', 'ts')
+local elapsed = stored[3] and math.max(0, now - tonumber(stored[3])) or 0
+local function level_of(value, rate)
   local cap = rate * PERIOD
-  local stored = redis.call('HMGET', key, 'l', 'ts')
-  if not stored[1] then
+  if not value then
     return cap, cap
   end
-  local elapsed = math.max(0, now - tonumber(stored[2]))
-  return math.min(cap, tonumber(stored[1]) + elapsed * rate), cap
+  return math.min(cap, tonumber(value) + elapsed * rate), cap
 end
 
 local function report(verdict, rq_level, rq_cap, tk_level, tk_cap, retry_ms, used)
@@ -43,9 +45,9 @@ local function report(verdict, rq_level, rq_cap, tk_level, tk_cap, retry_ms, use
   }
 end
 
-local rq_level, rq_cap = level_of(KEYS[3], rpm)
-local tk_level, tk_cap = level_of(KEYS[4], tpm)
-local used = tonumber(redis.call('GET', KEYS[5]) or '0')
+local rq_level, rq_cap = level_of(stored[1], rpm)
+local tk_level, tk_cap = level_of(stored[2], tpm)
+local used = tonumber(redis.call('GET', KEYS[4]) or '0')
 
 -- Key and tenant state: revocation, rotation and suspension are written here by the
 -- billing API, so they take effect on the very next request.
@@ -79,10 +81,10 @@ if tk_level < cost * PERIOD then
   verdict = verdict or 'tokens'
   retry_ms = math.max(retry_ms, math.ceil((cost * PERIOD - tk_level) / tpm))
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
-if redis.call('ZCARD', KEYS[6]) >= max_concurrent then
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
+if redis.call('ZCARD', KEYS[5]) >= max_concurrent then
   verdict = verdict or 'concurrency'
-  local first = redis.call('ZRANGE', KEYS[6], 0, 0, 'WITHSCORES')
+  local first = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
   retry_ms = math.max(retry_ms, math.min(1000, tonumber(first[2]) - now))
 end
 if verdict then
@@ -92,15 +94,13 @@ end
 -- Admitted: take from both buckets, reserve the quota, hold a concurrency lease.
 rq_level = rq_level - PERIOD
 tk_level = tk_level - cost * PERIOD
-local function store(key, level, cap, rate)
-  redis.call('HSET', key, 'l', string.format('%.0f', level), 'ts', now)
-  -- A full bucket is the same as no bucket: let idle tenants cost no memory.
-  redis.call('PEXPIRE', key, math.ceil((cap - level) / rate) + 1000)
+redis.call('HSET', KEYS[3], 'r', string.format('%.0f', rq_level), 't', string.format('%.0f', tk_level), 'ts', now)
+-- Full buckets are the same as no buckets: let idle tenants cost no memory.
+redis.call('PEXPIRE', KEYS[3], math.max(math.ceil((rq_cap - rq_level) / rpm), math.ceil((tk_cap - tk_level) / tpm)) + 1000)
+used = redis.call('INCRBY', KEYS[4], cost)
+if used == cost then  -- the month's first reservation creates the counter
+  redis.call('EXPIRE', KEYS[4], tonumber(ARGV[10]))
 end
-store(KEYS[3], rq_level, rq_cap, rpm)
-store(KEYS[4], tk_level, tk_cap, tpm)
-used = redis.call('INCRBY', KEYS[5], cost)
-redis.call('EXPIRE', KEYS[5], tonumber(ARGV[10]))
-redis.call('ZADD', KEYS[6], now + tonumber(ARGV[9]), ARGV[8])
-redis.call('PEXPIRE', KEYS[6], tonumber(ARGV[9]))
+redis.call('ZADD', KEYS[5], now + tonumber(ARGV[9]), ARGV[8])
+redis.call('PEXPIRE', KEYS[5], tonumber(ARGV[9]))
 return report('ok', rq_level, rq_cap, tk_level, tk_cap, 0, used)

@@ -3,12 +3,14 @@
 Handlers keep per-invocation state in process-wide places (Powertools stores the current
 event on a class attribute), so two concurrent invocations must never share a process.
 The emulator's pool holds one worker process per copy; each serves one request at a time.
+With MAAS_LAMBDA_LOG set, a worker's stdout and stderr (logs, EMF metrics) go to that file.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import multiprocessing
+import os
 import sys
 import time
 import traceback
@@ -32,6 +34,11 @@ class _Context:
 
 def _serve(conn: Connection, module_path: str, attr: str, search_path: list[str]) -> None:
     sys.path[:0] = [p for p in search_path if p not in sys.path]
+    log_path = os.environ.get("MAAS_LAMBDA_LOG")
+    if log_path:  # what CloudWatch Logs would get: the handler's stdout and stderr
+        log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
     try:
         spec = importlib.util.spec_from_file_location("lambda_function", module_path)
         assert spec is not None and spec.loader is not None, f"cannot load {module_path}"

@@ -78,7 +78,7 @@ class LocalStack:
             "AWS_SECRET_ACCESS_KEY": "local",
             "POWERTOOLS_SERVICE_NAME": "maas-gateway",
             "POWERTOOLS_METRICS_NAMESPACE": "MaasGateway",
-            "POWERTOOLS_METRICS_DISABLED": "true",
+            "MAAS_LAMBDA_LOG": str(self.logs / "lambda.log"),
             "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
         }
 

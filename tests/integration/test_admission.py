@@ -92,7 +92,7 @@ def test_rejections_change_nothing(limiter, client):
     limiter.set_tenant_status("ten_a", "suspended")
     limiter.admit(ticket(cost=50))
     assert client.get(tenant_key("ten_a", "quota:2026-11")) is None
-    assert not client.exists(tenant_key("ten_a", "rq"), tenant_key("ten_a", "tk"))
+    assert not client.exists(tenant_key("ten_a", "buckets"), tenant_key("ten_a", "inflight"))
 
 
 def test_scripts_reload_after_script_flush(limiter, client):
