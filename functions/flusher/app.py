@@ -1,20 +1,33 @@
 """Scheduled: drains the usage streams into the DynamoDB ledger and rollups."""
 
+import time
+
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from gateway.telemetry import MetricUnit, logger, metrics
 from gateway.wiring import container
 
+# Stop starting new batches this long before the function's timeout.
+_SAFETY_MARGIN_MS = 10_000
+
 
 @logger.inject_lambda_context
 @metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict, context: LambdaContext) -> dict:
-    result = container().flusher.flush()
+    flusher = container().flusher
+    remaining_ms = context.get_remaining_time_in_millis() if context else 60_000
+    deadline = flusher.clock() + max(remaining_ms - _SAFETY_MARGIN_MS, 1_000) / 1000
+    started = time.perf_counter()
+    result = flusher.flush(deadline=deadline)
     metrics.add_metric(name="FlushedEvents", unit=MetricUnit.Count, value=result.written)
     metrics.add_metric(name="FlusherLagSeconds", unit=MetricUnit.Seconds, value=result.oldest_unflushed_age_s)
-    logger.info("flushed", extra={"streams": result.streams, "read": result.read, "written": result.written,
-                                  "errors": result.errors})
+    metrics.add_metric(name="UnflushedEvents", unit=MetricUnit.Count, value=result.unflushed)
+    metrics.add_metric(name="FlusherErrors", unit=MetricUnit.Count, value=len(result.errors))
+    logger.info("flushed", extra={"streams": result.streams, "batches": result.batches, "read": result.read,
+                                  "written": result.written, "unflushed": result.unflushed,
+                                  "lag_s": round(result.oldest_unflushed_age_s, 3), "errors": result.errors,
+                                  "duration_ms": round((time.perf_counter() - started) * 1000)})
     if result.errors:
         # Failing the invocation surfaces in the Errors alarm; the entries stay pending.
         raise RuntimeError(f"{len(result.errors)} stream(s) failed to flush")
-    return {"read": result.read, "written": result.written}
+    return {"read": result.read, "written": result.written, "unflushed": result.unflushed}

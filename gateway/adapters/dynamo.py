@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -21,8 +22,9 @@ from gateway.errors import ConflictError, InvalidRequestError
 from gateway.models.records import KeyRecord, TenantRecord, UsageEvent, rfc3339
 
 _serializer, _deserializer = TypeSerializer(), TypeDeserializer()
-# A transaction holds at most 100 items: up to 99 ledger puts and their rollup update.
-_LEDGER_ITEMS_PER_TRANSACTION = 99
+# A transaction holds at most 100 items: ledger puts plus one rollup update per cell.
+_TRANSACTION_ITEMS = 100
+_CONFLICT_RETRIES = 3
 
 
 class DynamoClient(Protocol):
@@ -30,6 +32,7 @@ class DynamoClient(Protocol):
     def put_item(self, **kwargs: Any) -> dict: ...
     def update_item(self, **kwargs: Any) -> dict: ...
     def query(self, **kwargs: Any) -> dict: ...
+    def delete_item(self, **kwargs: Any) -> dict: ...
     def transact_write_items(self, **kwargs: Any) -> dict: ...
 
 
@@ -67,6 +70,36 @@ def decode_cursor(cursor: str | None, *, pk: str) -> dict[str, Any] | None:
 class Page:
     items: list[dict[str, Any]]
     next_cursor: str | None
+
+
+def _cell(event: UsageEvent) -> tuple[str, str, str]:
+    return (event.tenant_id, event.date, event.model)
+
+
+def pack_transactions(events: Iterable[UsageEvent]) -> list[list[UsageEvent]]:
+    """Group events (one per request id) into transactions of at most 100 items, counting
+    one rollup update per tenant x day x model cell in each. First fit by cell, largest
+    first: a cell is split only when it alone has more than 99 events."""
+    cells: dict[tuple[str, str, str], dict[str, UsageEvent]] = defaultdict(dict)
+    for event in events:
+        cells[_cell(event)].setdefault(event.request_id, event)
+    pieces: list[list[UsageEvent]] = []
+    for group in sorted(cells.values(), key=len, reverse=True):
+        batch = sorted(group.values(), key=lambda e: (e.timestamp_ms, e.request_id))
+        pieces += [batch[i : i + _TRANSACTION_ITEMS - 1] for i in range(0, len(batch), _TRANSACTION_ITEMS - 1)]
+    chunks: list[list[UsageEvent]] = []
+    sizes: list[int] = []  # items in each chunk: its events plus one per cell
+    for piece in pieces:
+        need = len(piece) + 1
+        for i, size in enumerate(sizes):
+            if size + need <= _TRANSACTION_ITEMS:
+                chunks[i] += piece
+                sizes[i] += need
+                break
+        else:
+            chunks.append(list(piece))
+            sizes.append(need)
+    return chunks
 
 
 class Store:
@@ -180,12 +213,20 @@ class Store:
             raise
 
     def _admin_page(self, **kwargs: Any) -> Page:
-        """A page of an admin listing; a cursor naming a key this listing never produced is a
-        400, not whatever DynamoDB makes of it."""
+        """A page of an admin listing; a cursor this listing could not have produced (another
+        partition, missing or extra key attributes) is a 400, never a store error."""
+        cursor = kwargs.get("cursor")
+        if cursor:
+            start_key = decode_cursor(cursor, pk=kwargs["pk"])
+            names = {"pk", "sk", "gsi1pk", "gsi1sk"} if kwargs.get("index") else {"pk", "sk"}
+            partition = "gsi1pk" if kwargs.get("index") else "pk"
+            if (start_key is None or set(start_key) != names
+                    or start_key[partition] != _serializer.serialize(kwargs["pk"])):
+                raise InvalidRequestError("cursor is not valid for this listing", param="cursor")
         try:
             return self._query(**kwargs)
         except ClientError as error:
-            if kwargs.get("cursor") and error.response["Error"]["Code"] == "ValidationException":
+            if cursor and error.response["Error"]["Code"] == "ValidationException":
                 raise InvalidRequestError("cursor is not valid for this listing", param="cursor") from None
             raise
 
@@ -239,7 +280,8 @@ class Store:
             "timestamp_ms": event.timestamp_ms,
         }
 
-    def _rollup_update(self, tenant_id: str, date: str, model: str, requests: int, tokens: int) -> dict:
+    def _rollup_update(self, cell: tuple[str, str, str], requests: int, tokens: int) -> dict:
+        tenant_id, date, model = cell
         return {
             "Update": {
                 "TableName": self.table,
@@ -250,59 +292,73 @@ class Store:
             }
         }
 
-    def _transact(self, events: list[UsageEvent]) -> None:
-        first = events[0]
+    def _transaction(self, events: list[UsageEvent]) -> list[dict]:
+        """Ledger puts first (item i is events[i], so cancellation reasons map back to
+        events), then one rollup increment per tenant x day x model present."""
         items = [
-            {
-                "Put": {
-                    "TableName": self.table,
-                    "Item": _dump(self._ledger_item(event)),
-                    "ConditionExpression": "attribute_not_exists(pk)",
-                }
-            }
+            {"Put": {"TableName": self.table, "Item": _dump(self._ledger_item(event)),
+                     "ConditionExpression": "attribute_not_exists(pk)"}}
             for event in events
         ]
-        items.append(self._rollup_update(
-            first.tenant_id, first.date, first.model, len(events), sum(e.prompt_tokens for e in events)
-        ))
-        self.client.transact_write_items(TransactItems=items)
+        sums: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+        for event in events:
+            cell = sums[_cell(event)]
+            cell[0] += 1
+            cell[1] += event.prompt_tokens
+        items += [self._rollup_update(cell, requests, tokens) for cell, (requests, tokens) in sums.items()]
+        return items
+
+    def _commit(self, events: list[UsageEvent]) -> int:
+        """One transaction. Events whose ledger item exists already (a redelivery) are
+        dropped and the rest committed again, so each is counted once; any other failure
+        propagates and the caller leaves the events unacknowledged."""
+        conflicts = 0
+        while events:
+            try:
+                self.client.transact_write_items(TransactItems=self._transaction(events))
+                return len(events)
+            except ClientError as error:
+                if error.response["Error"]["Code"] != "TransactionCanceledException":
+                    raise
+                codes = [r.get("Code") or "None" for r in error.response.get("CancellationReasons", [])]
+                if "TransactionConflict" in codes and conflicts < _CONFLICT_RETRIES:
+                    conflicts += 1  # another flusher is updating the same rollup: try again
+                    time.sleep(0.05 * conflicts)
+                    continue
+                duplicates = {i for i, code in enumerate(codes[: len(events)]) if code == "ConditionalCheckFailed"}
+                if not duplicates or any(code not in ("None", "ConditionalCheckFailed") for code in codes):
+                    raise
+                events = [event for i, event in enumerate(events) if i not in duplicates]
+        return 0
 
     def record_usage(self, events: Iterable[UsageEvent]) -> int:
         """Write ledger items and rollup increments together, idempotently: a ledger item
-        is keyed by its request, so a redelivered event cancels its transaction and is then
-        skipped alone. One rollup write per tenant x day x model per batch in the common case.
-        Returns how many events were new."""
-        groups: dict[tuple[str, str, str], dict[str, UsageEvent]] = defaultdict(dict)
-        for event in events:
-            groups[(event.tenant_id, event.date, event.model)][event.request_id] = event
+        is keyed by its request, so a redelivered event cancels its transaction and is
+        then dropped from it. Events are packed so that a tenant x day x model cell is
+        split across transactions only when it alone exceeds one (99 events): a batch of
+        up to 99 events costs one rollup write per cell. Returns how many events were new."""
         written = 0
-        for group in groups.values():
-            batch = list(group.values())
-            for i in range(0, len(batch), _LEDGER_ITEMS_PER_TRANSACTION):
-                chunk = batch[i : i + _LEDGER_ITEMS_PER_TRANSACTION]
-                try:
-                    self._transact(chunk)
-                    written += len(chunk)
-                except ClientError as error:
-                    if error.response["Error"]["Code"] != "TransactionCanceledException":
-                        raise
-                    written += self._record_one_by_one(chunk)
+        for chunk in pack_transactions(events):
+            written += self._commit(chunk)
         return written
 
-    def _record_one_by_one(self, events: list[UsageEvent]) -> int:
-        written = 0
-        for event in events:
-            try:
-                self._transact([event])
-                written += 1
-            except ClientError as error:
-                reasons = error.response.get("CancellationReasons", [])
-                if not any(r.get("Code") == "ConditionalCheckFailed" for r in reasons):
-                    raise
-        return written
+    def _usage_query(self, pk: str, start: str, end: str, *, consistent: bool = False) -> Iterator[dict[str, Any]]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :start AND :end",
+            "ExpressionAttributeValues": _dump({":pk": pk, ":start": start, ":end": end}),
+            "ConsistentRead": consistent,
+        }
+        while True:
+            response = self.client.query(**kwargs)
+            for item in response.get("Items", []):
+                yield _load(item)
+            if not response.get("LastEvaluatedKey"):
+                return
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
-    def rollups(self, tenant_id: str, start: str, end: str) -> list[dict[str, Any]]:
-        return list(self._query_all(pk=f"USAGE#{tenant_id}", start=f"{start}#", end=f"{end}#\uffff"))
+    def rollups(self, tenant_id: str, start: str, end: str, *, consistent: bool = False) -> list[dict[str, Any]]:
+        return list(self._usage_query(f"USAGE#{tenant_id}", f"{start}#", f"{end}#\uffff", consistent=consistent))
 
     def ledger(self, tenant_id: str, start: str, end: str, *, cursor: str | None = None,
                limit: int = 100) -> Page:
@@ -310,8 +366,37 @@ class Store:
             pk=f"LEDGER#{tenant_id}", start=start, end=f"{end}\uffff", cursor=cursor, limit=limit
         )
 
-    def ledger_all(self, tenant_id: str, start: str, end: str) -> Iterator[dict[str, Any]]:
-        return self._query_all(pk=f"LEDGER#{tenant_id}", start=start, end=f"{end}\uffff")
+    def ledger_all(self, tenant_id: str, start: str, end: str, *, consistent: bool = False) -> Iterator[dict[str, Any]]:
+        return self._usage_query(f"LEDGER#{tenant_id}", start, f"{end}\uffff", consistent=consistent)
+
+    def set_rollup(self, tenant_id: str, date: str, model: str, *, requests: int, prompt_tokens: int,
+                   expected: tuple[int, int] | None) -> None:
+        """Overwrite one rollup cell with what the ledger says (reconcile --fix), only if it
+        still holds ``expected`` (requests, tokens; None = absent): a flush that lands in
+        between makes this a ConflictError rather than a lost increment."""
+        key = _dump({"pk": f"USAGE#{tenant_id}", "sk": f"{date}#{model}"})
+        if expected is None:
+            condition, values = "attribute_not_exists(pk)", {}
+        else:
+            condition = "requests = :er AND prompt_tokens = :et"
+            values = {":er": expected[0], ":et": expected[1]}
+        try:
+            if requests == 0 and prompt_tokens == 0:
+                if expected is not None:
+                    self.client.delete_item(TableName=self.table, Key=key, ConditionExpression=condition,
+                                            ExpressionAttributeValues=_dump(values))
+                return
+            item = {"pk": f"USAGE#{tenant_id}", "sk": f"{date}#{model}", "date": date, "model": model,
+                    "requests": requests, "prompt_tokens": prompt_tokens}
+            kwargs: dict[str, Any] = {"TableName": self.table, "Item": _dump(item), "ConditionExpression": condition}
+            if values:
+                kwargs["ExpressionAttributeValues"] = _dump(values)
+            self.client.put_item(**kwargs)
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise ConflictError(f"rollup {tenant_id} {date} {model} changed during reconcile",
+                                    code="concurrent_update") from error
+            raise
 
     # -- audit ---------------------------------------------------------------------------
     def put_audit(self, entry: dict[str, Any]) -> None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gateway.cli import admin, keys, tenants
+from gateway.cli import admin, finance, keys, tenants
 
-GROUPS = [admin, tenants, keys]
+GROUPS = [admin, tenants, keys, finance]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,11 @@
-"""Finance reports: priced usage rows, the request-level ledger, monthly invoices."""
+"""Finance reports: priced usage rows, the request-level ledger, monthly invoices.
+
+Usage and invoices read the rollups (tenant x day x model, kept by the flusher; the
+ledger is the source of truth and ``maas usage reconcile`` proves they agree); the events
+listing reads the ledger itself. Money follows the rounding rule of gateway/domain/money.py:
+usage costs are exact, invoice lines are rounded once to the cent (half to even) and
+totals are sums of rounded lines. CSV: a header row, ISO dates, plain decimal strings,
+CRLF line ends (RFC 4180), UTF-8 without a byte order mark."""
 
 from __future__ import annotations
 
@@ -7,12 +14,12 @@ import csv
 import io
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 from gateway.adapters.dynamo import Store
-from gateway.domain.money import fmt, to_cents, usage_cost
+from gateway.domain.money import fmt, fmt_cents, line_amount, total, usage_cost
 from gateway.errors import InvalidRequestError, NotFoundError
 from gateway.models.records import TenantRecord, rfc3339
 from gateway.services.limits import LimitsResolver
@@ -22,7 +29,9 @@ USAGE_COLUMNS = ["tenant_id", "date", "model", "requests", "prompt_tokens", "cos
 EVENT_COLUMNS = ["request_id", "key_id", "model", "prompt_tokens", "timestamp"]
 INVOICE_COLUMNS = ["month", "tenant_id", "tenant_name", "plan", "model", "requests", "prompt_tokens",
                    "unit_price_per_1k_tokens", "amount", "currency"]
+SUBTOTAL_COLUMNS = ["month", "tenant_id", "tenant_name", "requests", "prompt_tokens", "amount", "currency"]
 MAX_RANGE_DAYS = 366
+MAX_PAGE = 1000
 
 
 def parse_date(value: str | None, param: str) -> date:
@@ -124,46 +133,75 @@ class ReportsService:
         return sorted(rows, key=lambda r: (r["date"] or "", r["tenant_id"] or "", r["model"] or ""))
 
     def events(self, *, tenant_id: str | None, start: str | None, end: str | None,
-               cursor: str | None, limit: int = 100) -> tuple[list[dict[str, Any]], str | None]:
+               cursor: str | None, limit: int | str | None = 100) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of the ledger, oldest first; ``next_cursor`` continues it."""
         if not tenant_id:
             raise InvalidRequestError("'tenant_id' is required.", param="tenant_id")
+        limit = parse_limit(limit)
         first, last = parse_range(start, end)
         self._tenants(tenant_id)
         page = self.store.ledger(tenant_id, first.isoformat(), last.isoformat(), cursor=cursor, limit=limit)
         return [_event_row(item) for item in page.items], page.next_cursor
 
     def invoices(self, *, month: str | None) -> dict[str, Any]:
+        """One line per tenant and model with usage in the month; each tenant's subtotal and
+        the grand totals per currency are sums of the rounded lines."""
         first, last = parse_month(month)
         label = first.strftime("%Y-%m")
         lines: list[dict[str, Any]] = []
-        totals: dict[str, dict[str, Any]] = defaultdict(lambda: {"requests": 0, "prompt_tokens": 0, "amount": Decimal(0)})
         for tenant in self._tenants(None):
             per_model: dict[str, list[int]] = defaultdict(lambda: [0, 0])
             for rollup in self.store.rollups(tenant.id, first.isoformat(), last.isoformat()):
                 per_model[rollup["model"]][0] += int(rollup["requests"])
                 per_model[rollup["model"]][1] += int(rollup["prompt_tokens"])
             for model, (requests, tokens) in sorted(per_model.items()):
+                if requests == 0:
+                    continue
                 price, currency = self._price(tenant, model)
-                amount = to_cents(usage_cost(tokens, price))
                 lines.append({
                     "month": label, "tenant_id": tenant.id, "tenant_name": tenant.name, "plan": tenant.plan,
                     "model": model, "requests": requests, "prompt_tokens": tokens,
-                    "unit_price_per_1k_tokens": fmt(price), "amount": f"{amount:f}", "currency": currency,
+                    "unit_price_per_1k_tokens": fmt(price), "amount": fmt_cents(line_amount(tokens, price)),
+                    "currency": currency,
                 })
-                total = totals[currency]
-                total["requests"] += requests
-                total["prompt_tokens"] += tokens
-                total["amount"] += amount
-        return {
-            "month": label,
-            "lines": lines,
-            "totals": [{"currency": c, "requests": t["requests"], "prompt_tokens": t["prompt_tokens"],
-                        "amount": f"{t['amount']:f}"} for c, t in sorted(totals.items())],
-        }
+        return {"month": label, "lines": lines, **invoice_totals(lines)}
+
+
+def parse_limit(value: int | str | None) -> int:
+    if value is None or value == "":
+        return 100
+    try:
+        limit = int(value)
+    except (TypeError, ValueError):
+        limit = 0
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidRequestError(f"'limit' is an integer from 1 to {MAX_PAGE}.", param="limit")
+    return limit
+
+
+def invoice_totals(lines: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Per-tenant subtotals and grand totals per currency, each the sum of rounded lines."""
+    tenants: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    currencies: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for line in lines:
+        tenants[(line["tenant_id"], line["currency"])].append(line)
+        currencies[line["currency"]].append(line)
+
+    def summed(group: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"requests": sum(x["requests"] for x in group),
+                "prompt_tokens": sum(x["prompt_tokens"] for x in group),
+                "amount": fmt_cents(total(Decimal(x["amount"]) for x in group))}
+
+    return {
+        "subtotals": [{"month": group[0]["month"], "tenant_id": tenant_id, "tenant_name": group[0]["tenant_name"],
+                       **summed(group), "currency": currency}
+                      for (tenant_id, currency), group in tenants.items()],
+        "totals": [{"currency": currency, **summed(group)} for currency, group in sorted(currencies.items())],
+    }
 
 
 def _event_row(item: dict[str, Any]) -> dict[str, Any]:
-    moment = datetime.fromtimestamp(int(item["timestamp_ms"]) / 1000).astimezone()
+    moment = datetime.fromtimestamp(int(item["timestamp_ms"]) / 1000, UTC)
     return {
         "request_id": item["request_id"],
         "key_id": item["key_id"],

@@ -69,3 +69,103 @@ def test_entries_of_a_crashed_flusher_are_reclaimed_and_not_double_counted(conta
     assert ledger_count(container, tenant) == 10
     assert rollup_totals(container, tenant) == (10, 50)
     assert redis_client.xpending(stream, STREAM_GROUP)["pending"] == 0
+
+
+# -- hardening: packing, bounded batches, own retries, lag, write counts -----------------------
+from collections import Counter  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from gateway.adapters.dynamo import pack_transactions  # noqa: E402
+
+
+def cell_events(tenant: str, per_cell: list[int]) -> list[UsageEvent]:
+    out = []
+    for i, n in enumerate(per_cell):
+        ts = 1_767_225_600_000 + (i // 2) * 86_400_000  # 2026-01-01 + days
+        out += [UsageEvent(request_id=uuid.uuid4().hex, tenant_id=tenant, key_id="k", model=f"m{i % 2}",
+                           prompt_tokens=3, timestamp_ms=ts + j) for j in range(n)]
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=250), min_size=1, max_size=6))
+def test_packing_keeps_every_event_once_and_splits_a_cell_only_when_it_must(per_cell):
+    events = cell_events("t", per_cell)
+    chunks = pack_transactions(events + events[:5])  # a duplicate delivery inside the batch
+    flat = [e.request_id for chunk in chunks for e in chunk]
+    assert sorted(flat) == sorted(e.request_id for e in events)
+    appearances = Counter()
+    for chunk in chunks:
+        cells = {(e.tenant_id, e.date, e.model) for e in chunk}
+        assert len(chunk) + len(cells) <= 100
+        appearances.update(cells)
+    sizes = Counter((e.tenant_id, e.date, e.model) for e in events)
+    for cell, n in appearances.items():
+        assert n == -(-sizes[cell] // 99)  # one rollup write per cell unless it alone exceeds 99
+
+
+def count_writes(container) -> Counter:
+    calls: Counter = Counter()
+
+    def hook(params, **kwargs):
+        calls[kwargs["model"].name] += 1
+        for item in params.get("TransactItems", []):
+            calls["rollup" if "Update" in item else "ledger"] += 1
+
+    container.dynamodb.meta.events.register("provide-client-params.dynamodb.*", hook)
+    return calls
+
+
+def test_a_full_batch_of_one_cell_is_one_transaction_and_one_rollup_write(container):
+    tenant = make_tenant(container)
+    for e in [event(tenant, ts_ms=1_767_225_600_000 + i) for i in range(198)]:
+        container.redis.xadd(usage_stream(tenant), e.to_fields())
+    calls = count_writes(container)
+    result = Flusher(redis_client=container.redis, store=container.store).flush([tenant])
+    assert (result.batches, result.written, result.unflushed) == (2, 198, 0)
+    assert calls["TransactWriteItems"] == 2 and calls["rollup"] == 2 and calls["ledger"] == 198
+
+
+def test_batches_are_bounded_and_the_rest_waits_for_the_next_run(container):
+    tenant = make_tenant(container)
+    for e in [event(tenant) for _ in range(25)]:
+        container.redis.xadd(usage_stream(tenant), e.to_fields())
+    flusher = Flusher(redis_client=container.redis, store=container.store, batch_size=10, max_batches_per_stream=2)
+    first = flusher.flush([tenant])
+    assert (first.batches, first.written, first.unflushed) == (2, 20, 5)
+    second = flusher.flush([tenant])
+    assert (second.written, second.unflushed, second.oldest_unflushed_age_s) == (5, 0, 0.0)
+
+
+def test_lag_is_the_age_of_the_oldest_event_not_yet_in_the_ledger(container):
+    tenant = make_tenant(container)
+    old_ms = int(time.time() * 1000) - 120_000
+    container.redis.xadd(usage_stream(tenant), event(tenant, ts_ms=old_ms).to_fields(), id=f"{old_ms}-0")
+    container.redis.xadd(usage_stream(tenant), event(tenant).to_fields())
+    flusher = Flusher(redis_client=container.redis, store=container.store)
+    stalled = flusher.flush([tenant], deadline=0)  # a run out of time flushes nothing
+    assert stalled.unflushed == 2 and 119 < stalled.oldest_unflushed_age_s < 130
+    done = flusher.flush([tenant])
+    assert (done.written, done.unflushed, done.oldest_unflushed_age_s) == (2, 0, 0.0)
+
+
+def test_duplicate_delivery_in_the_stream_is_counted_once(container):
+    tenant = make_tenant(container)
+    e = event(tenant, tokens=7)
+    for _ in range(3):
+        container.redis.xadd(usage_stream(tenant), e.to_fields())
+    result = Flusher(redis_client=container.redis, store=container.store).flush([tenant])
+    assert (result.read, result.written) == (3, 1)
+    assert ledger_count(container, tenant) == 1 and rollup_totals(container, tenant) == (1, 7)
+
+
+def test_a_redis_restart_that_lost_the_group_is_recovered(container):
+    tenant = make_tenant(container)
+    flusher = Flusher(redis_client=container.redis, store=container.store)
+    flusher.flush([tenant])
+    container.redis.delete(usage_stream(tenant))  # what a restart without persistence does
+    container.redis.xadd(usage_stream(tenant), event(tenant).to_fields())
+    result = flusher.flush([tenant])
+    assert (result.errors, result.written) == ([], 1)

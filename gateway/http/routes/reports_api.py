@@ -1,4 +1,7 @@
-"""Finance API (scope finance): usage, the request-level ledger, invoices; JSON or CSV."""
+"""Finance API (scope finance): usage, the request-level ledger, invoices; JSON or CSV.
+
+CSV responses are ``text/csv`` with a header row and CRLF line ends; where a JSON answer
+would carry ``next_cursor`` the CSV one carries it in the ``x-next-cursor`` header."""
 
 from __future__ import annotations
 
@@ -22,9 +25,11 @@ def _format() -> str:
     return value
 
 
-def _csv(text: str, filename: str) -> Response:
-    return Response(status_code=200, content_type="text/csv; charset=utf-8", body=text,
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+def _csv(text: str, filename: str, next_cursor: str | None = None) -> Response:
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    if next_cursor:
+        headers["x-next-cursor"] = next_cursor
+    return Response(status_code=200, content_type="text/csv; charset=utf-8", body=text, headers=headers)
 
 
 @router.get("/billing/usage")
@@ -45,9 +50,9 @@ def usage_events():  # type: ignore[no-untyped-def]
     output = _format()
     rows, cursor = container().reports.events(
         tenant_id=query(router, "tenant_id"), start=query(router, "start"), end=query(router, "end"),
-        cursor=query(router, "cursor", max_length=2048))
+        cursor=query(router, "cursor", max_length=2048), limit=query(router, "limit"))
     if output == "csv":
-        return _csv(to_csv(rows, EVENT_COLUMNS), "usage_events.csv")
+        return _csv(to_csv(rows, EVENT_COLUMNS), "usage_events.csv", cursor)
     return json_response(list_body(rows, cursor))
 
 
@@ -58,4 +63,5 @@ def invoices():  # type: ignore[no-untyped-def]
     invoice = container().reports.invoices(month=query(router, "month"))
     if output == "csv":
         return _csv(to_csv(invoice["lines"], INVOICE_COLUMNS), f"invoice_{invoice['month']}.csv")
-    return json_response(list_body(invoice["lines"], month=invoice["month"], totals=invoice["totals"]))
+    return json_response(list_body(invoice["lines"], month=invoice["month"], subtotals=invoice["subtotals"],
+                                   totals=invoice["totals"]))
