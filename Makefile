@@ -5,11 +5,14 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# aws-sam-cli pins boto3, click and cfn-lint: it gets a venv of its own.
+SAM    := .venv-sam/bin/sam
+PY312  ?= $(shell command -v python3.12 || ls $$(pyenv root 2>/dev/null)/versions/3.12*/bin/python3.12 2>/dev/null | head -1)
 MODEL  := .maas/model/model.onnx
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install redis model dev test test-fast bench bench-inference bench-gateway lint clean
+.PHONY: help install redis model dev test test-fast bench bench-inference bench-gateway lint sam-build clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -22,6 +25,17 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 install: $(STAMP) redis ## venv and packages (idempotent)
+
+$(SAM):
+	@echo "[maas] installing aws-sam-cli into .venv-sam"
+	@test -x .venv-sam/bin/python || $(PYTHON) -m venv .venv-sam
+	@.venv-sam/bin/python -m pip install -q --disable-pip-version-check aws-sam-cli 2>&1 | grep -v "^WARNING: Location" || true
+	@test -x $(SAM)
+
+sam-build: $(SAM) ## sam build (Python 3.12 for the functions' runtime), into .aws-sam/
+	@test -n "$(PY312)" || { echo "[maas] python3.12 not found: sam build skipped" >&2; exit 1; }
+	@PATH="$$(dirname $(PY312)):$$PATH" SAM_CLI_TELEMETRY=0 $(SAM) build --parallel >/dev/null
+	@echo "[maas] sam build: ok (.aws-sam/build)"
 
 redis: ## make sure redis-server exists (installs it with apt-get when missing)
 	@command -v redis-server >/dev/null || { \
@@ -40,11 +54,11 @@ $(MODEL): $(STAMP) inference_image/export.py
 dev: install model ## run the local stack in the foreground (Ctrl-C stops it)
 	@$(PY) -m infra.local.stack
 
-test: install model ## run the whole test suite against real local components
-	@$(PY) -m pytest $(PYTEST_ARGS)
+test: install model sam-build ## run the whole test suite against real local components
+	@MAAS_SAM=$(SAM) $(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: install ## unit and functional tests only
-	@$(PY) -m pytest tests/unit tests/functional $(PYTEST_ARGS)
+test-fast: install ## unit and functional tests only (no sam build)
+	@$(PY) -m pytest tests/unit tests/functional --deselect tests/unit/test_sam_build.py $(PYTEST_ARGS)
 
 bench: bench-inference bench-gateway ## all benchmarks (ratios against a peer in the same run)
 
@@ -59,7 +73,7 @@ lint: install ## ruff and cfn-lint
 	@$(VENV)/bin/cfn-lint template.yaml
 
 clean: ## remove the venv, the exported model and local state
-	rm -rf $(VENV) .maas .aws-sam
+	rm -rf $(VENV) .venv-sam .maas .aws-sam
 
 # `sam build` builds the shared layer with this target (BuildMethod: makefile): wheels for
 # the functions' runtime (Python 3.12 on arm64), whatever Python and machine build it.
