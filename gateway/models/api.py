@@ -34,6 +34,11 @@ class EmbeddingsRequest(BaseModel):
         for index, item in enumerate(value):
             if (isinstance(item, str) and not item) or (isinstance(item, list) and not item):
                 raise ValueError(f"input[{index}] must not be empty")
+            if isinstance(item, str) and not item.isascii():
+                try:  # JSON may carry lone surrogates ("\ud800"); no tokenizer takes them
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ValueError(f"input[{index}] is not valid Unicode text") from None
         return value
 
     def texts_or_ids(self) -> tuple[list[str] | None, list[list[int]] | None]:
@@ -52,13 +57,16 @@ class EmbeddingsRequest(BaseModel):
 
 def _printable(value: str | None) -> str | None:
     """Names and plans are shown in tables and stored in DynamoDB: valid Unicode only (no
-    lone surrogates) and no control characters."""
+    lone surrogates, no U+FFFD: API Gateway hands a non-UTF-8 body over with its bad bytes
+    replaced by it) and no control characters."""
     if value is None:
         return value
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError("must be valid Unicode text") from None
+    if "\ufffd" in value:
+        raise ValueError("must be valid UTF-8 text (it holds U+FFFD, the mark of undecodable bytes)")
     if any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in value):
         raise ValueError("must not contain control characters")
     return value
