@@ -5,10 +5,10 @@ payload through ``sagemaker-runtime invoke_endpoint``. Both keep SageMaker's con
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
 import urllib3
 
 from gateway.errors import ServiceUnavailableError, UpstreamError, UpstreamTimeoutError
@@ -34,9 +34,9 @@ def _parse(status: int, body: bytes) -> Embeddings:
     if status != 200:
         raise UpstreamError(f"the inference service failed (status {status})")
     try:
-        payload = json.loads(body)
+        payload = orjson.loads(body)
         return Embeddings(vectors=payload["embeddings"], prompt_tokens=int(payload["prompt_tokens"]))
-    except (ValueError, KeyError, TypeError) as error:
+    except (orjson.JSONDecodeError, KeyError, TypeError) as error:
         raise UpstreamError("the inference service sent an unreadable answer") from error
 
 
@@ -50,7 +50,7 @@ class HttpInferenceClient:
         try:
             response = self.pool.request(
                 "POST", f"{self.base_url}/invocations",
-                body=json.dumps({"input_ids": input_ids}).encode(),
+                body=orjson.dumps({"input_ids": input_ids}),
                 headers={"Content-Type": "application/json"},
                 timeout=self.timeout,
             )
@@ -81,7 +81,7 @@ class SageMakerInferenceClient:
                 EndpointName=self.endpoint_name,
                 ContentType="application/json",
                 Accept="application/json",
-                Body=json.dumps({"input_ids": input_ids}).encode(),
+                Body=orjson.dumps({"input_ids": input_ids}),
             )
         except ReadTimeoutError as error:
             raise UpstreamTimeoutError("the inference service did not answer in time") from error
