@@ -15,7 +15,9 @@ are deleted, so what remains is exactly what is not yet in the ledger), publishe
 
 Tuning from the environment (defaults in brackets): MAAS_FLUSHER_BATCH_SIZE [99, so a
 batch of one tenant x day x model is one transaction and one rollup write],
-MAAS_FLUSHER_CLAIM_IDLE_MS [30000], MAAS_FLUSHER_MAX_BATCHES [50 per stream per run].
+MAAS_FLUSHER_CLAIM_IDLE_MS [30000], MAAS_FLUSHER_MAX_BATCHES [50 per stream per run],
+MAAS_FLUSHER_CONCURRENCY [1; streams flushed at once, one thread each: raise it in AWS
+for many tenants; moto's server fails concurrent transactions with 500s, so not locally].
 
 Test hook, read only here: MAAS_FLUSHER_CRASH_AT=after_read|mid_commit|after_commit makes
 the process SIGKILL itself at that point of its first batch (between reading and writing,
@@ -31,6 +33,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,13 +68,15 @@ class FlushResult:
 class Flusher:
     def __init__(self, *, redis_client: Any, store: Store, batch_size: int | None = None,
                  claim_idle_ms: int | None = None, max_batches_per_stream: int | None = None,
-                 consumer: str | None = None, clock: Callable[[], float] = time.time) -> None:
+                 concurrency: int | None = None, consumer: str | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.redis = redis_client
         self.store = store
         self.batch_size = batch_size or _env_int("MAAS_FLUSHER_BATCH_SIZE", 99)
         self.claim_idle_ms = claim_idle_ms if claim_idle_ms is not None else _env_int(
             "MAAS_FLUSHER_CLAIM_IDLE_MS", 30_000)
         self.max_batches = max_batches_per_stream or _env_int("MAAS_FLUSHER_MAX_BATCHES", 50)
+        self.concurrency = concurrency or _env_int("MAAS_FLUSHER_CONCURRENCY", 1)
         # Unique per instance: "own pending" is then exactly what this instance failed to write.
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.clock = clock
@@ -161,21 +166,35 @@ class Flusher:
         pipe.execute()
 
     # -- every stream --------------------------------------------------------------------
+    def _flush_tenant(self, tenant_id: str, deadline: float | None) -> FlushResult:
+        result = FlushResult(streams=1)
+        if deadline is not None and self.clock() >= deadline:
+            return result
+        stream = usage_stream(tenant_id)
+        try:
+            self.flush_stream(stream, result, deadline)
+        except Exception as error:  # one tenant's failure must not stop the others
+            logger.exception("flush failed; the entries stay pending", extra={"stream": stream})
+            result.errors.append(f"{stream}: {type(error).__name__}")
+        return result
+
     def flush(self, tenant_ids: list[str] | None = None, *, deadline: float | None = None) -> FlushResult:
-        """One run over every tenant's stream. ``deadline`` (a ``clock()`` value) stops it
+        """One run over every tenant's stream, ``concurrency`` streams at a time (each
+        stream by one thread, in order). ``deadline`` (a ``clock()`` value) stops it
         starting new batches; what is left is taken by the next run."""
-        result = FlushResult()
         tenants = tenant_ids if tenant_ids is not None else self.store.all_tenant_ids()
-        for tenant_id in tenants:
-            stream = usage_stream(tenant_id)
-            result.streams += 1
-            if deadline is not None and self.clock() >= deadline:
-                break
-            try:
-                self.flush_stream(stream, result, deadline)
-            except Exception as error:  # one tenant's failure must not stop the others
-                logger.exception("flush failed; the entries stay pending", extra={"stream": stream})
-                result.errors.append(f"{stream}: {type(error).__name__}")
+        if self.concurrency > 1 and len(tenants) > 1:
+            with ThreadPoolExecutor(min(self.concurrency, len(tenants)), thread_name_prefix="flush") as pool:
+                parts = list(pool.map(lambda tenant_id: self._flush_tenant(tenant_id, deadline), tenants))
+        else:
+            parts = [self._flush_tenant(tenant_id, deadline) for tenant_id in tenants]
+        result = FlushResult()
+        for part in parts:
+            result.streams += part.streams
+            result.batches += part.batches
+            result.read += part.read
+            result.written += part.written
+            result.errors += part.errors
         try:
             self._measure_lag(tenants, result)
         except Exception as error:

@@ -169,3 +169,19 @@ def test_a_redis_restart_that_lost_the_group_is_recovered(container):
     container.redis.xadd(usage_stream(tenant), event(tenant).to_fields())
     result = flusher.flush([tenant])
     assert (result.errors, result.written) == ([], 1)
+
+
+def test_streams_are_flushed_concurrently_and_counted_once(container):
+    tenants = [make_tenant(container, f"ten_c{i}") for i in range(4)]
+    for tenant in tenants:
+        for e in [event(tenant, tokens=2) for _ in range(20)]:
+            container.redis.xadd(usage_stream(tenant), e.to_fields())
+    flusher = Flusher(redis_client=container.redis, store=container.store, concurrency=2)
+    written = 0
+    for _ in range(5):  # moto itself may answer 500 to concurrent transactions: retried next run
+        result = flusher.flush(tenants)
+        written += result.written
+        if result.unflushed == 0:
+            break
+    assert (result.streams, written, result.unflushed, result.errors) == (4, 80, 0, [])
+    assert all(rollup_totals(container, t) == (20, 40) for t in tenants)
