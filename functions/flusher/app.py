@@ -20,8 +20,9 @@ def handler(event: dict, context: LambdaContext) -> dict:
     started = time.perf_counter()
     result = flusher.flush(deadline=deadline)
     metrics.add_metric(name="FlushedEvents", unit=MetricUnit.Count, value=result.written)
-    metrics.add_metric(name="FlusherLagSeconds", unit=MetricUnit.Seconds, value=result.oldest_unflushed_age_s)
-    metrics.add_metric(name="UnflushedEvents", unit=MetricUnit.Count, value=result.unflushed)
+    if result.lag_known:  # unknown (Redis unreachable): no datapoint, which the lag alarm treats as breaching
+        metrics.add_metric(name="FlusherLagSeconds", unit=MetricUnit.Seconds, value=result.oldest_unflushed_age_s)
+        metrics.add_metric(name="UnflushedEvents", unit=MetricUnit.Count, value=result.unflushed)
     metrics.add_metric(name="FlusherErrors", unit=MetricUnit.Count, value=len(result.errors))
     logger.info("flushed", extra={"streams": result.streams, "batches": result.batches, "read": result.read,
                                   "written": result.written, "unflushed": result.unflushed,

@@ -59,8 +59,11 @@ class FlushResult:
     batches: int = 0
     read: int = 0
     written: int = 0
-    # Age of the oldest event still not in the ledger after this run (0 when none).
+    # Age of the oldest event still not in the ledger after this run (0 when none);
+    # lag_known is False when Redis could not be asked (then no lag is published at all,
+    # and the alarm, which treats missing data as breaching, fires).
     oldest_unflushed_age_s: float = 0.0
+    lag_known: bool = False
     unflushed: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -204,6 +207,7 @@ class Flusher:
 
     def _measure_lag(self, tenant_ids: list[str], result: FlushResult) -> None:
         if not tenant_ids:
+            result.lag_known = True
             return
         pipe = self.redis.pipeline(transaction=False)
         for tenant_id in tenant_ids:
@@ -217,6 +221,7 @@ class Flusher:
                 entry_id = first[0][0]
                 entry_ms = int((entry_id.decode() if isinstance(entry_id, bytes) else entry_id).split("-")[0])
                 result.oldest_unflushed_age_s = max(result.oldest_unflushed_age_s, (now_ms - entry_ms) / 1000)
+        result.lag_known = True
 
 
 def main(argv: list[str] | None = None) -> int:

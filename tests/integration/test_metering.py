@@ -185,3 +185,52 @@ def test_streams_are_flushed_concurrently_and_counted_once(container):
             break
     assert (result.streams, written, result.unflushed, result.errors) == (4, 80, 0, [])
     assert all(rollup_totals(container, t) == (20, 40) for t in tenants)
+
+
+# -- the scheduled function ------------------------------------------------------------------
+import json as _json  # noqa: E402
+from pathlib import Path  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
+
+import pytest  # noqa: E402
+
+SCHEDULED = _json.loads((Path(__file__).resolve().parents[2] / "events/flusher/scheduled.json").read_text())
+
+
+def lambda_context() -> SimpleNamespace:
+    return SimpleNamespace(function_name="FlusherFunction", function_version="$LATEST", memory_limit_in_mb=512,
+                           invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:FlusherFunction",
+                           aws_request_id=uuid.uuid4().hex, get_remaining_time_in_millis=lambda: 60_000)
+
+
+def published(monkeypatch) -> dict:
+    from gateway.telemetry import metrics
+
+    seen: dict = {}
+    monkeypatch.setattr(metrics, "add_metric", lambda name, unit, value, **kw: seen.__setitem__(name, value))
+    return seen
+
+
+def test_the_flusher_function_drains_and_publishes_its_lag(container, monkeypatch):
+    from functions.flusher.app import handler
+
+    tenant = make_tenant(container)
+    container.redis.xadd(usage_stream(tenant), event(tenant).to_fields())
+    monkeypatch.setattr("gateway.wiring._container", container)
+    seen = published(monkeypatch)
+    assert handler(SCHEDULED, lambda_context()) == {"read": 1, "written": 1, "unflushed": 0}
+    assert seen["FlusherLagSeconds"] == 0.0 and seen["FlushedEvents"] == 1
+
+
+def test_with_redis_gone_the_function_fails_and_publishes_no_lag(container, own_redis, monkeypatch):
+    from functions.flusher.app import handler
+    from gateway.wiring import Container
+
+    broken = Container(container.settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{own_redis.port}/0"}))
+    make_tenant(container)
+    own_redis.kill()
+    monkeypatch.setattr("gateway.wiring._container", broken)
+    seen = published(monkeypatch)
+    with pytest.raises(RuntimeError):
+        handler(SCHEDULED, lambda_context())
+    assert "FlusherLagSeconds" not in seen and seen["FlusherErrors"] >= 1
