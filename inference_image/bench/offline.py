@@ -1,6 +1,6 @@
 """Offline encode: tokens/s of the exported ONNX model vs SentenceTransformer.encode.
 
-    python -m inference_image.bench offline [--texts 1024] [--repeats 2] [--no-int8]
+    python -m inference_image.bench offline [--texts 512] [--repeats 2] [--no-int8]
 
 Same texts, same batch size (32), both sorted by length (ST sorts internally; the ONNX path
 sorts as the server does), tokenization included on both sides; the best of ``--repeats``
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m inference_image.bench offline",
                                 description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--texts", type=int, default=1024)
+    p.add_argument("--texts", type=int, default=512)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--no-int8", action="store_true")

@@ -3,7 +3,8 @@
 Requests queue (bounded: ``max_queue``, else ``OverloadedError`` → 503 + Retry-After). The
 scheduler takes queued requests in arrival order while their tokens fit ``max_batch_tokens``,
 waiting at most ``max_wait`` after the oldest one arrived for batch-mates (no wait at all once
-the budget is full, or when it already waited while the model was busy). The items of one
+the budget is full, when it already waited while the model was busy, or when no other request
+is in flight: a lone request goes straight to the model). The items of one
 round are sorted by length and cut into model calls whose padded size (items × longest)
 fits the budget, so padding stays small; results are scattered back per request. Compute runs
 in one worker thread so the event loop stays responsive. A model call that fails is retried
@@ -72,6 +73,7 @@ class Batcher:
         self._pending: deque[_Job] = deque()
         self._wakeup = asyncio.Event()
         self._closing = False
+        self._active = 0  # submitted and not yet answered
         self._task: asyncio.Task[None] | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maas-compute")
 
@@ -97,6 +99,7 @@ class Batcher:
         self._pending.append(job)
         self._metrics.queue_depth.set(len(self._pending))
         self._wakeup.set()
+        self._active += 1
         try:
             return await asyncio.wait_for(asyncio.shield(job.future), timeout_s)
         except TimeoutError:
@@ -107,6 +110,8 @@ class Batcher:
         except asyncio.CancelledError:
             job.abandoned = True  # the client went away: nobody waits for it any more
             raise
+        finally:
+            self._active -= 1
 
     # -- scheduling ----------------------------------------------------------------------
     def _queued_tokens(self) -> int:
@@ -121,9 +126,11 @@ class Batcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            # Give the oldest request up to max_wait for batch-mates, unless the budget is full.
+            # Give the oldest request up to max_wait for batch-mates, unless the budget is full
+            # or no other request is in flight (a lone request goes straight to the model).
             wait_until = self._pending[0].enqueued + self._max_wait
-            while not self._closing and self._queued_tokens() < self._budget:
+            while (not self._closing and self._active > 1
+                   and self._queued_tokens() < self._budget):
                 remaining = wait_until - time.monotonic()
                 if remaining <= 0:
                     break
