@@ -96,10 +96,42 @@ def ort_matmul_gflops(m: int = 4096, k: int = 384, n: int = 1536, seconds: float
     return best
 
 
+def model_tokens_per_s(batch: int = 32, seq: int = 128, seconds: float = 4.0) -> float | None:
+    """The exported model through ONNX Runtime (CPU) on a full [batch, seq] input."""
+    from inference_image.bench.common import model_dir
+
+    path = model_dir() / "model.onnx"
+    if not path.is_file():
+        return None
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    ids = np.random.default_rng(4).integers(1000, 20000, (batch, seq), dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    sess.run(None, feeds)
+    best = float("inf")
+    stop = time.perf_counter() + seconds
+    while time.perf_counter() < stop:
+        t0 = time.perf_counter()
+        sess.run(None, feeds)
+        best = min(best, time.perf_counter() - t0)
+    return batch * seq / best
+
+
 def main(argv: list[str] | None = None) -> int:
     info = cpu_info()
+    info["load_average_before"] = os.getloadavg()
     info["numpy_sgemm_2048_gflops"] = matmul_gflops()
     info["ort_matmul_4096x384x1536_gflops"] = ort_matmul_gflops()
+    tps = model_tokens_per_s()
+    if tps is not None:
+        info["model_onnx_tokens_per_s_32x128"] = tps
+        info["model_onnx_gflops_32x128"] = tps * model_flops_per_token(128) / 1e9
+        peak = info.get("peak_fp32_gflops_estimate")
+        if peak:
+            info["model_fraction_of_nominal_peak"] = info["model_onnx_gflops_32x128"] / peak
     info["model_gflop_per_1k_tokens_at_len_16"] = model_flops_per_token(16) * 1e3 / 1e9
     info["model_gflop_per_1k_tokens_at_len_128"] = model_flops_per_token(128) * 1e3 / 1e9
     info["load_average"] = os.getloadavg()

@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     ours_env = {"MAAS_MODEL_DIR": str(model_dir), "MAAS_LOG_LEVEL": "warning",
                 **dict(kv.split("=", 1) for kv in args.env)}
     print(f"[serving] starting servers; {len(texts)} distinct sentences, "
-          f"{args.seconds:.0f}s per level, concurrency {levels}", flush=True)
+          f"{args.seconds:.0f}s per level, concurrency {levels}, load average "
+          f"{os.getloadavg()[0]:.2f}", flush=True)
     ours, ours_url = _start("inference_image.server", ours_env, "maas server")
     peer, peer_url = _start("inference_image.bench.peer", {}, "peer")
     rows = []
@@ -133,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                 proc.wait(timeout=35)
             except subprocess.TimeoutExpired:
                 proc.kill()
+    print(f"[serving] load average at the end {os.getloadavg()[0]:.2f} (2 cores; other "
+          "work on the machine shows up as noise)", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"min_cosine": min_cos, "levels": rows}, indent=2))
     _table(rows)
