@@ -9,6 +9,10 @@ its own pending entries first on its next run, and entries a crashed flusher lef
 are claimed back (XAUTOCLAIM) once idle for ``claim_idle_ms``. A crash at any point loses
 nothing and counts nothing twice.
 
+An entry that does not parse as a usage event is moved, in the same MULTI as its
+acknowledgement, to ``<stream>:dead`` (logged, counted in ``dead_lettered``) so that
+one bad entry cannot stop a tenant's stream for ever.
+
 Lag: after a run, the age of the oldest entry still in any stream (acknowledged entries
 are deleted, so what remains is exactly what is not yet in the ledger), published as
 ``FlusherLagSeconds``.
@@ -48,6 +52,11 @@ CRASH_ENV = "MAAS_FLUSHER_CRASH_AT"
 CRASH_POINTS = ("after_read", "mid_commit", "after_commit")
 
 
+def dead_letter_stream(stream: str) -> str:
+    """Where entries that do not parse as usage events go (same hash tag, same shard)."""
+    return f"{stream}:dead"
+
+
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
     return int(value) if value else default
@@ -65,6 +74,7 @@ class FlushResult:
     oldest_unflushed_age_s: float = 0.0
     lag_known: bool = False
     unflushed: int = 0
+    dead_lettered: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -102,10 +112,16 @@ class Flusher:
     def _batches(self, stream: str) -> Any:
         """Yields batches: this consumer's own pending entries (a write that failed), then
         idle entries of other (crashed) consumers, then new entries."""
-        own = self.redis.xreadgroup(STREAM_GROUP, self.consumer, {stream: "0"}, count=self.batch_size)
-        entries = own[0][1] if own else []
-        if entries:
+        last: Any = "0"
+        while True:
+            own = self.redis.xreadgroup(STREAM_GROUP, self.consumer, {stream: last}, count=self.batch_size)
+            entries = own[0][1] if own else []
+            if not entries:
+                break
             yield entries
+            last = entries[-1][0]
+            if len(entries) < self.batch_size:
+                break
         cursor = "0-0"
         while True:
             reply = self.redis.xautoclaim(stream, STREAM_GROUP, self.consumer, min_idle_time=self.claim_idle_ms,
@@ -151,7 +167,14 @@ class Flusher:
 
     def _write(self, stream: str, entries: list, result: FlushResult) -> None:
         ids = [entry_id for entry_id, _ in entries]
-        events = [UsageEvent.from_fields(fields) for _, fields in entries if fields]
+        events, poison = [], []
+        for entry_id, fields in entries:
+            if not fields:
+                continue  # deleted while pending: only its acknowledgement is left to do
+            try:
+                events.append(UsageEvent.from_fields(fields))
+            except (KeyError, ValueError, TypeError):
+                poison.append((entry_id, fields))
         result.batches += 1
         result.read += len(events)
         self._crash("after_read")
@@ -164,6 +187,11 @@ class Flusher:
         # Committed: now, and only now, acknowledge and drop them, atomically (an entry
         # left acknowledged but not deleted would read as lag forever).
         pipe = self.redis.pipeline(transaction=True)
+        for entry_id, fields in poison:  # unreadable: kept aside for a person, never retried forever
+            logger.error("unreadable usage entry moved to the dead-letter stream", extra={"stream": stream,
+                                                                                          "entry": str(entry_id)})
+            pipe.xadd(dead_letter_stream(stream), {**fields, "_source_id": entry_id})
+        result.dead_lettered += len(poison)
         pipe.xack(stream, STREAM_GROUP, *ids)
         pipe.xdel(stream, *ids)
         pipe.execute()
@@ -197,6 +225,7 @@ class Flusher:
             result.batches += part.batches
             result.read += part.read
             result.written += part.written
+            result.dead_lettered += part.dead_lettered
             result.errors += part.errors
         try:
             self._measure_lag(tenants, result)

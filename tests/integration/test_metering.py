@@ -234,3 +234,32 @@ def test_with_redis_gone_the_function_fails_and_publishes_no_lag(container, own_
     with pytest.raises(RuntimeError):
         handler(SCHEDULED, lambda_context())
     assert "FlusherLagSeconds" not in seen and seen["FlusherErrors"] >= 1
+
+
+def test_an_unreadable_entry_goes_to_the_dead_letter_stream_and_blocks_nothing(container):
+    from gateway.services.metering import dead_letter_stream
+
+    tenant = make_tenant(container)
+    stream = usage_stream(tenant)
+    container.redis.xadd(stream, event(tenant).to_fields())
+    container.redis.xadd(stream, {"rid": "r1", "tokens": "not a number"})
+    container.redis.xadd(stream, event(tenant).to_fields())
+    result = Flusher(redis_client=container.redis, store=container.store).flush([tenant])
+    assert (result.written, result.dead_lettered, result.unflushed, result.errors) == (2, 1, 0, [])
+    [(_, kept)] = container.redis.xrange(dead_letter_stream(stream))
+    assert kept[b"tokens"] == b"not a number" and b"_source_id" in kept
+
+
+def test_all_of_its_own_failed_batches_are_retried_in_one_run(container):
+    tenant = make_tenant(container)
+    stream = usage_stream(tenant)
+    events = [event(tenant) for _ in range(25)]
+    for e in events:
+        container.redis.xadd(stream, e.to_fields())
+    flusher = Flusher(redis_client=container.redis, store=container.store, batch_size=10)
+    container.redis.xgroup_create(stream, STREAM_GROUP, id="0", mkstream=True)
+    # three batches read by this flusher whose writes failed: all its own pending
+    for _ in range(3):
+        container.redis.xreadgroup(STREAM_GROUP, flusher.consumer, {stream: ">"}, count=10)
+    result = flusher.flush([tenant])
+    assert (result.batches, result.written, result.unflushed) == (3, 25, 0)
