@@ -219,19 +219,26 @@ async def metrics(request: Request, state: State) -> Response:
     return Response(state.metrics.render(), media_type=state.metrics.content_type)
 
 
+def _counted(request: Request, error: InferenceError) -> Response:
+    state = getattr(request.app.state, "maas", None)
+    if state is not None:
+        state.metrics.errors.labels(error.code or error.type).inc()
+    return error_response(error)
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        return error_response(NotFoundError(f"no route {request.method} {request.url.path}"))
+        return _counted(request, NotFoundError(f"no route {request.method} {request.url.path}"))
     if exc.status_code == 405:
-        return error_response(MethodNotAllowedError(
+        return _counted(request, MethodNotAllowedError(
             f"method {request.method} is not allowed on {request.url.path}"))
-    return error_response(InvalidRequestError(str(exc.detail)))
+    return _counted(request, InvalidRequestError(str(exc.detail)))
 
 
 async def _unhandled(request: Request, exc: Exception) -> Response:
     log.error("unhandled %s on %s", type(exc).__name__, request.url.path, exc_info=exc)
-    return error_response(InferenceError("internal server error"))
+    return _counted(request, InferenceError("internal server error"))
 
 
 def create_app(settings: Settings, session: OnnxSession | None = None) -> Starlette:
