@@ -1,0 +1,52 @@
+"""Transport schemas without a server: parsing and both JSON encoders."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+
+from inference_image.server import schemas
+from inference_image.server.config import Settings
+from inference_image.server.errors import InvalidRequestError, ModelNotFoundError
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_bodies_round_trip_float32(monkeypatch, fast: bool) -> None:
+    if not fast:
+        monkeypatch.setattr(schemas, "orjson", None)  # the stdlib fallback
+    emb = np.random.default_rng(0).standard_normal((3, 384)).astype(np.float32)
+    inv = json.loads(schemas.invocations_body(emb, 7))
+    assert inv["prompt_tokens"] == 7
+    assert np.array_equal(np.array(inv["embeddings"], dtype=np.float32), emb)
+    for fmt in ("float", "base64"):
+        data = json.loads(schemas.embeddings_body(emb, 7, fmt))
+        rows = [d["embedding"] for d in data["data"]]
+        got = (np.array([np.frombuffer(base64.b64decode(r), "<f4") for r in rows])
+               if fmt == "base64" else np.array(rows, dtype=np.float32))
+        assert np.array_equal(got, emb)
+        assert data["usage"] == {"prompt_tokens": 7, "total_tokens": 7}
+
+
+def test_embeddings_input_forms() -> None:
+    parse = lambda d: schemas.parse_embeddings(d, vocab_size=100, max_items=4)  # noqa: E731
+    assert parse({"input": "hi"}).texts == ["hi"]
+    assert parse({"input": ["a", "b"]}).texts == ["a", "b"]
+    assert parse({"input": [1, 2, 3]}).ids == [[1, 2, 3]]
+    assert parse({"input": [[1], [2, 3]], "truncate": True}).truncate
+    assert parse({"input": "x", "encoding_format": None}).encoding_format == "float"
+    with pytest.raises(InvalidRequestError):
+        parse({"input": ["a"] * 5})
+    with pytest.raises(ModelNotFoundError):
+        parse({"input": "a", "model": "other"})
+
+
+def test_settings_from_env() -> None:
+    s = Settings.from_env({"PORT": "9000", "MAAS_MAX_WAIT_MS": "0.5", "MAX_ITEMS": "8"})
+    assert (s.port, s.max_wait_ms, s.max_items, s.host) == (9000, 0.5, 8, "127.0.0.1")
+    with pytest.raises(ValueError):
+        Settings.from_env({"MAAS_MAX_QUEUE": "lots"})
+    with pytest.raises(ValueError):
+        Settings.from_env({"MAAS_MAX_BATCH_TOKENS": "16"})  # below one full item
