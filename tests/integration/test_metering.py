@@ -216,7 +216,9 @@ def test_the_flusher_function_drains_and_publishes_its_lag(container, monkeypatc
 
     tenant = make_tenant(container)
     container.redis.xadd(usage_stream(tenant), event(tenant).to_fields())
-    monkeypatch.setattr("gateway.wiring._container", container)
+    # the function's own reference, not the process-wide container: the e2e stack's flusher
+    # thread (same pytest session) flushes whatever that one points at
+    monkeypatch.setattr("functions.flusher.app.container", lambda: container)
     seen = published(monkeypatch)
     assert handler(SCHEDULED, lambda_context()) == {"read": 1, "written": 1, "unflushed": 0}
     assert seen["FlusherLagSeconds"] == 0.0 and seen["FlushedEvents"] == 1
@@ -229,7 +231,7 @@ def test_with_redis_gone_the_function_fails_and_publishes_no_lag(container, own_
     broken = Container(container.settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{own_redis.port}/0"}))
     make_tenant(container)
     own_redis.kill()
-    monkeypatch.setattr("gateway.wiring._container", broken)
+    monkeypatch.setattr("functions.flusher.app.container", lambda: broken)
     seen = published(monkeypatch)
     with pytest.raises(RuntimeError):
         handler(SCHEDULED, lambda_context())

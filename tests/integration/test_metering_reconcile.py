@@ -48,7 +48,7 @@ def test_rollups_equal_the_ledger_when_nothing_went_wrong(container):
 def test_drift_is_found_reported_and_fixed(container, monkeypatch, capsys, moto):
     tid = books(container)
     corrupt(container, tid)
-    monkeypatch.setattr("gateway.wiring._container", container)
+    monkeypatch.setattr("gateway.wiring.container", lambda: container)  # not _container: see test_metering
     monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDWATCH", f"http://127.0.0.1:{moto.port}")
 
     assert maas(["usage", "reconcile", "--month", "2026-01", "--tenant-id", tid, "--json"]) == 1
