@@ -6,6 +6,7 @@ stack (tests/e2e/test_schemathesis.py). Never imported by a handler."""
 
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -14,10 +15,15 @@ HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "tra
 
 
 @lru_cache(maxsize=1)
-def document() -> dict[str, Any]:
+def _parsed() -> dict[str, Any]:
     import yaml
 
-    return yaml.safe_load(resources.files("gateway").joinpath("openapi.yaml").read_text())
+    return yaml.safe_load(text())
+
+
+def document() -> dict[str, Any]:
+    """A fresh copy each call: tools such as schemathesis resolve references in place."""
+    return copy.deepcopy(_parsed())
 
 
 def text() -> str:
