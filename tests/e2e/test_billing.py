@@ -256,3 +256,15 @@ def test_cli_tenants_and_keys_end_to_end(stack, capsys):
     assert code == 1 and "404" in err
     code, _, err = maas(capsys, stack, "keys", "create", tenant["id"], "--scope", "root")
     assert code == 1 and "400" in err
+
+
+def test_cli_takes_url_and_key_from_the_environment(stack, capsys, monkeypatch):
+    monkeypatch.setenv("MAAS_API_URL", stack.api_url)
+    monkeypatch.setenv("MAAS_API_KEY", stack.admin_key)
+    capsys.readouterr()
+    assert cli.main(["tenants", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["object"] == "list" and any(t["id"] == "ten_operators" for t in listed["data"])
+    monkeypatch.setenv("MAAS_API_KEY", stack.admin_key[:-1] + ("A" if stack.admin_key[-1] != "A" else "B"))
+    assert cli.main(["tenants", "list"]) == 1
+    assert "401" in capsys.readouterr().err
