@@ -281,9 +281,6 @@ def test_rotation_grace_ends_on_time_under_load(stack, admin):
     assert_cut_at(*run_under_load(stack, key["key"], rotate), refused=401)
 
 
-@pytest.mark.xfail(strict=False, reason="GET /v1/models authenticates from the invoke function's 60 s key "
-                   "cache and, unlike /v1/embeddings, runs no admission check; fix in tenant_api.list_models: "
-                   "principal(router, Scope.INFERENCE) without fresh=False")
 def test_revoked_key_is_refused_by_v1_models_at_once(stack, admin):
     _, key = tenant_with_key(admin)
     api = Api(stack.api_url, key["key"])

@@ -24,7 +24,8 @@ def create_embeddings():  # type: ignore[no-untyped-def]
 
 @router.get("/v1/models")
 def list_models():  # type: ignore[no-untyped-def]
-    principal(router, Scope.INFERENCE, fresh=False)
+    # No admission check runs here, so the key is read fresh: revocation bites at once.
+    principal(router, Scope.INFERENCE)
     return json_response(list_body([
         {"id": MINILM.id, "object": "model", "created": 0, "owned_by": MINILM.owned_by}
     ]))
