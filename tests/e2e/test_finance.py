@@ -142,6 +142,12 @@ def test_finance_cli_reports_exports_and_invoices(stack, tenant, finance, tmp_pa
     assert len(rows) == 2 and set(rows[0]) == {"request_id", "key_id", "model", "prompt_tokens", "timestamp"}
 
     capsys.readouterr()
+    assert maas(["usage", "report", "--month", month, "--tenant-id", tenant["id"], *flags]) == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[0].split() == ["TENANT_ID", "DATE", "MODEL", "REQUESTS", "PROMPT_TOKENS", "COST",
+                                             "CURRENCY"] and tenant["id"] in table
+    assert maas(["invoices", "--month", month, *flags]) == 0
+    assert tenant["id"] in capsys.readouterr().out
     assert maas(["invoices", "--month", month, "--format", "json", *flags]) == 0
     invoice = json.loads(capsys.readouterr().out)
     assert any(x["tenant_id"] == tenant["id"] for x in invoice["data"])
