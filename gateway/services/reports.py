@@ -74,12 +74,29 @@ def parse_group_by(value: str | None) -> tuple[str, ...]:
     return chosen
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell; text a spreadsheet would run as a formula (a tenant named "=HYPERLINK(...)")
+    gets a leading apostrophe (OWASP's CSV injection advice). Numbers are left alone."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        try:
+            Decimal(value)
+        except ArithmeticError:
+            return "'" + value
+    return value
+
+
 def to_csv(rows: Iterable[dict[str, Any]], columns: list[str]) -> str:
+    """RFC 4180: a header row, CRLF line ends, quoting only where needed."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\r\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
+        writer.writerow({k: _cell(row.get(k)) for k in columns})
     return buffer.getvalue()
 
 

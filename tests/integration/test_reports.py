@@ -113,3 +113,13 @@ def test_invoice_has_a_line_per_tenant_and_model_subtotals_and_totals(books):
     assert reports.invoices(month="2026-03")["lines"] == []
     with pytest.raises(InvalidRequestError):
         reports.invoices(month="2026-1")
+
+
+def test_csv_never_hands_a_spreadsheet_a_formula(container):
+    tid = tenant(container, "starter", '=HYPERLINK("http://evil.example","pay")')
+    charge(container, tid, [10])
+    invoice = container.reports.invoices(month="2026-01")
+    [row] = [r for r in csv.DictReader(io.StringIO(to_csv(invoice["lines"], INVOICE_COLUMNS)))
+             if r["tenant_id"] == tid]
+    assert row["tenant_name"] == '\'=HYPERLINK("http://evil.example","pay")'
+    assert to_csv([{"cost": "-0.5"}], ["cost"]) == "cost\r\n-0.5\r\n"  # numbers stay numbers
