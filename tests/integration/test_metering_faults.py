@@ -2,8 +2,10 @@
 process and is SIGKILLed between read and commit, halfway through a commit, and between
 commit and acknowledge (the MAAS_FLUSHER_CRASH_AT test hook), or at a random moment from
 outside; DynamoDB fails at the HTTP level (a forwarding proxy in front of moto's server
-answering 500, throttling, or committing and then losing the reply). After recovery and a
-final flush: every event is in the ledger exactly once and the rollups equal the ledger."""
+answering 500, throttling, or committing and then losing the reply), for the flusher and
+for a request whose settle finds Redis dead (its usage goes straight to DynamoDB). After
+recovery and a final flush: every event is in the ledger exactly once, the rollups equal
+the ledger, and a request whose usage could not be recorded was refused, not charged."""
 
 from __future__ import annotations
 
@@ -199,3 +201,56 @@ def test_dynamodb_errors_leave_the_batch_pending_and_it_is_retried(container, fa
     assert result.errors == [] and result.written == 51  # the 99 of the lost reply were already in
     assert_exactly_once(container, tenant_id, events)
     assert proxy.remaining == 0
+
+
+# -- the request path when Redis dies at settle and DynamoDB fails too -------------------------
+class KillsRedisWhileRunning:
+    """Inference that returns zero vectors after killing Redis: the request was admitted,
+    its settle finds Redis gone, so its usage must go straight to DynamoDB."""
+
+    def __init__(self, redis_service) -> None:  # type: ignore[no-untyped-def]
+        self.redis_service = redis_service
+
+    def embed(self, input_ids: list[list[int]]):  # type: ignore[no-untyped-def]
+        from gateway.adapters.inference import Embeddings
+
+        self.redis_service.kill()
+        return Embeddings(vectors=[[0.0] * 384 for _ in input_ids], prompt_tokens=sum(map(len, input_ids)))
+
+    def ready(self) -> bool:
+        return True
+
+
+def test_usage_written_directly_is_charged_once_or_not_at_all(container, own_redis, moto):
+    from gateway.errors import ServiceUnavailableError
+    from gateway.models.api import EmbeddingsRequest
+    from gateway.wiring import Container
+    from tests.integration.conftest import make_principal
+
+    proxy = FaultyDynamo(moto.port)
+    try:
+        c = Container(container.settings.model_copy(update={
+            "dynamodb_endpoint": proxy.url, "redis_url": f"redis://127.0.0.1:{own_redis.port}/0"}))
+        c.__dict__["inference"] = KillsRedisWhileRunning(own_redis)
+        caller, _ = make_principal(c)
+        ok: dict[str, int] = {}
+        for fault, calls in (("", 0), ("lost_reply", 1), ("500", 4), ("throttle", 4)):
+            if not own_redis.alive:
+                own_redis.start()
+            proxy.fail(fault, calls)
+            request_id = uuid.uuid4().hex
+            try:
+                body, _ = c.embeddings.create(EmbeddingsRequest(model="all-MiniLM-L6-v2", input=f"fault {fault}"),
+                                              caller, request_id)
+                ok[request_id] = body["usage"]["prompt_tokens"]
+                assert fault in ("", "lost_reply")
+            except ServiceUnavailableError:  # not recorded, so not answered, so not charged
+                assert fault in ("500", "throttle")
+            assert proxy.remaining == 0
+        rows = list(container.store.ledger_all(caller.tenant.id, "2000-01-01", "2100-01-01"))
+        assert sorted(r["request_id"] for r in rows) == sorted(ok)  # the lost reply counted once
+        rollups = container.store.rollups(caller.tenant.id, "2000-01-01", "2100-01-01")
+        assert (sum(int(r["requests"]) for r in rollups), sum(int(r["prompt_tokens"]) for r in rollups)) == (
+            len(ok), sum(ok.values()))
+    finally:
+        proxy.server.shutdown()
