@@ -13,6 +13,8 @@ DEFAULT_MODEL_DIR = ".maas/model"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 REPORT_FILE = "export_report.json"
+REFERENCE_FILE = "reference.npz"  # sentence-transformers vectors every provider must match
+MIN_COSINE = 0.9999
 
 
 def default_model_dir() -> str:

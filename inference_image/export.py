@@ -11,9 +11,10 @@ at a time and in padded batches with ONNX Runtime's CPU provider. Otherwise noth
 and the command exits 2.
 
 Writes into DIR (default ``$MAAS_MODEL_DIR`` or ``.maas/model``): ``model.onnx``,
-``tokenizer.json`` (the packaged one without its fixed 128 padding/truncation) and
-``export_report.json``. A second run with an up-to-date report returns at once (``--force``
-re-exports).
+``tokenizer.json`` (the packaged one without its fixed 128 padding/truncation),
+``reference.npz`` (16 inputs and their sentence-transformers vectors, which the server checks
+every execution provider against at start-up) and ``export_report.json``. A second run with
+an up-to-date report returns at once (``--force`` re-exports).
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ import numpy as np
 from inference_image import (
     EMBEDDING_DIM,
     MAX_TOKENS,
+    MIN_COSINE,
     MODEL_FILE,
     MODEL_NAME,
+    REFERENCE_FILE,
     REPORT_FILE,
     TOKENIZER_FILE,
     default_model_dir,
@@ -42,9 +45,9 @@ from inference_image import (
 from inference_image.tokenizer import load_tokenizer, serving_tokenizer_json
 from inference_image.validation import cosine_rows, pad_batch, validation_texts
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 OPSET = 17
-MIN_COSINE = 0.9999
+REFERENCE_ITEMS = 16
 VALIDATION_BATCH = 16
 
 
@@ -98,6 +101,9 @@ def is_up_to_date(out: Path, src: Path | None = None) -> bool:
     if report.get("model_sha256") != sha256_file(model):
         return False
     if report.get("tokenizer_sha256") != sha256_file(tok):
+        return False
+    ref = out / REFERENCE_FILE
+    if not ref.is_file() or report.get("reference_sha256") != sha256_file(ref):
         return False
     if src is not None and report.get("source_sha256") != _source_fingerprint(src):
         return False
@@ -193,6 +199,14 @@ def validate(model_path: Path, tokenizer_path: Path, st: Any) -> dict[str, Any]:
                           convert_to_numpy=True, show_progress_bar=False)
     single = _onnx_embed(session, ids, batch=1)
     batched = _onnx_embed(session, ids, batch=VALIDATION_BATCH)  # mixed lengths: padding
+    # The reference every execution provider must reproduce at start-up (session warm-up):
+    # a spread of lengths, from 3 tokens to the 256-token limit.
+    by_length = sorted(range(len(ids)), key=lambda i: lengths[i])
+    pick = [by_length[round(k * (len(ids) - 1) / (REFERENCE_ITEMS - 1))]
+            for k in range(REFERENCE_ITEMS)]
+    ref_ids, ref_mask = pad_batch([ids[i] for i in pick])
+    reference_set = {"input_ids": ref_ids, "attention_mask": ref_mask,
+                     "embeddings": reference[pick].astype(np.float32)}
     cos_single = cosine_rows(single, reference)
     cos_batched = cos_single if single is batched else cosine_rows(batched, reference)
     norms = np.linalg.norm(batched.astype(np.float64), axis=1)
@@ -208,6 +222,7 @@ def validate(model_path: Path, tokenizer_path: Path, st: Any) -> dict[str, Any]:
         "worst_text": texts[worst][:80],
         "token_lengths": {"min": min(lengths), "max": max(lengths),
                           "at_limit": sum(n == MAX_TOKENS for n in lengths)},
+        "_reference": reference_set,
     }
 
 
@@ -238,6 +253,8 @@ def export(out: Path, *, force: bool = False) -> dict[str, Any]:
              f"{time.monotonic() - started:.1f}s; validating with onnxruntime {ort.__version__}")
 
         numbers = validate(tmp_model, tmp_tok, st)
+        tmp_ref = tmp / REFERENCE_FILE
+        np.savez(tmp_ref, **numbers.pop("_reference"))
         _log(f"min cosine {numbers['min_cosine']:.7f} over {numbers['n_texts']} texts "
              f"(single {numbers['min_cosine_single']:.7f}, batched "
              f"{numbers['min_cosine_batched']:.7f}); max |diff| {numbers['max_abs_diff']:.2e}")
@@ -262,12 +279,15 @@ def export(out: Path, *, force: bool = False) -> dict[str, Any]:
             "torch_version": torch.__version__,
             "model_sha256": sha256_file(tmp_model),
             "tokenizer_sha256": sha256_file(tmp_tok),
+            "reference_sha256": sha256_file(tmp_ref),
+            "reference_items": REFERENCE_ITEMS,
             "source_sha256": _source_fingerprint(src),
             "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         # Report last: a crash between the moves leaves a mismatch, which the next run repairs.
         (out / REPORT_FILE).unlink(missing_ok=True)
         os.replace(tmp_tok, out / TOKENIZER_FILE)
+        os.replace(tmp_ref, out / REFERENCE_FILE)
         os.replace(tmp_model, out / MODEL_FILE)
         tmp_report = tmp / REPORT_FILE
         tmp_report.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",

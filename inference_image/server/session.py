@@ -2,7 +2,10 @@
 
 Providers are tried in the order TensorRT → CUDA → CPU among ``ort.get_available_providers()``;
 a provider is kept only when a session built with it really runs it (ORT silently falls back
-when CUDA libraries are missing) and a warm-up run returns finite, normalised vectors.
+when CUDA libraries are missing), a warm-up run returns finite, normalised vectors, and it
+reproduces the export's ``reference.npz`` (sentence-transformers vectors) to cosine >= 0.9999
+(``MAAS_MIN_COSINE``): a TensorRT fp16 engine that drifts further is dropped for the next
+provider.
 Lifecycle names follow Triton: ``initialize``, ``execute``, ``finalize``.
 """
 
@@ -16,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from inference_image import EMBEDDING_DIM, MAX_TOKENS, MODEL_FILE
+from inference_image import EMBEDDING_DIM, MAX_TOKENS, MIN_COSINE, MODEL_FILE, REFERENCE_FILE
 
 log = logging.getLogger("inference_image.session")
 
@@ -51,6 +54,7 @@ class OnnxSession:
         self._lock = threading.Lock()
         self.provider: str | None = None
         self.tried: dict[str, str] = {}  # provider → why it was not kept
+        self.reference_cosine: float | None = None
 
     @property
     def ready(self) -> bool:
@@ -129,6 +133,25 @@ class OnnxSession:
             if not np.allclose(norms, 1.0, atol=1e-3):
                 raise RuntimeError(f"warm-up vectors are not normalised: {norms}")
 
+    def _check_reference(self, session: Any) -> float | None:
+        """Min cosine against the export's reference vectors; raises below the threshold."""
+        path = self.model_path.parent / REFERENCE_FILE
+        if not path.is_file():
+            return None
+        with np.load(path) as ref:
+            (out,) = session.run(["embeddings"], {"input_ids": ref["input_ids"],
+                                                  "attention_mask": ref["attention_mask"]})
+            expected = ref["embeddings"].astype(np.float64)
+        got = out.astype(np.float64)
+        cos = (got * expected).sum(1) / (np.linalg.norm(got, axis=1)
+                                         * np.linalg.norm(expected, axis=1))
+        threshold = float(os.environ.get("MAAS_MIN_COSINE", MIN_COSINE))
+        worst = float(cos.min())
+        if not worst >= threshold:
+            raise RuntimeError(f"min cosine {worst:.6f} against the reference is below "
+                               f"{threshold}")
+        return worst
+
     def initialize(self) -> str:
         """Load the model on the best provider that passes a warm-up run; returns its name."""
         if not self.model_path.is_file():
@@ -141,12 +164,14 @@ class OnnxSession:
                 if actual != provider:
                     raise RuntimeError(f"ONNX Runtime fell back to {actual}")
                 self._warm_up(session)
+                self.reference_cosine = self._check_reference(session)
             except Exception as exc:  # noqa: BLE001 - any failure means: try the next provider
                 self.tried[provider] = f"{type(exc).__name__}: {exc}"
                 log.warning("provider %s not usable: %s", provider, exc)
                 continue
             self._session, self.provider = session, provider
-            log.info("model %s loaded on %s", self.model_path, provider)
+            log.info("model %s loaded on %s (min cosine vs reference %s)", self.model_path,
+                     provider, self.reference_cosine)
             return provider
         raise RuntimeError(f"no usable execution provider: {self.tried or 'none available'}")
 

@@ -23,6 +23,7 @@ def test_report_describes_the_model_on_disk(model_dir: Path) -> None:
     assert report["n_texts"] >= 50
     assert report["token_lengths"]["at_limit"] >= 3
     assert report["model_sha256"] == export_mod.sha256_file(model_dir / "model.onnx")
+    assert report["reference_sha256"] == export_mod.sha256_file(model_dir / "reference.npz")
     import onnxruntime
 
     assert report["onnxruntime_version"] == onnxruntime.__version__
@@ -81,3 +82,4 @@ def test_refuses_a_model_below_the_threshold(tmp_path: Path, monkeypatch) -> Non
     assert rc == 2
     assert not (tmp_path / "model.onnx").exists()
     assert not (tmp_path / "export_report.json").exists()
+    assert not (tmp_path / "reference.npz").exists()
