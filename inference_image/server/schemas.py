@@ -28,6 +28,8 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         data = json.loads(text)
     except ValueError as exc:
         raise InvalidRequestError(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequestError("request body is nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidRequestError("request body must be a JSON object")
     return data
@@ -118,6 +120,11 @@ def parse_embeddings(data: dict[str, Any], *, vocab_size: int,
             if not text:
                 raise InvalidRequestError(f"'input[{n}]' is an empty string",
                                           param=f"input[{n}]")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate escaped in the JSON ("\ud800")
+                raise InvalidRequestError(f"'input[{n}]' is not valid Unicode text",
+                                          param=f"input[{n}]") from None
         return EmbeddingsRequest(raw, None, truncate, fmt)
     if all(type(x) is int for x in raw):
         raw = [raw]

@@ -125,6 +125,8 @@ BAD = [
     ("/v1/embeddings", b'{"model": "text-embedding-3-small", "input": "a"}', 404),
     ("/v1/embeddings", b'{"input": [[101, 40000]]}', 400),
     ("/invocations", b"{" + b'"input_ids": [[1]],' * 10 + b'"x": NaN', 400),
+    ("/invocations", b'{"input_ids": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400),
+    ("/v1/embeddings", b'{"input": "\ud800"}', 400),
 ]
 
 
