@@ -97,6 +97,8 @@ def parse_embeddings(data: dict[str, Any], *, vocab_size: int,
         raise InvalidRequestError("'encoding_format' must be 'float' or 'base64'",
                                   param="encoding_format")
     truncate = data.get("truncate", False)
+    if truncate is None:
+        truncate = False
     if not isinstance(truncate, bool):
         raise InvalidRequestError("'truncate' must be a boolean", param="truncate")
     dims = data.get("dimensions")

@@ -50,3 +50,31 @@ def test_settings_from_env() -> None:
         Settings.from_env({"MAAS_MAX_QUEUE": "lots"})
     with pytest.raises(ValueError):
         Settings.from_env({"MAAS_MAX_BATCH_TOKENS": "16"})  # below one full item
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from inference_image.server.errors import InferenceError  # noqa: E402
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 200) | st.floats(allow_nan=False)
+    | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner,
+                                                                max_size=3),
+    max_leaves=12)
+_keys = st.sampled_from(["input", "input_ids", "model", "encoding_format", "truncate",
+                         "dimensions"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_keys, _json, max_size=4))
+def test_parsers_only_raise_request_errors(data: dict) -> None:
+    for parse in (
+        lambda d: schemas.parse_invocations(d, vocab_size=100, max_items=3, max_tokens=4),
+        lambda d: schemas.parse_embeddings(d, vocab_size=100, max_items=3),
+    ):
+        try:
+            parse(data)
+        except InferenceError as exc:
+            assert 400 <= exc.status < 500 and exc.message
