@@ -96,6 +96,8 @@ def test_pinned_extras_exist_in_pyproject() -> None:
     for extra in ("export", "serve"):
         assert f"['{extra}']" in text and extras[extra]
     assert not any(d.startswith("torch") for d in extras["serve"])
+    # the export stage installs torch alone from the CPU index by this pattern
+    assert [d for d in extras["export"] if re.match(r"^torch[=<>~ ]", d)] == ["torch==2.13.0"]
     pins = (REPO / "inference_image" / "constraints-cuda12.txt").read_text()
     assert re.search(r"^onnxruntime-gpu==1\.\d+\.\d+$", pins, re.M)
 
