@@ -255,10 +255,14 @@ def create_app(settings: Settings, session: OnnxSession | None = None) -> Starle
             state.load_error = f"{type(exc).__name__}: {exc}"
             log.error("model failed to load: %s", state.load_error)
             return
+        overhead = settings.call_overhead_tokens
+        if overhead < 0:  # ~1 ms of model time: a few dozen tokens on a CPU, ~1k on a GPU
+            overhead = 32 if session.provider == "CPUExecutionProvider" else 1024
         state.batcher = Batcher(
             session.execute, dim=EMBEDDING_DIM, max_batch_tokens=settings.max_batch_tokens,
             max_batch_items=settings.max_batch_items, max_wait_s=settings.max_wait_ms / 1000,
-            max_queue=settings.max_queue, metrics=state.metrics)
+            max_queue=settings.max_queue, metrics=state.metrics,
+            call_overhead_tokens=overhead)
         state.batcher.start()
         state.ready = True
         state.metrics.ready.set(1)

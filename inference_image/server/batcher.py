@@ -6,7 +6,8 @@ waiting at most ``max_wait`` after the oldest one arrived for batch-mates (no wa
 the budget is full, when it already waited while the model was busy, or when no other request
 is in flight: a lone request goes straight to the model). The items of one
 round are sorted by length and cut into model calls whose padded size (items × longest)
-fits the budget, so padding stays small; results are scattered back per request. Compute runs
+fits the budget, a new call starting where padding would cost more than a call, so padding
+stays small; results are scattered back per request. Compute runs
 in one worker thread so the event loop stays responsive. A model call that fails is retried
 request by request, so one bad request never fails its batch-mates. ``close()`` stops
 admission; ``drain()`` finishes what is queued.
@@ -62,13 +63,14 @@ class _Job:
 class Batcher:
     def __init__(self, execute: Execute, *, dim: int, max_batch_tokens: int,
                  max_batch_items: int, max_wait_s: float, max_queue: int,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, call_overhead_tokens: int = 32) -> None:
         self._execute = execute
         self._dim = dim
         self._budget = max_batch_tokens
         self._max_items = max_batch_items
         self._max_wait = max_wait_s
         self._max_queue = max_queue
+        self._call_overhead = call_overhead_tokens
         self._metrics = metrics
         self._pending: deque[_Job] = deque()
         self._wakeup = asyncio.Event()
@@ -184,15 +186,23 @@ class Batcher:
 
     # -- compute (worker thread) -----------------------------------------------------------
     def _chunks(self, items: list[tuple[int, int, int]]) -> list[list[tuple[int, int, int]]]:
-        """Cut length-sorted items into calls with items × longest <= budget."""
+        """Cut length-sorted items into calls with items × longest <= budget.
+
+        A longer item also starts a new call when padding the current call up to it would
+        cost more token slots than a call of its own (``call_overhead_tokens``: what one more
+        model call costs, in tokens).
+        """
         chunks: list[list[tuple[int, int, int]]] = []
         current: list[tuple[int, int, int]] = []
         for item in items:
             length = item[0]
-            if current and ((len(current) + 1) * length > self._budget
-                            or len(current) >= self._max_items):
-                chunks.append(current)
-                current = []
+            if current:
+                n, longest = len(current), current[-1][0]
+                growth = (n + 1) * length - n * longest
+                if ((n + 1) * length > self._budget or n >= self._max_items
+                        or growth > self._call_overhead + length):
+                    chunks.append(current)
+                    current = []
             current.append(item)
         if current:
             chunks.append(current)

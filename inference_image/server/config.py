@@ -49,6 +49,7 @@ class Settings:
     max_queue: int = 1024  # requests waiting for compute; more → 503 + Retry-After
     request_timeout_ms: float = 30000.0  # per-request deadline → 504
     drain_timeout_s: float = 30.0  # SIGTERM: finish in-flight work within this
+    call_overhead_tokens: int = -1  # one model call's cost in tokens; -1: by provider
     intra_op_threads: int = 0  # 0: ONNX Runtime's default (one per core)
     providers: str = ""  # comma list overriding TensorRT → CUDA → CPU (e.g. "CPU")
     log_level: str = "info"
@@ -68,6 +69,7 @@ class Settings:
             max_queue=_int(env, "MAAS_MAX_QUEUE", 1024, minimum=0),
             request_timeout_ms=_float(env, "MAAS_REQUEST_TIMEOUT_MS", 30000.0),
             drain_timeout_s=_float(env, "MAAS_DRAIN_TIMEOUT_S", 30.0),
+            call_overhead_tokens=_int(env, "MAAS_CALL_OVERHEAD_TOKENS", -1, minimum=-1),
             intra_op_threads=_int(env, "MAAS_INTRA_OP_THREADS", 0, minimum=0),
             providers=env.get("MAAS_PROVIDERS", ""),
             log_level=(env.get("MAAS_LOG_LEVEL") or "info").lower(),

@@ -152,3 +152,21 @@ def test_drain_finishes_queued_work_and_refuses_new() -> None:
         assert await drain
 
     asyncio.run(main())
+
+
+def test_very_different_lengths_go_to_separate_calls() -> None:
+    model = FakeModel()
+
+    async def main() -> None:
+        batcher, metrics = make(model, max_batch_tokens=4096, max_batch_items=64,
+                                call_overhead_tokens=32)
+        batcher.start()
+        reqs = [[[1] * 3] * 10, [[2] * 200] * 2, [[3] * 4] * 3]
+        outs = await asyncio.gather(*(batcher.submit(r, 5) for r in reqs))
+        await batcher.drain(5)
+        for req, out in zip(reqs, outs, strict=True):
+            assert out.embeddings[:, 1].tolist() == [len(x) for x in req]
+
+    asyncio.run(main())
+    # one call for the 13 short items, one for the 2 long ones: not 15 x 200 padded slots
+    assert sorted(model.calls) == [(2, 200), (13, 4)]
