@@ -8,9 +8,13 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.wiring import Container
 
 
-def bootstrap(plans_file: Path | None = None, tenant_name: str = "operators") -> dict:
+def bootstrap(plans_file: Path | None = None, tenant_name: str = "operators", c: Container | None = None) -> dict:
     """Load the plan catalog into the table and issue an admin key on the operators'
     tenant. Safe to run again: plans are overwritten by their file, a new key is issued."""
     from gateway.domain.keys import hash_key, new_key
@@ -20,7 +24,7 @@ def bootstrap(plans_file: Path | None = None, tenant_name: str = "operators") ->
     from gateway.models.records import KeyRecord, TenantRecord, rfc3339, utcnow
     from gateway.wiring import container
 
-    c = container()
+    c = c or container()
     catalog = load_catalog(plans_file or DEFAULT_PLANS_FILE)
     for plan in catalog.plans:
         c.store.put_plan(plan, catalog.version)

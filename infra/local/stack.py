@@ -54,6 +54,7 @@ class LocalStack:
         self.inference: Service = inference_service(self.config.inference_port, self.config.model_dir, self.logs,
                                                     self.config.inference_env)
         self.api = None
+        self.container = None
         self.admin_key: str | None = None
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
@@ -85,14 +86,18 @@ class LocalStack:
     def start(self, progress=print) -> LocalStack:  # type: ignore[no-untyped-def]
         os.environ.update(self.handler_env())
         from gateway.cli.admin import bootstrap, write_secret
-        from gateway.wiring import container
+        from gateway.config import Settings
+        from gateway.wiring import Container
+
+        # The stack's own clients: never the process-wide container a test may swap.
+        self.container = Container(Settings.from_env(self.handler_env()))
 
         progress(f"starting redis-server on :{self.config.redis_port}")
         self.redis.start()
         progress(f"starting DynamoDB (moto server) on :{self.config.dynamodb_port}")
         self.dynamodb.start()
-        create_table(container().dynamodb, self.config.table_name)
-        result = bootstrap()
+        create_table(self.container.dynamodb, self.config.table_name)
+        result = bootstrap(c=self.container)
         self.admin_key = result["key"]
         write_secret(self.config.state_dir / "admin_key", self.admin_key)
         progress(f"starting the inference server on :{self.config.inference_port} (loading the model)")
@@ -107,11 +112,9 @@ class LocalStack:
         return self
 
     def _flush_loop(self) -> None:
-        from gateway.wiring import container
-
         while not self._stop.wait(self.config.flush_interval_s):
             try:
-                container().flusher.flush()
+                self.container.flusher.flush()
             except Exception as error:  # Redis or DynamoDB down: try again next tick
                 print(f"flusher: {type(error).__name__}: {error}", file=sys.stderr)
 

@@ -16,7 +16,6 @@ import redis
 
 from gateway.adapters.redis_store import tenant_key
 from gateway.services.reconcile import Reconciler
-from gateway.wiring import container
 from tests.e2e.conftest import Api
 
 MODEL = "all-MiniLM-L6-v2"
@@ -93,7 +92,7 @@ def test_redis_killed_during_settle_loses_nothing_and_charges_no_failure(stack, 
         time.sleep(0.2)
 
     # after recovery and a final flush: ledger = the 200 responses, exactly
-    container().flusher.flush([tenant["id"]])
+    stack.container.flusher.flush([tenant["id"]])
     deadline = time.monotonic() + 5
     while True:
         rows = ledger(admin, tenant["id"])
@@ -107,6 +106,6 @@ def test_redis_killed_during_settle_loses_nothing_and_charges_no_failure(stack, 
     [row] = usage.json()["data"]
     assert (row["requests"], row["prompt_tokens"]) == (len(books.ok), sum(books.ok.values()))
     today = datetime.now(UTC).date()
-    result = Reconciler(container().store).run(date(today.year, today.month, 1), today + timedelta(days=1),
+    result = Reconciler(stack.container.store).run(date(today.year, today.month, 1), today + timedelta(days=1),
                                                tenant_ids=[tenant["id"]])
     assert result.drift == [] and result.unstable == []
