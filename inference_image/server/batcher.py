@@ -1,16 +1,19 @@
 """Scheduling: a dynamic batcher in front of one model session.
 
-Requests queue (bounded: ``max_queue``, else ``OverloadedError`` → 503 + Retry-After). The
-scheduler takes queued requests in arrival order while their tokens fit ``max_batch_tokens``,
-waiting at most ``max_wait`` after the oldest one arrived for batch-mates (no wait at all once
-the budget is full, when it already waited while the model was busy, or when no other request
-is in flight: a lone request goes straight to the model). The items of one
-round are sorted by length and cut into model calls whose padded size (items × longest)
-fits the budget, a new call starting where padding would cost more than a call, so padding
-stays small; results are scattered back per request. Compute runs
-in one worker thread so the event loop stays responsive. A model call that fails is retried
-request by request, so one bad request never fails its batch-mates. ``close()`` stops
-admission; ``drain()`` finishes what is queued.
+Requests queue (bounded: ``max_queue``, else ``OverloadedError`` → 503 + Retry-After). Each
+scheduling round takes queued requests in arrival order while their tokens fit
+``max_batch_tokens``, waiting at most ``max_wait`` after the oldest one arrived for
+batch-mates (no wait at all once the budget is full, when it already waited while the model
+was busy, or when no other request is in flight: a lone request goes straight to the model).
+A request larger than what is left of the budget contributes its shortest remaining items and
+goes back to the end of the queue, so a 2,048-item request shares the model with the small
+ones that arrive meanwhile instead of holding it for its whole length. The items of a round
+are sorted by length and cut into model calls whose padded size (items × longest) fits the
+budget, a new call starting where padding would cost more than a call, so padding stays
+small; results are scattered back per request. Compute runs in one worker thread so the event
+loop stays responsive. A model call that fails is retried request by request, so one bad
+request never fails its batch-mates. ``close()`` stops admission; ``drain()`` finishes what
+is queued.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from inference_image.server.metrics import Metrics
 log = logging.getLogger("inference_image.batcher")
 
 Execute = Callable[[np.ndarray, np.ndarray], np.ndarray]
+_Item = tuple[int, int, int]  # (length, index of the job in the round, index of the item)
 
 
 @dataclass
@@ -49,15 +53,21 @@ class Result:
 @dataclass(eq=False)
 class _Job:
     ids: Sequence[Sequence[int]]
-    tokens: int
+    order: list[int]  # item indices, shortest first
+    remaining_tokens: int
     deadline: float
     enqueued: float
     future: asyncio.Future[Result]
+    out: np.ndarray
+    cursor: int = 0  # items of ``order`` handed to a round so far
     abandoned: bool = False
     started: float = 0.0
-    out: np.ndarray | None = None
     error: InferenceError | None = None
     compute_s: float = field(default=0.0)
+
+    @property
+    def complete(self) -> bool:
+        return self.cursor >= len(self.order)
 
 
 class Batcher:
@@ -96,8 +106,11 @@ class Batcher:
                 f"inference queue is full ({self._max_queue} requests waiting); retry later")
         loop = asyncio.get_running_loop()
         now = time.monotonic()
-        job = _Job(ids=ids, tokens=sum(len(x) for x in ids), deadline=now + timeout_s,
-                   enqueued=now, future=loop.create_future())
+        lengths = [len(x) for x in ids]
+        job = _Job(ids=ids, order=sorted(range(len(ids)), key=lengths.__getitem__),
+                   remaining_tokens=sum(lengths), deadline=now + timeout_s, enqueued=now,
+                   future=loop.create_future(),
+                   out=np.empty((len(ids), self._dim), dtype=np.float32))
         self._pending.append(job)
         self._metrics.queue_depth.set(len(self._pending))
         self._wakeup.set()
@@ -117,7 +130,7 @@ class Batcher:
 
     # -- scheduling ----------------------------------------------------------------------
     def _queued_tokens(self) -> int:
-        return sum(j.tokens for j in self._pending)
+        return sum(j.remaining_tokens for j in self._pending)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -141,34 +154,38 @@ class Batcher:
                     await asyncio.wait_for(self._wakeup.wait(), remaining)
                 except TimeoutError:
                     break
-            jobs = self._take()
+            taken = self._take()
             self._metrics.queue_depth.set(len(self._pending))
-            if not jobs:
+            if not taken:
                 continue
-            self._metrics.batch_requests.observe(len(jobs))
+            self._metrics.batch_requests.observe(len(taken))
             try:
-                await loop.run_in_executor(self._pool, self._compute, jobs)
+                await loop.run_in_executor(self._pool, self._compute, taken)
             except Exception as exc:  # noqa: BLE001 - never let the scheduler die
                 log.exception("batch failed")
-                for job in jobs:
+                for job, _ in taken:
                     if job.error is None:
                         job.error = ComputeError(f"inference failed: {type(exc).__name__}")
-            for job in jobs:
+            for job, _ in taken:
                 if job.future.done():
                     continue
                 if job.error is not None:
                     job.future.set_exception(job.error)
+                elif not job.complete:
+                    if not job.abandoned:
+                        self._pending.append(job)  # the rest waits its turn behind newer work
+                        self._metrics.queue_depth.set(len(self._pending))
                 else:
-                    assert job.out is not None
                     job.future.set_result(Result(job.out, job.started - job.enqueued,
                                                  job.compute_s))
 
-    def _take(self) -> list[_Job]:
-        """Queued jobs in arrival order while their tokens fit the budget (at least one)."""
+    def _take(self) -> list[tuple[_Job, list[int]]]:
+        """Items for one round: queued jobs in arrival order, their shortest remaining items
+        first, while the tokens fit the budget (at least one item)."""
         now = time.monotonic()
-        jobs: list[_Job] = []
+        taken: list[tuple[_Job, list[int]]] = []
         tokens = 0
-        while self._pending:
+        while self._pending and tokens < self._budget:
             job = self._pending[0]
             if job.abandoned or job.deadline <= now:
                 self._pending.popleft()
@@ -176,24 +193,34 @@ class Batcher:
                     job.future.set_exception(DeadlineExceededError(
                         "request expired while queued"))
                 continue
-            if jobs and tokens + job.tokens > self._budget:
-                break
+            items: list[int] = []
+            while not job.complete:
+                i = job.order[job.cursor]
+                n = len(job.ids[i])
+                if tokens + n > self._budget and (tokens or items):
+                    break
+                items.append(i)
+                tokens += n
+                job.cursor += 1
+                job.remaining_tokens -= n
+            if not items:
+                break  # its next item does not fit this round; it stays first in line
             self._pending.popleft()
-            job.started = now
-            jobs.append(job)
-            tokens += job.tokens
-        return jobs
+            if not job.started:
+                job.started = now
+            taken.append((job, items))
+        return taken
 
     # -- compute (worker thread) -----------------------------------------------------------
-    def _chunks(self, items: list[tuple[int, int, int]]) -> list[list[tuple[int, int, int]]]:
+    def _chunks(self, items: list[_Item]) -> list[list[_Item]]:
         """Cut length-sorted items into calls with items × longest <= budget.
 
         A longer item also starts a new call when padding the current call up to it would
         cost more token slots than a call of its own (``call_overhead_tokens``: what one more
         model call costs, in tokens).
         """
-        chunks: list[list[tuple[int, int, int]]] = []
-        current: list[tuple[int, int, int]] = []
+        chunks: list[list[_Item]] = []
+        current: list[_Item] = []
         for item in items:
             length = item[0]
             if current:
@@ -228,13 +255,11 @@ class Batcher:
         m.items.inc(len(rows))
         return out
 
-    def _compute(self, jobs: list[_Job]) -> None:
+    def _compute(self, taken: list[tuple[_Job, list[int]]]) -> None:
         t0 = time.monotonic()
-        for job in jobs:
-            job.out = np.empty((len(job.ids), self._dim), dtype=np.float32)
-        # (length, job index, item index), shortest first: batch-mates of similar length
-        items = sorted((len(ids), j, i) for j, job in enumerate(jobs)
-                       for i, ids in enumerate(job.ids))
+        jobs = [job for job, _ in taken]
+        items = sorted((len(job.ids[i]), j, i) for j, (job, idxs) in enumerate(taken)
+                       for i in idxs)
         for chunk in self._chunks(items):
             live = [(n, j, i) for n, j, i in chunk if jobs[j].error is None]
             if not live:
@@ -242,26 +267,24 @@ class Batcher:
             try:
                 out = self._run_call([jobs[j].ids[i] for _, j, i in live])
             except Exception:  # noqa: BLE001 - isolate: retry each request on its own
-                if len({j for _, j, _ in live}) == 1:
-                    self._fail(jobs[live[0][1]])
+                owners = sorted({j for _, j, _ in live})
+                if len(owners) == 1:
+                    self._fail(jobs[owners[0]])
                     continue
-                for j in sorted({j for _, j, _ in live}):
-                    mine = [(n, jj, i) for n, jj, i in live if jj == j]
+                for j in owners:
+                    mine = [i for _, jj, i in live if jj == j]
                     try:
-                        sub = self._run_call([jobs[j].ids[i] for _, _, i in mine])
+                        sub = self._run_call([jobs[j].ids[i] for i in mine])
                     except Exception:  # noqa: BLE001
                         self._fail(jobs[j])
                         continue
-                    for row, (_, _, i) in enumerate(mine):
-                        jobs[j].out[i] = sub[row]  # type: ignore[index]
+                    jobs[j].out[mine] = sub
                 continue
             for row, (_, j, i) in enumerate(live):
-                jobs[j].out[i] = out[row]  # type: ignore[index]
+                jobs[j].out[i] = out[row]
         elapsed = time.monotonic() - t0
         for job in jobs:
-            job.compute_s = elapsed
-            if job.error is not None:
-                job.out = None
+            job.compute_s += elapsed
 
     def _fail(self, job: _Job) -> None:
         log.exception("model call failed for one request")

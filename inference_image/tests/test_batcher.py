@@ -170,3 +170,25 @@ def test_very_different_lengths_go_to_separate_calls() -> None:
     asyncio.run(main())
     # one call for the 13 short items, one for the 2 long ones: not 15 x 200 padded slots
     assert sorted(model.calls) == [(2, 200), (13, 4)]
+
+
+def test_a_large_request_shares_the_model_with_later_small_ones() -> None:
+    model = FakeModel(delay=0.02)
+
+    async def main() -> list[str]:
+        batcher, _ = make(model, max_batch_tokens=64, max_batch_items=64, max_wait_s=0)
+        batcher.start()
+        done: list[str] = []
+
+        async def run(name: str, ids: list[list[int]]) -> None:
+            out = await batcher.submit(ids, 10)
+            assert out.embeddings[:, 0].tolist() == [row[0] for row in ids]
+            done.append(name)
+
+        big = asyncio.create_task(run("big", [[k] * 60 for k in range(20)]))  # 20 rounds
+        await asyncio.sleep(0.05)
+        await asyncio.gather(run("small", [[7, 7]]), big)
+        await batcher.drain(5)
+        return done
+
+    assert asyncio.run(main()) == ["small", "big"]

@@ -54,10 +54,11 @@ def test_full_queue_gives_503_with_retry_after_then_recovers(make_server) -> Non
 
 @pytest.mark.slow
 def test_request_past_its_deadline_gives_504(make_server) -> None:
-    srv = make_server(MAAS_MAX_BATCH_TOKENS="256", MAAS_MAX_WAIT_MS="0")
+    # BIG is one round and one model call of 64 x 256 tokens (about a second here)
+    srv = make_server(MAAS_MAX_BATCH_TOKENS="16384", MAAS_MAX_WAIT_MS="0")
     results: list = []
     a = _background(srv, BIG, results)
-    _wait_metric(srv, "maas_inference_tokens_total", 256)
+    _wait_metric(srv, "maas_inference_batch_requests_count", 1)  # A's round has started
     t0 = time.monotonic()
     status, _, body = srv.post("/invocations", {"input_ids": [[101, 102]]},
                                headers={"x-maas-timeout-ms": "200"})
@@ -86,3 +87,23 @@ def test_sigterm_drains_in_flight_requests_and_exits_cleanly(make_server) -> Non
     assert time.monotonic() - t0 < 30
     with pytest.raises(OSError):
         srv.get("/ping", timeout=2)  # nothing listens any more
+
+
+@pytest.mark.slow
+def test_a_small_request_is_not_stuck_behind_a_large_one(server) -> None:
+    # GIVEN a 256 x 256-token request: four rounds of the default 16,384-token budget
+    large = {"input_ids": [[101] + [4000 + i % 90] * 254 + [102] for i in range(256)]}
+    results: list = []
+    rounds = server.metric("maas_inference_batch_requests_count")
+    t_large = time.monotonic()
+    a = _background(server, large, results)
+    _wait_metric(server, "maas_inference_batch_requests_count", rounds + 1)  # it is computing
+    # WHEN a one-sentence request arrives meanwhile
+    t0 = time.monotonic()
+    status, _, _ = server.post("/invocations", {"input_ids": [[101, 7592, 102]]})
+    small_s = time.monotonic() - t0
+    a.join(120)
+    large_s = time.monotonic() - t_large
+    # THEN it is answered within about one round, long before the large one
+    assert status == 200 and results[0][0] == 200
+    assert small_s < large_s / 2, (small_s, large_s)
