@@ -64,6 +64,7 @@ class _Job:
     started: float = 0.0
     error: InferenceError | None = None
     compute_s: float = field(default=0.0)
+    early: bool = False  # answered from the worker thread before its round ended
 
     @property
     def complete(self) -> bool:
@@ -160,7 +161,7 @@ class Batcher:
                 continue
             self._metrics.batch_requests.observe(len(taken))
             try:
-                await loop.run_in_executor(self._pool, self._compute, taken)
+                await loop.run_in_executor(self._pool, self._compute, taken, loop)
             except Exception as exc:  # noqa: BLE001 - never let the scheduler die
                 log.exception("batch failed")
                 for job, _ in taken:
@@ -176,8 +177,7 @@ class Batcher:
                         self._pending.append(job)  # the rest waits its turn behind newer work
                         self._metrics.queue_depth.set(len(self._pending))
                 else:
-                    job.future.set_result(Result(job.out, job.started - job.enqueued,
-                                                 job.compute_s))
+                    self._finish(job)
 
     def _take(self) -> list[tuple[_Job, list[int]]]:
         """Items for one round: queued jobs in arrival order, their shortest remaining items
@@ -255,9 +255,16 @@ class Batcher:
         m.items.inc(len(rows))
         return out
 
-    def _compute(self, taken: list[tuple[_Job, list[int]]]) -> None:
+    def _finish(self, job: _Job) -> None:
+        """On the event loop: answer a job whose last items just came back."""
+        if not job.future.done():
+            job.future.set_result(Result(job.out, job.started - job.enqueued, job.compute_s))
+
+    def _compute(self, taken: list[tuple[_Job, list[int]]],
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
         t0 = time.monotonic()
         jobs = [job for job, _ in taken]
+        left = [len(idxs) for _, idxs in taken]  # this round's items not yet computed
         items = sorted((len(job.ids[i]), j, i) for j, (job, idxs) in enumerate(taken)
                        for i in idxs)
         for chunk in self._chunks(items):
@@ -282,9 +289,19 @@ class Batcher:
                 continue
             for row, (_, j, i) in enumerate(live):
                 jobs[j].out[i] = out[row]
+            # Short items run first: a request whose last items are done is answered now,
+            # not when the round's longest call ends.
+            for j in {j for _, j, _ in live}:
+                left[j] -= sum(1 for _, jj, _ in live if jj == j)
+                job = jobs[j]
+                if left[j] == 0 and job.complete and job.error is None and loop is not None:
+                    job.compute_s += time.monotonic() - t0
+                    job.early = True
+                    loop.call_soon_threadsafe(self._finish, job)
         elapsed = time.monotonic() - t0
         for job in jobs:
-            job.compute_s += elapsed
+            if not job.early:
+                job.compute_s += elapsed
 
     def _fail(self, job: _Job) -> None:
         log.exception("model call failed for one request")

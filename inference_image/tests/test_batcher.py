@@ -192,3 +192,28 @@ def test_a_large_request_shares_the_model_with_later_small_ones() -> None:
         return done
 
     assert asyncio.run(main()) == ["small", "big"]
+
+
+def test_short_items_are_answered_before_the_round_ends() -> None:
+    class SlowLong(FakeModel):
+        def __call__(self, input_ids, mask):
+            time.sleep(0.3 if input_ids.shape[1] > 10 else 0.0)
+            return super().__call__(input_ids, mask)
+
+    model = SlowLong()
+
+    async def main() -> list[str]:
+        batcher, _ = make(model, max_batch_tokens=256, max_wait_s=0.05)
+        batcher.start()
+        done: list[str] = []
+
+        async def run(name: str, ids: list[list[int]]) -> None:
+            await batcher.submit(ids, 5)
+            done.append(name)
+
+        await asyncio.gather(run("long", [[1] * 60]), run("short", [[2] * 2]))
+        await batcher.drain(5)
+        return done
+
+    assert asyncio.run(main()) == ["short", "long"]
+    assert sorted(model.calls) == [(1, 2), (1, 60)]  # one round, two calls
