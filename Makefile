@@ -75,7 +75,7 @@ bench-gateway: install model ## admission and gateway overhead vs their peers
 
 lint: install ## ruff and cfn-lint
 	@$(VENV)/bin/ruff check gateway functions infra inference_image tests
-	@$(VENV)/bin/cfn-lint template.yaml
+	@$(VENV)/bin/cfn-lint template.yaml -a cfn_lint_serverless.rules -i W1030 WS1004 ES1007 ES4000 ES7000
 
 clean: ## remove the venv, the exported model and local state
 	rm -rf $(VENV) .venv-sam .maas .aws-sam

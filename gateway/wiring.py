@@ -93,11 +93,10 @@ class Container:
 
     @cached_property
     def embeddings(self) -> Any:
+        from gateway.adapters.local_limits import LocalLimiter
         from gateway.adapters.tokenizer import ModelTokenizer
         from gateway.domain.registry import MINILM
         from gateway.services.embeddings import EmbeddingsService
-
-        from gateway.adapters.local_limits import LocalLimiter
 
         fallback = LocalLimiter() if self.settings.quota_on_redis_failure == "open" else None
         return EmbeddingsService(tokenizers={MINILM.id: ModelTokenizer(MINILM)}, limiter=self.limiter,
