@@ -67,6 +67,7 @@ class ProcessHandler:
     _mp = multiprocessing.get_context("spawn")
 
     def __init__(self, module_path: Path, attr: str) -> None:
+        self._lost = False
         self._conn, child = self._mp.Pipe()
         self._process = self._mp.Process(target=_serve, args=(child, str(module_path), attr, list(sys.path)),
                                          daemon=True, name=f"lambda:{module_path.parent.name}")
@@ -83,6 +84,7 @@ class ProcessHandler:
             self._conn.send((event, attributes, context.get_remaining_time_in_millis()))
             ok, payload = self._conn.recv()
         except (EOFError, OSError) as error:
+            self._lost = True  # the pipe broke: the process is gone or going, never reuse it
             raise HandlerFailed(f"worker process died: {error}") from None
         if not ok:
             raise HandlerFailed(payload)
@@ -90,7 +92,7 @@ class ProcessHandler:
 
     @property
     def alive(self) -> bool:
-        return self._process.is_alive()
+        return not self._lost and self._process.is_alive()
 
     def close(self) -> None:
         self._conn.close()
