@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -82,6 +83,19 @@ class ApiClient:
             if not page.get("next_cursor"):
                 return
             params["cursor"] = page["next_cursor"]
+
+
+def fail(error: ApiError) -> int:
+    print(f"maas: {error}", file=sys.stderr)
+    return 1
+
+
+def with_client(args: argparse.Namespace, action: Callable[[ApiClient], int]) -> int:
+    """Runs a command against the API; an API error becomes a one-line message and exit 1."""
+    try:
+        return action(ApiClient.from_args(args))
+    except ApiError as error:
+        return fail(error)
 
 
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:

@@ -26,7 +26,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.cli.client import ApiClient, ApiError, add_connection_flags, print_table
+from gateway.cli.client import ApiClient, ApiError, add_connection_flags, fail, print_table
 
 USAGE_COLUMNS = ["tenant_id", "date", "model", "requests", "prompt_tokens", "cost", "currency"]
 EVENT_COLUMNS = ["request_id", "key_id", "model", "prompt_tokens", "timestamp"]
@@ -88,11 +88,6 @@ class _Progress:
             self.bar.stop()
 
 
-def _fail(error: ApiError) -> int:
-    print(f"maas: {error}", file=sys.stderr)
-    return 1
-
-
 # -- report, events, invoices (through the API) ------------------------------------------
 def _report(args: argparse.Namespace) -> int:
     first, last = month_range(args.month)
@@ -111,7 +106,7 @@ def _report(args: argparse.Namespace) -> int:
             body = client.json("GET", "/billing/usage", params=params)
             progress.advance()
     except ApiError as error:
-        return _fail(error)
+        return fail(error)
     with _output(args.out) as out:
         if fmt == "json":
             json.dump(body, out, indent=2)
@@ -155,7 +150,7 @@ def _events(args: argparse.Namespace) -> int:
             if writer is None:
                 out.write("\n]}\n")
     except ApiError as error:
-        return _fail(error)
+        return fail(error)
     print(f"{count} ledger rows", file=sys.stderr)
     return 0
 
@@ -174,7 +169,7 @@ def _invoices(args: argparse.Namespace) -> int:
             body = client.json("GET", "/billing/invoices", params={"month": args.month})
             progress.advance()
     except ApiError as error:
-        return _fail(error)
+        return fail(error)
     with _output(args.out) as out:
         if fmt == "json":
             json.dump(body, out, indent=2)

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 from urllib.parse import quote
 
-from gateway.cli.client import ApiClient, ApiError, add_connection_flags, emit
+from gateway.cli.client import ApiClient, add_connection_flags, emit, with_client
 
 COLUMNS = ["id", "name", "scopes", "status", "created_at", "expires_at", "revoked_at"]
 
@@ -46,14 +46,6 @@ def register(commands: argparse._SubParsersAction) -> None:
         add_connection_flags(parser)
 
 
-def _call(args: argparse.Namespace, action) -> int:  # type: ignore[no-untyped-def]
-    try:
-        return action(ApiClient.from_args(args))
-    except ApiError as error:
-        print(f"maas: {error}", file=sys.stderr)
-        return 1
-
-
 def _issued(args: argparse.Namespace, key: dict[str, Any]) -> None:
     if args.json:
         emit(args, key, [], COLUMNS)
@@ -76,7 +68,7 @@ def _create(args: argparse.Namespace) -> int:
         _issued(args, client.json("POST", f"/billing/tenants/{quote(args.tenant_id, safe='')}/keys", body=body))
         return 0
 
-    return _call(args, run)
+    return with_client(args, run)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -85,7 +77,7 @@ def _list(args: argparse.Namespace) -> int:
         emit(args, {"object": "list", "data": keys}, [_row(k) for k in keys], COLUMNS)
         return 0
 
-    return _call(args, run)
+    return with_client(args, run)
 
 
 def _revoke(args: argparse.Namespace) -> int:
@@ -97,7 +89,7 @@ def _revoke(args: argparse.Namespace) -> int:
             print(f"revoked {args.key_id}")
         return 0
 
-    return _call(args, run)
+    return with_client(args, run)
 
 
 def _rotate(args: argparse.Namespace) -> int:
@@ -106,4 +98,4 @@ def _rotate(args: argparse.Namespace) -> int:
                                   body={"grace_seconds": args.grace_seconds}))
         return 0
 
-    return _call(args, run)
+    return with_client(args, run)

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 from urllib.parse import quote
 
-from gateway.cli.client import ApiClient, ApiError, add_connection_flags, emit
+from gateway.cli.client import ApiClient, add_connection_flags, emit, with_client
 
 COLUMNS = ["id", "name", "plan", "status", "requests_per_minute", "tokens_per_minute", "monthly_tokens",
            "max_concurrent_requests", "created_at"]
@@ -62,21 +62,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         add_connection_flags(parser)
 
 
-def _call(args: argparse.Namespace, action) -> int:  # type: ignore[no-untyped-def]
-    try:
-        return action(ApiClient.from_args(args))
-    except ApiError as error:
-        print(f"maas: {error}", file=sys.stderr)
-        return 1
-
-
 def _create(args: argparse.Namespace) -> int:
     def run(client: ApiClient) -> int:
         tenant = client.json("POST", "/billing/tenants", body={"name": args.name, "plan": args.plan})
         emit(args, tenant, [_row(tenant)], COLUMNS)
         return 0
 
-    return _call(args, run)
+    return with_client(args, run)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -85,7 +77,7 @@ def _list(args: argparse.Namespace) -> int:
         emit(args, {"object": "list", "data": tenants}, [_row(t) for t in tenants], COLUMNS)
         return 0
 
-    return _call(args, run)
+    return with_client(args, run)
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -94,7 +86,7 @@ def _show(args: argparse.Namespace) -> int:
         emit(args, tenant, [_row(tenant)], COLUMNS)
         return 0
 
-    return _call(args, run)
+    return with_client(args, run)
 
 
 def _update(args: argparse.Namespace) -> int:
@@ -114,4 +106,4 @@ def _update(args: argparse.Namespace) -> int:
         emit(args, tenant, [_row(tenant)], COLUMNS)
         return 0
 
-    return _call(args, run)
+    return with_client(args, run)
