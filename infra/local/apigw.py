@@ -42,7 +42,7 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import yaml
+from infra.local.template import load_template
 
 __all__ = [
     "ApiGatewayEmulator",
@@ -71,38 +71,6 @@ HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
 # --------------------------------------------------------------------------------------------
 # template.yaml
-
-
-class _CfnLoader(yaml.SafeLoader):
-    """A YAML loader that accepts CloudFormation's short-form tags (!Ref, !Sub, !GetAtt, ...)."""
-
-
-def _cfn_tag(loader: _CfnLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    if tag_suffix == "Ref":
-        return {"Ref": value}
-    if tag_suffix == "Condition":
-        return {"Condition": value}
-    if tag_suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{tag_suffix}": value}
-
-
-_CfnLoader.add_multi_constructor("!", _cfn_tag)
-
-
-def load_template(path: str | Path) -> dict[str, Any]:
-    """Parse a CloudFormation/SAM template; intrinsic functions become their long JSON form."""
-    with open(path, encoding="utf-8") as f:
-        data = yaml.load(f, Loader=_CfnLoader)  # noqa: S506 - a SafeLoader subclass
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: not a CloudFormation template")
-    return data
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import pytest
 
 from gateway.domain.keys import hash_key, parse_key
 from gateway.models.records import KeyRecord, TenantRecord, rfc3339, utcnow
+from infra.local.apigw import LambdaContext, read_functions
 from infra.local.template import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,15 +39,10 @@ def handler_for(function_dir: str):  # type: ignore[no-untyped-def]
     return module.handler
 
 
-class Context:
-    function_name = "test"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:test"
-    aws_request_id = "functional"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 30_000
+def context_for(function_dir: str) -> LambdaContext:
+    """The context Lambda would pass: the function's name, memory and timeout from the template."""
+    specs = read_functions(load_template(), ROOT)
+    return LambdaContext(next(spec for spec in specs.values() if spec.code_dir.name == function_dir))
 
 
 def example_keys() -> dict[str, str]:
@@ -89,7 +85,7 @@ def test_every_event_has_an_expectation():
                          ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_recorded_event_through_its_handler(seeded, path):
     event = json.loads(path.read_text())
-    response = handler_for(path.parent.name)(event, Context())
+    response = handler_for(path.parent.name)(event, context_for(path.parent.name))
     name = f"{path.parent.name}/{path.stem}"
     assert response["statusCode"] == EXPECTED_STATUS[name], response.get("body", "")[:300]
     assert response["headers"]["x-request-id"] == event["requestContext"]["requestId"]
@@ -101,10 +97,10 @@ def test_recorded_event_through_its_handler(seeded, path):
 
 def test_scheduled_flusher_event_drains_the_streams(seeded):
     event = json.loads((ROOT / "events" / "invoke" / "embeddings.json").read_text())
-    assert handler_for("invoke")(event, Context())["statusCode"] == 200
+    assert handler_for("invoke")(event, context_for("invoke"))["statusCode"] == 200
     scheduled = json.loads((ROOT / "events" / "flusher" / "scheduled.json").read_text())
     assert scheduled["detail-type"] == "Scheduled Event"
-    result = handler_for("flusher")(scheduled, Context())
+    result = handler_for("flusher")(scheduled, context_for("flusher"))
     assert result["written"] == 1
     rows = list(seeded.store.ledger_all(EXAMPLE_TENANT, "2000-01-01", "2100-01-01"))
     assert len(rows) == 1

@@ -31,8 +31,10 @@ sys.path.insert(0, str(ROOT))
 
 from gateway.adapters.redis_store import RedisLimiter, Ticket  # noqa: E402
 from gateway.domain.plans import Limits  # noqa: E402
+from infra.local.apigw import LambdaContext, read_functions  # noqa: E402
 from infra.local.services import free_port  # noqa: E402
 from infra.local.stack import LocalStack, StackConfig  # noqa: E402
+from infra.local.template import load_template  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:
@@ -97,21 +99,11 @@ def load_handler():  # type: ignore[no-untyped-def]
     return module.handler
 
 
-class Context:
-    function_name = "InvokeFunction"
-    memory_limit_in_mb = 1024
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:InvokeFunction"
-    aws_request_id = "bench"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 30_000
-
-
 def bench_overhead(stack: LocalStack, key: str, iterations: int) -> dict:
     from gateway.wiring import container
 
     handler = load_handler()
+    spec = read_functions(load_template(), ROOT)["InvokeFunction"]
     template = json.loads((ROOT / "events" / "invoke" / "embeddings.json").read_text())
     text = "The quick brown fox jumps over the lazy dog."
     template["body"] = json.dumps({"model": "all-MiniLM-L6-v2", "input": text})
@@ -126,7 +118,7 @@ def bench_overhead(stack: LocalStack, key: str, iterations: int) -> dict:
         event = copy.deepcopy(template)
         event["requestContext"]["requestId"] = uuid.uuid4().hex
         start = time.perf_counter()
-        result = handler(event, Context())
+        result = handler(event, LambdaContext(spec))
         assert result["statusCode"] == 200, result["body"][:200]
         return (time.perf_counter() - start) * 1000
 
