@@ -3,8 +3,6 @@ declares and the handlers register, with every request body equal to its pydanti
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ from openapi_spec_validator import validate
 from gateway import openapi
 from gateway.models.api import CreateKey, CreateTenant, EmbeddingsRequest, RotateKey, UpdateTenant
 from infra.local.template import load_template
+from tests.routes import handler_routes
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = {"InvokeFunction": "invoke", "BillingFunction": "billing", "ReportsFunction": "reports"}
@@ -27,22 +26,6 @@ def template_routes() -> set[tuple[str, str]]:
             if event.get("Type") == "Api":
                 routes.add((event["Properties"]["Method"].upper(), event["Properties"]["Path"]))
     return routes
-
-
-def handler_routes(folder: str) -> set[tuple[str, str]]:
-    """(METHOD, /path/{param}) registered on functions/<folder>/app.py's resolver."""
-    name = f"_openapi_check_{folder}"
-    spec = importlib.util.spec_from_file_location(name, ROOT / "functions" / folder / "app.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.modules.pop(name, None)
-    app = module.app
-    registered = list(getattr(app, "_static_routes", [])) + list(getattr(app, "_dynamic_routes", []))
-    return {(r.method.upper(), r.openapi_path) for r in registered}
 
 
 def test_document_is_valid_openapi_3():

@@ -3,12 +3,10 @@ reads them, and routed exactly as the contract (docs: /work/shared/CONTRACT.md Â
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 import pytest
 
 from infra.local.apigw import load_template, read_functions, read_routes
+from tests.routes import handler_routes
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = ROOT / "template.yaml"
@@ -289,30 +288,12 @@ def test_every_api_event_uses_the_one_rest_api(template):
                 assert event["Properties"]["RestApiId"] == {"Ref": "MaasApi"}, name
 
 
-def _resolver_routes(folder: str) -> set[tuple[str, str]]:
-    """(METHOD, /path/{param}) registered on functions/<folder>/app.py's Powertools resolver."""
-    path = ROOT / "functions" / folder / "app.py"
-    name = f"_route_check_{folder}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.modules.pop(name, None)
-    app = module.app
-    registered = list(getattr(app, "_static_routes", [])) + list(getattr(app, "_dynamic_routes", []))
-    return {(r.method.upper(), r.openapi_path) for r in registered}
-
-
-@pytest.mark.skipif(not (ROOT / "functions" / "invoke" / "app.py").exists(), reason="handlers not written yet")
 @pytest.mark.parametrize("function", ["InvokeFunction", "BillingFunction", "ReportsFunction"])
 def test_template_routes_equal_handler_routes(template, function):
     # GIVEN the handler module's resolver WHEN its routes are compared with the template's Api
     # events for that function THEN they are the same set: nothing unreachable, nothing unrouted.
     expected = {key for key, fn in template_routes(template).items() if fn == function}
-    assert _resolver_routes(FUNCTION_DIRS[function]) == expected
+    assert handler_routes(FUNCTION_DIRS[function]) == expected
 
 
 # ------------------------------------------------------------------------ samconfig, env.json
