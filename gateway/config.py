@@ -8,7 +8,7 @@ import os
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 PREFIX = "MAAS_"
 
@@ -47,6 +47,24 @@ class Settings(BaseModel):
     lease_ms: int = 60_000
     key_cache_ttl_s: float = 60.0
     tenant_cache_ttl_s: float = 2.0
+
+    # The flusher (usage streams -> ledger). A batch of 99 is one transaction and one rollup
+    # write per tenant x day x model; entries a crashed flusher left pending are claimed back
+    # once idle this long; concurrency is streams flushed at once (moto's server fails
+    # concurrent transactions, so 1 locally).
+    flusher_batch_size: int = Field(default=99, ge=1, le=99)
+    flusher_claim_idle_ms: int = Field(default=30_000, ge=0)
+    flusher_max_batches: int = Field(default=50, ge=1)
+    flusher_concurrency: int = Field(default=1, ge=1, le=64)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that ``from_env`` reads back as these settings (what the local
+        stack and the tests give the handlers)."""
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is not None:
+                env[PREFIX + name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
+        return env
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

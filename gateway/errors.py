@@ -3,6 +3,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.domain.admission import Decision
+    from gateway.domain.plans import Limits
+
 
 class Error(Exception):
     status: int = 500
@@ -16,13 +22,19 @@ class Error(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        type: str | None = None,  # noqa: A002 - OpenAI's field name
+        ratelimit: tuple[Limits, Decision] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         if code is not None:
             self.code = code
+        if type is not None:
+            self.type = type
         self.headers = headers or {}
+        # The limits and decision of an admission: rendered as RateLimit headers.
+        self.ratelimit = ratelimit
 
 
 class InvalidRequestError(Error):

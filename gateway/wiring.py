@@ -1,17 +1,42 @@
-"""Builds the clients and services once per container (Lambda reuses them across
-invocations). Everything is lazy: a function builds only what its routes use."""
+"""The container: clients and services, built once per execution environment (an entry module
+builds one at import; Lambda reuses it across invocations) and passed to whatever needs it.
+Everything is lazy: a function builds only what its routes use, so the tenant API never
+loads the billing code and nothing heavy loads before the first request."""
 
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway.config import Settings, get_settings
+from gateway.config import Settings
+
+if TYPE_CHECKING:
+    import redis
+
+    from gateway.adapters.dynamo import Accounts, AuditLog, Table, UsageLedger
+    from gateway.adapters.inference import InferenceClient
+    from gateway.adapters.redis_store import RedisLimiter
+    from gateway.services.auth import Authenticator
+    from gateway.services.billing import BillingService
+    from gateway.services.embeddings import EmbeddingsService
+    from gateway.services.limits import LimitsResolver
+    from gateway.services.metering import Flusher
+    from gateway.services.reconcile import Reconciler
+    from gateway.services.reports import ReportsService
 
 
 class Container:
-    def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = settings or get_settings()
+    """``Container(settings)`` builds every client from ``settings`` (the environment by
+    default); a test or a tool may hand in its own ``dynamodb``, ``redis`` or ``inference``
+    client instead."""
+
+    def __init__(self, settings: Settings | None = None, *, dynamodb: Any = None,
+                 redis: redis.Redis | redis.RedisCluster | None = None,
+                 inference: InferenceClient | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        given = {"dynamodb": dynamodb, "redis": redis, "inference": inference}
+        # cached_property reads the instance dict first: a given client is simply used.
+        self.__dict__.update({name: client for name, client in given.items() if client is not None})
 
     # -- clients -------------------------------------------------------------------------
     @cached_property
@@ -28,7 +53,7 @@ class Container:
         return self.boto_session.client("dynamodb", endpoint_url=self.settings.dynamodb_endpoint, config=config)
 
     @cached_property
-    def redis(self) -> Any:
+    def redis(self) -> redis.Redis | redis.RedisCluster:
         from gateway.adapters.redis_store import connect
 
         password = None
@@ -46,11 +71,11 @@ class Container:
         if self.settings.key_pepper_param:
             ssm = self.boto_session.client("ssm")
             value = ssm.get_parameter(Name=self.settings.key_pepper_param, WithDecryption=True)
-            return value["Parameter"]["Value"].encode()
+            return str(value["Parameter"]["Value"]).encode()
         raise RuntimeError("MAAS_KEY_PEPPER or MAAS_KEY_PEPPER_PARAM must be set")
 
     @cached_property
-    def inference(self) -> Any:
+    def inference(self) -> InferenceClient:
         from gateway.adapters import inference
 
         if self.settings.sagemaker_endpoint:
@@ -65,34 +90,53 @@ class Container:
         return inference.HttpInferenceClient(self.settings.inference_url,
                                              timeout_s=self.settings.inference_timeout_s)
 
-    # -- adapters and services -------------------------------------------------------------
+    # -- repositories and the limiter ------------------------------------------------------
     @cached_property
-    def store(self) -> Any:
-        from gateway.adapters.dynamo import Store
+    def table(self) -> Table:
+        from gateway.adapters.dynamo import Table
 
-        return Store(self.dynamodb, self.settings.table_name)
+        return Table(self.dynamodb, self.settings.table_name)
 
     @cached_property
-    def limiter(self) -> Any:
+    def accounts(self) -> Accounts:
+        from gateway.adapters.dynamo import Accounts
+
+        return Accounts(self.table)
+
+    @cached_property
+    def usage(self) -> UsageLedger:
+        from gateway.adapters.dynamo import UsageLedger
+
+        return UsageLedger(self.table)
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        from gateway.adapters.dynamo import AuditLog
+
+        return AuditLog(self.table)
+
+    @cached_property
+    def limiter(self) -> RedisLimiter:
         from gateway.adapters.redis_store import RedisLimiter
 
         return RedisLimiter(self.redis, lease_ms=self.settings.lease_ms)
 
+    # -- services --------------------------------------------------------------------------
     @cached_property
-    def limits(self) -> Any:
+    def limits(self) -> LimitsResolver:
         from gateway.services.limits import LimitsResolver
 
-        return LimitsResolver(self.store)
+        return LimitsResolver(self.accounts)
 
     @cached_property
-    def authenticator(self) -> Any:
+    def authenticator(self) -> Authenticator:
         from gateway.services.auth import Authenticator
 
-        return Authenticator(self.store, self.pepper, key_ttl_s=self.settings.key_cache_ttl_s,
+        return Authenticator(self.accounts, self.pepper, key_ttl_s=self.settings.key_cache_ttl_s,
                              tenant_ttl_s=self.settings.tenant_cache_ttl_s)
 
     @cached_property
-    def embeddings(self) -> Any:
+    def embeddings(self) -> EmbeddingsService:
         from gateway.adapters.local_limits import LocalLimiter
         from gateway.adapters.tokenizer import ModelTokenizer
         from gateway.domain.registry import MINILM
@@ -100,34 +144,33 @@ class Container:
 
         fallback = LocalLimiter() if self.settings.quota_on_redis_failure == "open" else None
         return EmbeddingsService(tokenizers={MINILM.id: ModelTokenizer(MINILM)}, limiter=self.limiter,
-                                 inference=self.inference, store=self.store, limits=self.limits,
-                                 fallback=fallback)
+                                 inference=self.inference, usage=self.usage, limits=self.limits,
+                                 fallback=fallback, timeout_s=self.settings.inference_timeout_s)
 
     @cached_property
-    def billing(self) -> Any:
+    def billing(self) -> BillingService:
         from gateway.services.billing import BillingService
 
-        return BillingService(store=self.store, limiter=self.limiter, limits=self.limits, pepper=self.pepper)
+        return BillingService(accounts=self.accounts, audit=self.audit, limiter=self.limiter, limits=self.limits,
+                              pepper=self.pepper)
 
     @cached_property
-    def reports(self) -> Any:
+    def reports(self) -> ReportsService:
         from gateway.services.reports import ReportsService
 
-        return ReportsService(store=self.store, limits=self.limits)
+        return ReportsService(accounts=self.accounts, usage=self.usage, limits=self.limits)
 
     @cached_property
-    def flusher(self) -> Any:
+    def reconciler(self) -> Reconciler:
+        from gateway.services.reconcile import Reconciler
+
+        return Reconciler(accounts=self.accounts, usage=self.usage)
+
+    @cached_property
+    def flusher(self) -> Flusher:
         from gateway.services.metering import Flusher
 
-        return Flusher(redis_client=self.redis, store=self.store)
-
-
-_container: Container | None = None
-
-
-def container() -> Container:
-    """The process-wide container: one per Lambda execution environment."""
-    global _container
-    if _container is None:
-        _container = Container()
-    return _container
+        s = self.settings
+        return Flusher(redis_client=self.redis, usage=self.usage, accounts=self.accounts,
+                       batch_size=s.flusher_batch_size, claim_idle_ms=s.flusher_claim_idle_ms,
+                       max_batches_per_stream=s.flusher_max_batches, concurrency=s.flusher_concurrency)

@@ -84,5 +84,5 @@ def container(redis_url: str, dynamodb_endpoint: str):  # type: ignore[no-untype
     create_table(c.dynamodb, c.settings.table_name)
     catalog = load_catalog()
     for plan in catalog.plans:
-        c.store.put_plan(plan, catalog.version)
+        c.accounts.put_plan(plan, catalog.version)
     return c

@@ -1,18 +1,19 @@
 """Billing API (scope admin): plans, tenants, keys, audit."""
 
+from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from gateway.http.resolver import build_resolver
-from gateway.http.responses import with_request_id
 from gateway.http.routes import billing_api
-from gateway.telemetry import logger, metrics
+from gateway.telemetry import logger, metrics, traced
+from gateway.wiring import Container
 
-app = build_resolver()
-app.include_router(billing_api.router)
+container = Container()
+app = build_resolver(container, billing_api.router)
 
 
-@with_request_id
-@logger.inject_lambda_context
+@traced
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict, context: LambdaContext) -> dict:
     return app.resolve(event, context)

@@ -4,17 +4,20 @@ import time
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from gateway.telemetry import MetricUnit, logger, metrics
-from gateway.wiring import container
+from gateway.telemetry import MetricUnit, logger, metrics, traced
+from gateway.wiring import Container
+
+container = Container()
 
 # Stop starting new batches this long before the function's timeout.
 _SAFETY_MARGIN_MS = 10_000
 
 
+@traced
 @logger.inject_lambda_context
 @metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict, context: LambdaContext) -> dict:
-    flusher = container().flusher
+    flusher = container.flusher
     remaining_ms = context.get_remaining_time_in_millis() if context else 60_000
     deadline = flusher.clock() + max(remaining_ms - _SAFETY_MARGIN_MS, 1_000) / 1000
     started = time.perf_counter()

@@ -5,6 +5,7 @@ payload through ``sagemaker-runtime invoke_endpoint``. Both keep SageMaker's con
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -16,12 +17,25 @@ from gateway.errors import ServiceUnavailableError, UpstreamError, UpstreamTimeo
 
 @dataclass(frozen=True, slots=True)
 class Embeddings:
-    vectors: list[list[float]]
+    """``count`` vectors of ``dim`` little-endian float32s in ``data`` (no numpy here)."""
+
+    count: int
+    dim: int
     prompt_tokens: int
+    data: bytes
+
+    def vector(self, i: int) -> list[float]:
+        values = array("f")
+        values.frombytes(self.raw(i))
+        return values.tolist()
+
+    def raw(self, i: int) -> bytes:
+        size = 4 * self.dim
+        return self.data[i * size : (i + 1) * size]
 
 
 class InferenceClient(Protocol):
-    def embed(self, input_ids: list[list[int]]) -> Embeddings: ...
+    def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float) -> Embeddings: ...
     def ready(self) -> bool: ...
 
 
@@ -35,8 +49,14 @@ def _parse(status: int, body: bytes) -> Embeddings:
         raise UpstreamError(f"the inference service failed (status {status})")
     try:
         payload = orjson.loads(body)
-        return Embeddings(vectors=payload["embeddings"], prompt_tokens=int(payload["prompt_tokens"]))
-    except (orjson.JSONDecodeError, KeyError, TypeError) as error:
+        vectors = payload["embeddings"]
+        dim = len(vectors[0]) if vectors else 0
+        data = array("f", [value for vector in vectors for value in vector])
+        if len(data) != dim * len(vectors):
+            raise ValueError("ragged embeddings")
+        return Embeddings(count=len(vectors), dim=dim, prompt_tokens=int(payload["prompt_tokens"]),
+                          data=data.tobytes())
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as error:
         raise UpstreamError("the inference service sent an unreadable answer") from error
 
 
@@ -46,13 +66,13 @@ class HttpInferenceClient:
         self.timeout = urllib3.Timeout(connect=1.0, read=timeout_s)
         self.pool = urllib3.PoolManager(maxsize=pool_size, block=False, retries=False)
 
-    def embed(self, input_ids: list[list[int]]) -> Embeddings:
+    def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float) -> Embeddings:
         try:
             response = self.pool.request(
                 "POST", f"{self.base_url}/invocations",
                 body=orjson.dumps({"input_ids": input_ids}),
                 headers={"Content-Type": "application/json"},
-                timeout=self.timeout,
+                timeout=urllib3.Timeout(connect=1.0, read=min(timeout_s, self.timeout.read_timeout or timeout_s)),
             )
         except urllib3.exceptions.TimeoutError as error:
             raise UpstreamTimeoutError("the inference service did not answer in time") from error
@@ -73,7 +93,7 @@ class SageMakerInferenceClient:
         self.endpoint_name = endpoint_name
         self.client = client
 
-    def embed(self, input_ids: list[list[int]]) -> Embeddings:
+    def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float) -> Embeddings:
         from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 
         try:

@@ -3,7 +3,10 @@
 Used only when ``MAAS_QUOTA_ON_REDIS_FAILURE=open``: each container then limits each tenant
 to its plan's rates on its own (so N warm containers admit at most N times the rate), and the
 monthly quota is not enforced until Redis answers again. Bounded: it forgets the least
-recently seen tenants beyond ``max_tenants``."""
+recently seen tenants beyond ``max_tenants``. It implements the same ``Limiter`` port as
+``RedisLimiter`` and passes the same contract tests for what it enforces (rates and
+concurrency). It records no usage: the caller writes a charged request's event straight to
+the ledger (the idempotent write the flusher uses)."""
 
 from __future__ import annotations
 
@@ -11,9 +14,11 @@ import math
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway.adapters.redis_store import Decision, Ticket, Verdict
+from gateway.domain.admission import Decision, Ticket, Verdict
+from gateway.domain.usage import UsageEvent
 
 PERIOD_MS = 60_000
 
@@ -27,14 +32,15 @@ class _Buckets:
 
 
 class LocalLimiter:
-    def __init__(self, *, max_tenants: int = 10_000) -> None:
+    def __init__(self, *, max_tenants: int = 10_000, clock_ms: Callable[[], float] | None = None) -> None:
         self.max_tenants = max_tenants
+        self.clock_ms = clock_ms or (lambda: time.monotonic() * 1000)
         self._tenants: OrderedDict[str, _Buckets] = OrderedDict()
         self._lock = threading.Lock()
 
     def admit(self, ticket: Ticket) -> Decision:
         limits = ticket.limits
-        now = time.monotonic() * 1000
+        now = self.clock_ms()
         with self._lock:
             state = self._tenants.pop(ticket.tenant_id, None) or _Buckets(
                 limits.requests_per_minute, limits.tokens_per_minute, now)
@@ -68,11 +74,10 @@ class LocalLimiter:
                 tokens_remaining=math.floor(state.tokens),
                 tokens_reset_s=math.ceil((limits.tokens_per_minute - state.tokens) * 60 / limits.tokens_per_minute),
                 retry_after_s=max(1, math.ceil(retry_ms / 1000)),
-                quota_used=0,
                 local=True,
             )
 
-    def release(self, ticket: Ticket) -> None:
+    def settle(self, ticket: Ticket, *, charge: bool, event: UsageEvent | None = None) -> None:
         with self._lock:
             state = self._tenants.get(ticket.tenant_id)
             if state is not None and state.in_flight > 0:

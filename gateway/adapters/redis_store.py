@@ -7,19 +7,20 @@ share its hash tag so each script runs on one shard.
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol
 
 import redis
 
-from gateway.domain.plans import Limits
+from gateway.domain.admission import AdmissionUnavailable, Decision, Ticket, Verdict
+from gateway.domain.usage import UsageEvent
 
 QUOTA_TTL_S = 40 * 86400  # a month's counter outlives the month it counts
 STREAM_GROUP = "flusher"
+# What "Redis is unreachable" looks like to redis-py; everything else is a bug or a script error.
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 def tenant_key(tenant_id: str, name: str) -> str:
@@ -28,46 +29,6 @@ def tenant_key(tenant_id: str, name: str) -> str:
 
 def usage_stream(tenant_id: str) -> str:
     return tenant_key(tenant_id, "usage")
-
-
-class Verdict(enum.StrEnum):
-    OK = "ok"
-    KEY_REVOKED = "key_revoked"
-    KEY_EXPIRED = "key_expired"
-    SUSPENDED = "suspended"
-    QUOTA = "quota"
-    REQUESTS = "requests"
-    TOKENS = "tokens"
-    CONCURRENCY = "concurrency"
-
-
-@dataclass(frozen=True, slots=True)
-class Ticket:
-    """What admission needs to know about one request."""
-
-    tenant_id: str
-    key_id: str
-    key_expires_ms: int  # 0 = never
-    limits: Limits
-    cost: int
-    request_id: str
-    month: str  # YYYY-MM, UTC
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    verdict: Verdict
-    requests_remaining: int
-    requests_reset_s: int
-    tokens_remaining: int
-    tokens_reset_s: int
-    retry_after_s: int
-    quota_used: int
-    local: bool = False  # decided by the in-process fallback while Redis was unreachable
-
-    @property
-    def admitted(self) -> bool:
-        return self.verdict is Verdict.OK
 
 
 class RedisLike(Protocol):
@@ -81,8 +42,9 @@ def _script(name: str) -> str:
 
 
 class RedisLimiter:
-    """Runs the admission and settlement scripts (EVALSHA, reloaded on NOSCRIPT by
-    redis-py's Script) and writes the key and tenant state they read."""
+    """The ``Limiter`` of gateway.domain.admission: runs the admission and settlement scripts
+    (EVALSHA, reloaded on NOSCRIPT by redis-py's Script) and writes the key and tenant state
+    they read. An unreachable Redis is ``AdmissionUnavailable``."""
 
     def __init__(self, client: RedisLike, *, lease_ms: int = 60_000,
                  clock_ms: Callable[[], int] | None = None) -> None:
@@ -117,7 +79,10 @@ class RedisLimiter:
         ]
         if self.clock_ms is not None:
             args.append(self.clock_ms())
-        verdict, rq_rem, rq_reset, tk_rem, tk_reset, retry_ms, used = self._admit(keys, args)
+        try:
+            verdict, rq_rem, rq_reset, tk_rem, tk_reset, retry_ms = self._admit(keys, args)
+        except REDIS_ERRORS as error:
+            raise AdmissionUnavailable(type(error).__name__) from error
         return Decision(
             verdict=Verdict(verdict.decode() if isinstance(verdict, bytes) else verdict),
             requests_remaining=int(rq_rem),
@@ -125,10 +90,9 @@ class RedisLimiter:
             tokens_remaining=int(tk_rem),
             tokens_reset_s=math.ceil(int(tk_reset) / 1000),
             retry_after_s=max(1, math.ceil(int(retry_ms) / 1000)),
-            quota_used=int(used),
         )
 
-    def settle(self, ticket: Ticket, *, charge: bool, event: dict[str, str] | None = None) -> None:
+    def settle(self, ticket: Ticket, *, charge: bool, event: UsageEvent | None = None) -> None:
         t = ticket.tenant_id
         keys = [
             tenant_key(t, "inflight"),
@@ -136,19 +100,31 @@ class RedisLimiter:
             usage_stream(t),
         ]
         fields: list[str] = []
-        for name, value in (event or {}).items():
-            fields += [name, str(value)]
-        self._settle(keys, [ticket.request_id, "charge" if charge else "refund", ticket.cost, *fields])
+        for name, value in (event.to_fields() if event else {}).items():
+            fields += [name, value]
+        try:
+            self._settle(keys, [ticket.request_id, "charge" if charge else "refund", ticket.cost, *fields])
+        except REDIS_ERRORS as error:
+            # Also when the reply was lost after the script ran: the caller then records the
+            # event itself, idempotently (the ledger is keyed by request id).
+            raise AdmissionUnavailable(type(error).__name__) from error
 
     # State written by the billing API and read by the admission script.
     def set_key_expiry(self, tenant_id: str, key_id: str, expires_ms: int) -> None:
-        self.client.hset(tenant_key(tenant_id, "keys"), key_id, expires_ms)
+        self._write(lambda: self.client.hset(tenant_key(tenant_id, "keys"), key_id, expires_ms))
 
     def revoke_key(self, tenant_id: str, key_id: str) -> None:
-        self.client.hset(tenant_key(tenant_id, "keys"), key_id, 0)
+        self._write(lambda: self.client.hset(tenant_key(tenant_id, "keys"), key_id, 0))
 
     def set_tenant_status(self, tenant_id: str, status: str) -> None:
-        self.client.set(tenant_key(tenant_id, "status"), status)
+        self._write(lambda: self.client.set(tenant_key(tenant_id, "status"), status))
+
+    @staticmethod
+    def _write(command: Callable[[], Any]) -> None:
+        try:
+            command()
+        except REDIS_ERRORS as error:
+            raise AdmissionUnavailable(type(error).__name__) from error
 
 
 def connect(url: str, *, cluster: bool, username: str | None, password: str | None,
@@ -164,5 +140,3 @@ def connect(url: str, *, cluster: bool, username: str | None, password: str | No
         return redis.RedisCluster.from_url(url, **options)
     return redis.Redis.from_url(url, **options)
 
-
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)

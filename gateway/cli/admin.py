@@ -22,19 +22,19 @@ def bootstrap(plans_file: Path | None = None, tenant_name: str = "operators", c:
     from gateway.domain.scopes import Scope
     from gateway.errors import ConflictError
     from gateway.models.records import KeyRecord, TenantRecord, rfc3339, utcnow
-    from gateway.wiring import container
+    from gateway.wiring import Container
 
-    c = c or container()
+    c = c or Container()
     catalog = load_catalog(plans_file or DEFAULT_PLANS_FILE)
     for plan in catalog.plans:
-        c.store.put_plan(plan, catalog.version)
+        c.accounts.put_plan(plan, catalog.version)
     tenant = TenantRecord(id="ten_operators", name=tenant_name, plan="internal", created_at=rfc3339(utcnow()))
     try:
-        c.store.create_tenant(tenant)
+        c.accounts.create_tenant(tenant)
     except ConflictError:
         pass
     parsed = new_key()
-    c.store.create_key(KeyRecord(id=parsed.key_id, tenant_id=tenant.id, name="bootstrap admin",
+    c.accounts.create_key(KeyRecord(id=parsed.key_id, tenant_id=tenant.id, name="bootstrap admin",
                                  scopes=[Scope.ADMIN.value], key_hash=hash_key(parsed.plaintext, c.pepper),
                                  created_at=rfc3339(utcnow())))
     return {"plans": [p.name for p in catalog.plans], "tenant_id": tenant.id, "key_id": parsed.key_id,
@@ -56,8 +56,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     boot.add_argument("--plans", type=Path, help="plan catalog (default infra/plans.json)")
     boot.add_argument("--key-file", type=Path, help="also write the key to this file (mode 0600)")
     boot.set_defaults(run=_bootstrap)
-    flush = commands.add_parser("flush", help="drain the usage streams into the ledger once")
-    flush.add_argument("--json", action="store_true")
+    flush = commands.add_parser("flush", help="drain the usage streams into the ledger (once, or in a loop)")
+    flush.add_argument("--json", action="store_true", help="one JSON line per run")
+    flush.add_argument("--loop", type=float, default=0.0, metavar="SECONDS",
+                       help="flush every SECONDS until stopped (the local stack's flusher process)")
     flush.set_defaults(run=_flush)
 
 
@@ -72,9 +74,15 @@ def _bootstrap(args: argparse.Namespace) -> int:
 
 
 def _flush(args: argparse.Namespace) -> int:
-    from gateway.wiring import container
+    import time
 
-    outcome = container().flusher.flush()
-    print(json.dumps(outcome.__dict__) if args.json else
-          f"read {outcome.read}, written {outcome.written}, errors {len(outcome.errors)}")
-    return 1 if outcome.errors else 0
+    from gateway.wiring import Container
+
+    flusher = Container().flusher
+    while True:
+        outcome = flusher.flush()
+        print(json.dumps(outcome.__dict__) if args.json else
+              f"read {outcome.read}, written {outcome.written}, errors {len(outcome.errors)}", flush=True)
+        if not args.loop:
+            return 1 if outcome.errors else 0
+        time.sleep(args.loop)

@@ -16,34 +16,37 @@ and publishes the LedgerDrift metric the LedgerDriftAlarm watches.
 from __future__ import annotations
 
 import argparse
-import calendar
 import contextlib
 import json
 import os
 import sys
 from collections.abc import Iterator
-from datetime import date, datetime
+from dataclasses import fields
+from datetime import date
 from pathlib import Path
 from typing import Any
 
-from gateway.cli.client import ApiClient, ApiError, add_connection_flags, fail, print_table
+from gateway.cli.client import ApiClient, add_connection_flags, print_table, with_client
+from gateway.errors import InvalidRequestError
+from gateway.services.reconcile import Drift
+from gateway.services.reports import (
+    EVENT_COLUMNS,
+    INVOICE_COLUMNS,
+    SUBTOTAL_COLUMNS,
+    USAGE_COLUMNS,
+    csv_writer,
+    parse_month,
+)
 
-USAGE_COLUMNS = ["tenant_id", "date", "model", "requests", "prompt_tokens", "cost", "currency"]
-EVENT_COLUMNS = ["request_id", "key_id", "model", "prompt_tokens", "timestamp"]
-INVOICE_COLUMNS = ["tenant_id", "tenant_name", "model", "requests", "prompt_tokens", "unit_price_per_1k_tokens",
-                   "amount", "currency"]
-DRIFT_COLUMNS = ["tenant_id", "date", "model", "ledger_requests", "ledger_prompt_tokens", "rollup_requests",
-                 "rollup_prompt_tokens", "fixed"]
+DRIFT_COLUMNS = [f.name for f in fields(Drift)]
 
 
 def month_range(value: str) -> tuple[date, date]:
+    """The API's own month parsing, as an argparse type."""
     try:
-        if len(value) != 7:
-            raise ValueError
-        first = datetime.strptime(value, "%Y-%m").date()
-    except ValueError:
+        return parse_month(value)
+    except InvalidRequestError:
         raise argparse.ArgumentTypeError(f"month must be YYYY-MM, not {value!r}") from None
-    return first, first.replace(day=calendar.monthrange(first.year, first.month)[1])
 
 
 def _month(value: str) -> str:
@@ -91,11 +94,11 @@ class _Progress:
 # -- report, events, invoices (through the API) ------------------------------------------
 def _report(args: argparse.Namespace) -> int:
     first, last = month_range(args.month)
-    client = ApiClient.from_args(args)
     fmt = "json" if args.json else args.format
     params = {"start": first.isoformat(), "end": last.isoformat(), "tenant_id": args.tenant_id,
               "group_by": args.group_by}
-    try:
+
+    def run(client: ApiClient) -> int:
         with _Progress(f"usage {args.month}", 1, not args.no_progress) as progress:
             if fmt == "csv":
                 _, data, _ = client.request("GET", "/billing/usage", params=params | {"format": "csv"})
@@ -105,28 +108,26 @@ def _report(args: argparse.Namespace) -> int:
                 return 0
             body = client.json("GET", "/billing/usage", params=params)
             progress.advance()
-    except ApiError as error:
-        return fail(error)
-    with _output(args.out) as out:
-        if fmt == "json":
-            json.dump(body, out, indent=2)
-            out.write("\n")
-        else:
-            with contextlib.redirect_stdout(out):
-                print_table(body["data"], USAGE_COLUMNS)
-    return 0
+        with _output(args.out) as out:
+            if fmt == "json":
+                json.dump(body, out, indent=2)
+                out.write("\n")
+            else:
+                with contextlib.redirect_stdout(out):
+                    print_table(body["data"], USAGE_COLUMNS)
+        return 0
+
+    return with_client(args, run)
 
 
 def _events(args: argparse.Namespace) -> int:
     """The ledger of one tenant for a month, every page, with a progress bar whose total
     is the month's request count from the usage report."""
-    import csv
-
     first, last = month_range(args.month)
-    client = ApiClient.from_args(args)
     fmt = "json" if args.json else args.format
     params = {"start": first.isoformat(), "end": last.isoformat(), "tenant_id": args.tenant_id}
-    try:
+
+    def run(client: ApiClient) -> int:
         expected = None
         if not args.no_progress and sys.stderr.isatty():
             rows = client.json("GET", "/billing/usage", params=params | {"group_by": "tenant"})["data"]
@@ -134,32 +135,29 @@ def _events(args: argparse.Namespace) -> int:
         count = 0
         with _output(args.out) as out, _Progress(f"ledger {args.tenant_id} {args.month}", expected,
                                                  not args.no_progress) as progress:
-            writer = None
-            if fmt == "csv":
-                writer = csv.DictWriter(out, fieldnames=EVENT_COLUMNS, extrasaction="ignore", lineterminator="\r\n")
-                writer.writeheader()
-            else:
+            write = csv_writer(out, EVENT_COLUMNS) if fmt == "csv" else None
+            if write is None:
                 out.write('{"object":"list","data":[')
             for row in client.pages("/billing/usage/events", params | {"limit": args.page_size}):
-                if writer is not None:
-                    writer.writerow(row)
+                if write is not None:
+                    write(row)
                 else:
                     out.write(("," if count else "") + "\n" + json.dumps(row))
                 count += 1
                 progress.advance()
-            if writer is None:
+            if write is None:
                 out.write("\n]}\n")
-    except ApiError as error:
-        return fail(error)
-    print(f"{count} ledger rows", file=sys.stderr)
-    return 0
+        print(f"{count} ledger rows", file=sys.stderr)
+        return 0
+
+    return with_client(args, run)
 
 
 def _invoices(args: argparse.Namespace) -> int:
     month_range(args.month)
-    client = ApiClient.from_args(args)
     fmt = "json" if args.json else args.format
-    try:
+
+    def run(client: ApiClient) -> int:
         with _Progress(f"invoices {args.month}", 1, not args.no_progress) as progress:
             if fmt == "csv":
                 _, data, _ = client.request("GET", "/billing/invoices", params={"month": args.month, "format": "csv"})
@@ -168,32 +166,31 @@ def _invoices(args: argparse.Namespace) -> int:
                 return 0
             body = client.json("GET", "/billing/invoices", params={"month": args.month})
             progress.advance()
-    except ApiError as error:
-        return fail(error)
-    with _output(args.out) as out:
-        if fmt == "json":
-            json.dump(body, out, indent=2)
-            out.write("\n")
-            return 0
-        with contextlib.redirect_stdout(out):
-            print(f"invoices for {body['month']}")
-            print_table(body["data"], INVOICE_COLUMNS)
-            print()
-            print_table(body.get("subtotals", []), ["tenant_id", "tenant_name", "requests", "prompt_tokens",
-                                                    "amount", "currency"])
-            print()
-            print_table(body.get("totals", []), ["currency", "requests", "prompt_tokens", "amount"])
-    return 0
+        with _output(args.out) as out:
+            if fmt == "json":
+                json.dump(body, out, indent=2)
+                out.write("\n")
+                return 0
+            with contextlib.redirect_stdout(out):
+                print(f"invoices for {body['month']}")
+                print_table(body["data"], INVOICE_COLUMNS)
+                print()
+                print_table(body.get("subtotals", []), SUBTOTAL_COLUMNS)
+                print()
+                print_table(body.get("totals", []), ["currency", "requests", "prompt_tokens", "amount"])
+        return 0
+
+    return with_client(args, run)
 
 
 # -- reconcile (direct, operators) --------------------------------------------------------
 def _reconcile(args: argparse.Namespace) -> int:
-    from gateway.services.reconcile import Reconciler, publish_drift
-    from gateway.wiring import container
+    from gateway.services.reconcile import publish_drift
+    from gateway.wiring import Container
 
     first, last = month_range(args.month)
-    c = container()
-    result = Reconciler(c.store).run(first, last, tenant_ids=args.tenant_id or None, fix=args.fix)
+    c = Container()
+    result = c.reconciler.run(first, last, tenant_ids=args.tenant_id or None, fix=args.fix)
     drift = result.drift or []
     if args.json:
         json.dump(result.summary(), sys.stdout, indent=2)

@@ -4,7 +4,7 @@ defines only requests, content-bytes and concurrent-requests)."""
 
 from __future__ import annotations
 
-from gateway.adapters.redis_store import Decision
+from gateway.domain.admission import Decision
 from gateway.domain.plans import Limits
 
 WINDOW_S = 60

@@ -1,58 +1,75 @@
-"""The Powertools resolver every function uses, with the error handlers registered once,
-and the small request helpers routes share (credential, body, query, request id)."""
+"""The Powertools resolver every function uses, and the small request helpers routes share
+(the container, the caller, the body, the query, the request id).
+
+One middleware wraps every request, matched or not: it hands the routes the function's
+container, renders any error through the one mapping (``error_response``) and puts
+``x-request-id`` (API Gateway's request id, which is also the id the usage ledger keeps) on
+every response."""
 
 from __future__ import annotations
 
+import base64
 import json
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver
-from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.api_gateway import BaseRouter, Router
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from pydantic import BaseModel, ValidationError
 
-from gateway.config import get_settings
 from gateway.domain.scopes import Scope
 from gateway.errors import Error, InvalidRequestError, NotFoundError, PayloadTooLargeError
 from gateway.http.auth import credential_from
 from gateway.http.responses import error_response
-from gateway.services.auth import Principal
 from gateway.telemetry import logger
+
+if TYPE_CHECKING:
+    from gateway.services.auth import Principal
+    from gateway.wiring import Container
 
 M = TypeVar("M", bound=BaseModel)
 
 
-def build_resolver() -> APIGatewayRestResolver:
+def build_resolver(container: Container, *routers: Router) -> APIGatewayRestResolver:
     app = APIGatewayRestResolver()
 
-    @app.exception_handler(Error)
-    def _domain_error(error: Error):  # type: ignore[no-untyped-def]
-        return error_response(error)
+    def per_request(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response:
+        request_id = app.current_event.request_context.request_id
+        app.append_context(container=container)
+        try:
+            response = next_middleware(app)
+        except Error as error:
+            response = error_response(error)
+        except Exception:  # logged with its traceback; the caller learns nothing of the internals
+            logger.exception("unhandled error")
+            response = error_response(Error("The server had an error while processing your request."))
+        response.headers["x-request-id"] = request_id
+        return response
 
-    @app.exception_handler(Exception)
-    def _unexpected(error: Exception):  # type: ignore[no-untyped-def]
-        # Logged with its traceback; the caller learns nothing of the internals.
-        logger.exception("unhandled error")
-        return error_response(Error("The server had an error while processing your request."))
+    app.use([per_request])
 
     @app.not_found
-    def _unknown_route(_: Exception):  # type: ignore[no-untyped-def]
-        event = app.current_event
-        return error_response(NotFoundError(f"Unknown route: {event.http_method} {event.path}",
-                                            code="unknown_route"))
+    def _unknown_route(_: Exception) -> Response:
+        # The path is not echoed back: it is the caller's input, and this answer may be HTML-sniffed.
+        raise NotFoundError("Unknown route.", code="unknown_route")
 
+    for router in routers:
+        app.include_router(router)
     return app
 
 
+def container_of(router: BaseRouter) -> Container:
+    return router.context["container"]  # type: ignore[no-any-return]
+
+
 def request_id(router: BaseRouter) -> str:
-    return router.current_event.request_context.request_id
+    return str(router.current_event.request_context.request_id)
 
 
 def principal(router: BaseRouter, scope: Scope, *, fresh: bool = True) -> Principal:
-    from gateway.wiring import container
-
     event = router.current_event
     credential = credential_from(event.headers, event.multi_value_headers)
-    return container().authenticator.authenticate(credential, scope, fresh=fresh)
+    return container_of(router).authenticator.authenticate(credential, scope, fresh=fresh)
 
 
 def body(router: BaseRouter, model: type[M]) -> M:
@@ -61,14 +78,13 @@ def body(router: BaseRouter, model: type[M]) -> M:
     raw = router.current_event.body
     raw_text = raw or "{}"
     if router.current_event.is_base64_encoded and raw:
-        import base64
-
         try:
             raw_text = base64.b64decode(raw).decode("utf-8")
         except (ValueError, UnicodeDecodeError):
             raise InvalidRequestError("The body is not valid UTF-8 JSON.") from None
-    if len(raw_text.encode("utf-8", "surrogatepass")) > get_settings().max_body_bytes:
-        raise PayloadTooLargeError(f"The body is over {get_settings().max_body_bytes} bytes.")
+    limit = container_of(router).settings.max_body_bytes
+    if len(raw_text.encode("utf-8", "surrogatepass")) > limit:
+        raise PayloadTooLargeError(f"The body is over {limit} bytes.")
     try:
         document = json.loads(raw_text)
     except (ValueError, RecursionError):
@@ -93,7 +109,3 @@ def query(router: BaseRouter, name: str, *, max_length: int = 512) -> str | None
     if value is not None and len(value) > max_length:
         raise InvalidRequestError(f"'{name}' is too long.", param=name)
     return value
-
-
-def any_query(router: BaseRouter) -> dict[str, Any]:
-    return dict(router.current_event.query_string_parameters or {})

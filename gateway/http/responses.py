@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from decimal import Decimal
-from functools import wraps
 from typing import Any
 
 import orjson
 from aws_lambda_powertools.event_handler import Response
 
 from gateway.errors import Error
+from gateway.http.ratelimit_headers import ratelimit_headers
 
 JSON = "application/json"
 
@@ -50,22 +49,8 @@ def error_body(status_error: Error) -> dict[str, Any]:
 
 
 def error_response(error: Error) -> Response:
-    return json_response(error_body(error), status=error.status, headers=error.headers)
+    headers = dict(error.headers)
+    if error.ratelimit is not None:
+        headers |= ratelimit_headers(*error.ratelimit)
+    return json_response(error_body(error), status=error.status, headers=headers)
 
-
-def with_request_id(handler: Callable[[dict, Any], dict]) -> Callable[[dict, Any], dict]:
-    """Every response carries ``x-request-id``: API Gateway's request id, which is also the
-    id the usage ledger keeps, so a tenant's support ticket leads straight to its charge."""
-
-    @wraps(handler)
-    def wrapper(event: dict, context: Any) -> dict:
-        result = handler(event, context)
-        request_id = (event.get("requestContext") or {}).get("requestId")
-        if request_id and isinstance(result, dict):
-            result.setdefault("headers", {})
-            result["headers"]["x-request-id"] = request_id
-            if result.get("multiValueHeaders") is not None:
-                result["multiValueHeaders"]["x-request-id"] = [request_id]
-        return result
-
-    return wrapper

@@ -11,7 +11,7 @@
 --       8 request id, 9 lease ms, 10 quota counter ttl s,
 --       11 now in ms (optional, tests only; otherwise the server's clock, shared by all callers)
 -- Returns: {verdict, requests remaining, requests reset ms, tokens remaining,
---           tokens reset ms, retry after ms, quota used}
+--           tokens reset ms, retry after ms}
 
 local PERIOD = 60000
 local now = tonumber(ARGV[11] or '')
@@ -36,12 +36,12 @@ local function level_of(value, rate)
   return math.min(cap, tonumber(value) + elapsed * rate), cap
 end
 
-local function report(verdict, rq_level, rq_cap, tk_level, tk_cap, retry_ms, used)
+local function report(verdict, rq_level, rq_cap, tk_level, tk_cap, retry_ms)
   return {
     verdict,
     math.floor(rq_level / PERIOD), math.ceil((rq_cap - rq_level) / rpm),
     math.floor(tk_level / PERIOD), math.ceil((tk_cap - tk_level) / tpm),
-    retry_ms, used,
+    retry_ms,
   }
 end
 
@@ -56,19 +56,19 @@ local expiry = record_expiry
 if override then
   override = tonumber(override)
   if override == 0 then
-    return report('key_revoked', rq_level, rq_cap, tk_level, tk_cap, 0, used)
+    return report('key_revoked', rq_level, rq_cap, tk_level, tk_cap, 0)
   end
   expiry = override
 end
 if expiry > 0 and now >= expiry then
-  return report('key_expired', rq_level, rq_cap, tk_level, tk_cap, 0, used)
+  return report('key_expired', rq_level, rq_cap, tk_level, tk_cap, 0)
 end
 if redis.call('GET', KEYS[2]) == 'suspended' then
-  return report('suspended', rq_level, rq_cap, tk_level, tk_cap, 0, used)
+  return report('suspended', rq_level, rq_cap, tk_level, tk_cap, 0)
 end
 
 if used + cost > monthly then
-  return report('quota', rq_level, rq_cap, tk_level, tk_cap, 0, used)
+  return report('quota', rq_level, rq_cap, tk_level, tk_cap, 0)
 end
 
 -- Rate limits: name the first that trips, wait for the slowest.
@@ -88,7 +88,7 @@ if redis.call('ZCARD', KEYS[5]) >= max_concurrent then
   retry_ms = math.max(retry_ms, math.min(1000, tonumber(first[2]) - now))
 end
 if verdict then
-  return report(verdict, rq_level, rq_cap, tk_level, tk_cap, retry_ms, used)
+  return report(verdict, rq_level, rq_cap, tk_level, tk_cap, retry_ms)
 end
 
 -- Admitted: take from both buckets, reserve the quota, hold a concurrency lease.
@@ -103,4 +103,4 @@ if used == cost then  -- the month's first reservation creates the counter
 end
 redis.call('ZADD', KEYS[5], now + tonumber(ARGV[9]), ARGV[8])
 redis.call('PEXPIRE', KEYS[5], tonumber(ARGV[9]))
-return report('ok', rq_level, rq_cap, tk_level, tk_cap, 0, used)
+return report('ok', rq_level, rq_cap, tk_level, tk_cap, 0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -40,22 +39,32 @@ class KeyRecord(BaseModel):
     scopes: list[str]
     key_hash: str
     created_at: str
-    expires_at: str | None = None
+    expires_at: str | None = None  # the key's own expiry, as issued (a successor keeps it)
+    grace_until: str | None = None  # set by rotation: the key works until then
     revoked_at: str | None = None
     rotated_to: str | None = None
 
+    def stops_at(self) -> datetime | None:
+        """When the key stops working: its expiry or the end of its rotation grace."""
+        moments = [datetime.fromisoformat(v) for v in (self.expires_at, self.grace_until) if v is not None]
+        return min(moments) if moments else None
+
     def expires_ms(self) -> int:
-        if self.expires_at is None:
-            return 0
-        return int(datetime.fromisoformat(self.expires_at).timestamp() * 1000)
+        moment = self.stops_at()
+        return 0 if moment is None else int(moment.timestamp() * 1000)
+
+    def status(self, now: datetime) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        moment = self.stops_at()
+        return "expired" if moment is not None and now >= moment else "active"
 
     def is_usable(self, now: datetime) -> bool:
-        if self.revoked_at is not None:
-            return False
-        return self.expires_at is None or now < datetime.fromisoformat(self.expires_at)
+        return self.status(now) == "active"
 
-    def public(self) -> dict:
+    def public(self, now: datetime) -> dict:
         """The key as admins may see it: never its hash."""
+        stops = self.stops_at()
         return {
             "id": self.id,
             "object": "api_key",
@@ -63,52 +72,8 @@ class KeyRecord(BaseModel):
             "name": self.name,
             "scopes": self.scopes,
             "created_at": self.created_at,
-            "expires_at": self.expires_at,
+            "expires_at": rfc3339(stops) if stops is not None else None,
             "revoked_at": self.revoked_at,
-            "status": "revoked" if self.revoked_at else "active",
+            "rotated_to": self.rotated_to,
+            "status": self.status(now),
         }
-
-
-@dataclass(frozen=True, slots=True)
-class UsageEvent:
-    """One charged request, as the stream carries it and the ledger keeps it."""
-
-    request_id: str
-    tenant_id: str
-    key_id: str
-    model: str
-    prompt_tokens: int
-    timestamp_ms: int
-
-    def to_fields(self) -> dict[str, str]:
-        return {
-            "rid": self.request_id,
-            "tid": self.tenant_id,
-            "kid": self.key_id,
-            "model": self.model,
-            "tokens": str(self.prompt_tokens),
-            "ts": str(self.timestamp_ms),
-        }
-
-    @classmethod
-    def from_fields(cls, fields: dict) -> UsageEvent:
-        get = {
-            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-            for k, v in fields.items()
-        }
-        return cls(
-            request_id=get["rid"],
-            tenant_id=get["tid"],
-            key_id=get["kid"],
-            model=get["model"],
-            prompt_tokens=int(get["tokens"]),
-            timestamp_ms=int(get["ts"]),
-        )
-
-    @property
-    def moment(self) -> datetime:
-        return datetime.fromtimestamp(self.timestamp_ms / 1000, UTC)
-
-    @property
-    def date(self) -> str:
-        return self.moment.strftime("%Y-%m-%d")

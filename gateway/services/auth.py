@@ -2,53 +2,20 @@
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING
 
 from gateway.domain.keys import parse_key, verify_key
 from gateway.domain.scopes import Scope, grants
 from gateway.errors import AuthenticationError, PermissionDeniedError
 from gateway.models.records import KeyRecord, TenantRecord, utcnow
+from gateway.services.cache import TtlCache
 
-if TYPE_CHECKING:  # boto3 loads when the container builds the store, not at import
-    from gateway.adapters.dynamo import Store
-
-K = TypeVar("K")
-V = TypeVar("V")
+if TYPE_CHECKING:  # boto3 loads when the container builds the repositories, not at import
+    from gateway.adapters.dynamo import Accounts
 
 INVALID_KEY = "Incorrect API key provided."
 _NO_HASH = "0" * 64
-
-
-class TtlCache(Generic[K, V]):
-    """A small thread-safe read-through cache; misses are not cached, so a key created a
-    moment ago is found at once."""
-
-    def __init__(self, ttl_s: float, loader: Callable[[K], V | None], max_entries: int = 10_000) -> None:
-        self.ttl_s, self.loader, self.max_entries = ttl_s, loader, max_entries
-        self._entries: dict[K, tuple[float, V]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key: K) -> V | None:
-        now = time.monotonic()
-        with self._lock:
-            hit = self._entries.get(key)
-        if hit and now - hit[0] < self.ttl_s:
-            return hit[1]
-        value = self.loader(key)
-        if value is not None:
-            with self._lock:
-                if len(self._entries) >= self.max_entries:
-                    self._entries.clear()
-                self._entries[key] = (now, value)
-        return value
-
-    def invalidate(self, key: K) -> None:
-        with self._lock:
-            self._entries.pop(key, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +25,11 @@ class Principal:
 
 
 class Authenticator:
-    def __init__(self, store: Store, pepper: bytes, *, key_ttl_s: float, tenant_ttl_s: float) -> None:
-        self.store = store
+    def __init__(self, accounts: Accounts, pepper: bytes, *, key_ttl_s: float, tenant_ttl_s: float) -> None:
+        self.accounts = accounts
         self.pepper = pepper
-        self.keys: TtlCache[str, KeyRecord] = TtlCache(key_ttl_s, store.get_key)
-        self.tenants: TtlCache[str, TenantRecord] = TtlCache(tenant_ttl_s, store.get_tenant)
+        self.keys: TtlCache[str, KeyRecord] = TtlCache(key_ttl_s, accounts.get_key)
+        self.tenants: TtlCache[str, TenantRecord] = TtlCache(tenant_ttl_s, accounts.get_tenant)
 
     def authenticate(self, credential: str, scope: Scope, *, fresh: bool) -> Principal:
         """``fresh`` reads the records with strongly consistent reads (admin, finance and
@@ -71,14 +38,14 @@ class Authenticator:
         parsed = parse_key(credential)
         if parsed is None:
             raise AuthenticationError(INVALID_KEY)
-        key = (self.store.get_key(parsed.key_id, consistent=True) if fresh
+        key = (self.accounts.get_key(parsed.key_id, consistent=True) if fresh
                else self.keys.get(parsed.key_id))
         # An unknown id costs the same HMAC as a wrong secret: timing tells nothing.
         if not verify_key(parsed.plaintext, key.key_hash if key else _NO_HASH, self.pepper) or key is None:
             raise AuthenticationError(INVALID_KEY)
         if not key.is_usable(utcnow()):
             raise AuthenticationError("This API key has been revoked or has expired.", code="key_inactive")
-        tenant = (self.store.get_tenant(key.tenant_id, consistent=True) if fresh
+        tenant = (self.accounts.get_tenant(key.tenant_id, consistent=True) if fresh
                   else self.tenants.get(key.tenant_id))
         if tenant is None:
             raise AuthenticationError(INVALID_KEY)

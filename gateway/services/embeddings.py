@@ -1,21 +1,24 @@
-"""The hot path of one tenant request: tokenize, admit, forward, settle."""
+"""The hot path of one tenant request: tokenize, admit, forward, settle.
+
+Exactly two limiter round trips on success (admit, settle). What it returns is a result
+object; the route renders the body and the RateLimit headers."""
 
 from __future__ import annotations
 
-import base64
-import struct
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
-from gateway.adapters.dynamo import Store
-from gateway.adapters.inference import InferenceClient
-from gateway.adapters.local_limits import LocalLimiter
-from gateway.adapters.redis_store import REDIS_ERRORS, Decision, RedisLimiter, Ticket, Verdict
+from gateway.adapters.dynamo import UsageLedger
+from gateway.adapters.inference import Embeddings, InferenceClient
 from gateway.adapters.tokenizer import ModelTokenizer
+from gateway.domain.admission import AdmissionUnavailable, Decision, Limiter, Ticket, Verdict
+from gateway.domain.plans import Limits
 from gateway.domain.registry import resolve
+from gateway.domain.usage import UsageEvent
 from gateway.errors import (
     AuthenticationError,
+    Error,
     InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
@@ -24,31 +27,45 @@ from gateway.errors import (
     ServiceUnavailableError,
     UpstreamError,
 )
-from gateway.http.ratelimit_headers import ratelimit_headers
 from gateway.models.api import EmbeddingsRequest
-from gateway.models.records import UsageEvent
 from gateway.services.auth import Principal
 from gateway.services.limits import LimitsResolver
 from gateway.telemetry import MetricUnit, logger, metrics
 
 MAX_INPUT_ITEMS = 2048  # as OpenAI's embeddings API
+RETRY_SOON = {"Retry-After": "1"}
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingsResult:
+    """What one admitted, computed and charged request produced."""
+
+    model: str
+    embeddings: Embeddings
+    prompt_tokens: int
+    encoding_format: str
+    limits: Limits
+    decision: Decision
 
 
 class EmbeddingsService:
-    def __init__(self, *, tokenizers: dict[str, ModelTokenizer], limiter: RedisLimiter,
-                 inference: InferenceClient, store: Store, limits: LimitsResolver,
-                 fallback: LocalLimiter | None = None) -> None:
+    def __init__(self, *, tokenizers: dict[str, ModelTokenizer], limiter: Limiter, inference: InferenceClient,
+                 usage: UsageLedger, limits: LimitsResolver, fallback: Limiter | None = None,
+                 timeout_s: float = 20.0) -> None:
         self.tokenizers = tokenizers
         self.limiter = limiter
         self.inference = inference
-        self.store = store
+        self.usage = usage
         self.limits = limits
         # None: fail closed when Redis is unreachable (the default policy).
         self.fallback = fallback
+        self.timeout_s = timeout_s
         self._degraded = False
 
-    def create(self, request: EmbeddingsRequest, principal: Principal,
-               request_id: str) -> tuple[dict[str, Any], dict[str, str]]:
+    def create(self, request: EmbeddingsRequest, principal: Principal, request_id: str,
+               *, time_left_s: float | None = None) -> EmbeddingsResult:
+        """``time_left_s``: what the caller (the Lambda) has left; the inference call gets
+        no more than that, less what settling needs."""
         spec = resolve(request.model)
         if spec is None:
             raise NotFoundError(f"The model '{request.model}' does not exist.", param="model",
@@ -71,21 +88,25 @@ class EmbeddingsService:
                 f"tokens_per_minute capacity ({limits.tokens_per_minute}); split it.",
                 param="input", code="request_too_large")
 
-        now = datetime.now(UTC)
         ticket = Ticket(
             tenant_id=principal.tenant.id, key_id=principal.key.id,
             key_expires_ms=principal.key.expires_ms(), limits=limits, cost=cost,
-            request_id=request_id, month=now.strftime("%Y-%m"),
+            request_id=request_id, month=datetime.now(UTC).strftime("%Y-%m"),
         )
         decision = self._admit(ticket)
-        headers = ratelimit_headers(limits, decision)
-        _raise_unless_admitted(decision, headers)
+        _raise_unless_admitted(decision, limits)
 
         started = time.perf_counter()
         try:
-            result = self.inference.embed(input_ids)
-            if len(result.vectors) != len(input_ids):
+            result = self.inference.embed(input_ids, tenant_id=ticket.tenant_id,
+                                          timeout_s=self._inference_timeout(time_left_s))
+            if result.count != len(input_ids):
                 raise UpstreamError("the inference service returned a wrong number of embeddings")
+            if result.prompt_tokens != cost:
+                # The container ran on other tokens than we charge for: never bill a guess.
+                logger.error("prompt token mismatch", extra={"request_id": request_id, "gateway": cost,
+                                                             "container": result.prompt_tokens})
+                raise UpstreamError("the inference service disagreed on the token count")
         except Exception:
             self._refund(ticket, decision)
             raise
@@ -93,28 +114,28 @@ class EmbeddingsService:
                            value=(time.perf_counter() - started) * 1000)
 
         event = UsageEvent(request_id=request_id, tenant_id=ticket.tenant_id, key_id=ticket.key_id,
-                           model=spec.id, prompt_tokens=cost,
-                           timestamp_ms=int(time.time() * 1000))
+                           model=spec.id, prompt_tokens=cost, timestamp_ms=int(time.time() * 1000))
         self._charge(ticket, decision, event)
         metrics.add_metric(name="PromptTokens", unit=MetricUnit.Count, value=cost)
+        return EmbeddingsResult(model=spec.id, embeddings=result, prompt_tokens=cost,
+                                encoding_format=request.encoding_format, limits=limits, decision=decision)
 
-        data = [
-            {"object": "embedding", "index": index, "embedding": _encode(vector, request.encoding_format)}
-            for index, vector in enumerate(result.vectors)
-        ]
-        body = {"object": "list", "model": spec.id, "data": data,
-                "usage": {"prompt_tokens": cost, "total_tokens": cost}}
-        return body, headers
+    def _inference_timeout(self, time_left_s: float | None) -> float:
+        if time_left_s is None:
+            return self.timeout_s
+        # Keep a second to settle or refund after the container answers (or does not).
+        return max(0.1, min(self.timeout_s, time_left_s - 1.0))
 
+    # -- admission and settlement ----------------------------------------------------------
     def _admit(self, ticket: Ticket) -> Decision:
         try:
             decision = self.limiter.admit(ticket)
-        except REDIS_ERRORS as error:
+        except AdmissionUnavailable as error:
             self._set_degraded(True, error)
             if self.fallback is None:
                 # Fail closed: the quota cannot be proven, so nothing is admitted or charged.
                 raise ServiceUnavailableError("Usage limits cannot be checked right now; retry shortly.",
-                                              headers={"Retry-After": "1"}) from error
+                                              headers=RETRY_SOON) from error
             return self.fallback.admit(ticket)
         self._set_degraded(False)
         return decision
@@ -131,66 +152,59 @@ class EmbeddingsService:
             else:
                 logger.info("redis reachable again: admission recovered")
 
+    def _limiter_for(self, decision: Decision) -> Limiter:
+        if decision.local:
+            assert self.fallback is not None
+            return self.fallback
+        return self.limiter
+
     def _refund(self, ticket: Ticket, decision: Decision) -> None:
         try:
-            self._settle(ticket, decision, charge=False)
-        except REDIS_ERRORS:
+            self._limiter_for(decision).settle(ticket, charge=False)
+        except AdmissionUnavailable:
             # The reservation stays counted until the month ends: the tenant loses those
             # tokens of quota, but is not billed for them (nothing enters the ledger).
             logger.warning("redis unavailable at refund", extra={"request_id": ticket.request_id})
 
-    def _settle(self, ticket: Ticket, decision: Decision, *, charge: bool, event: UsageEvent | None = None) -> None:
-        if decision.local:
-            assert self.fallback is not None
-            self.fallback.release(ticket)
-            if charge and event is not None:
-                self._record_directly(event)
-            return
-        self.limiter.settle(ticket, charge=charge, event=event.to_fields() if event else None)
-
     def _charge(self, ticket: Ticket, decision: Decision, event: UsageEvent) -> None:
-        """Charge once: the event goes on the tenant's stream, or, when Redis is gone,
-        straight into the ledger through the same idempotent write the flusher uses."""
+        """Charge once: the event goes on the tenant's stream, or, when Redis is gone (or
+        the fallback decided), straight into the ledger through the flusher's idempotent write."""
         try:
-            self._settle(ticket, decision, charge=True, event=event)
-            return
-        except REDIS_ERRORS:
+            self._limiter_for(decision).settle(ticket, charge=True, event=event)
+            if not decision.local:
+                return
+        except AdmissionUnavailable:
             logger.warning("redis unavailable at settle; recording usage directly",
                            extra={"request_id": event.request_id})
         self._record_directly(event)
 
     def _record_directly(self, event: UsageEvent) -> None:
         try:
-            self.store.record_usage([event])
+            self.usage.record_usage([event])
         except Exception as error:
             logger.exception("usage could not be recorded; request refused",
                              extra={"request_id": event.request_id})
             raise ServiceUnavailableError("Usage could not be recorded; the request was not charged.",
-                                          headers={"Retry-After": "1"}) from error
+                                          headers=RETRY_SOON) from error
 
 
-def _raise_unless_admitted(decision: Decision, headers: dict[str, str]) -> None:
+def _raise_unless_admitted(decision: Decision, limits: Limits) -> None:
+    ratelimit = (limits, decision)
+    error: Error
     match decision.verdict:
         case Verdict.OK:
             return
         case Verdict.KEY_REVOKED | Verdict.KEY_EXPIRED:
-            raise AuthenticationError("This API key has been revoked or has expired.", code="key_inactive")
+            error = AuthenticationError("This API key has been revoked or has expired.", code="key_inactive")
         case Verdict.SUSPENDED:
-            raise PermissionDeniedError("This tenant is suspended.", code="tenant_suspended")
+            error = PermissionDeniedError("This tenant is suspended.", code="tenant_suspended")
         case Verdict.QUOTA:
-            raise QuotaExceededError(
-                "You exceeded your monthly token quota; ask your administrator to raise it.",
-                headers=headers)
+            error = QuotaExceededError(
+                "You exceeded your monthly token quota; ask your administrator to raise it.", ratelimit=ratelimit)
         case Verdict.REQUESTS | Verdict.TOKENS | Verdict.CONCURRENCY:
             limit = {Verdict.REQUESTS: "requests per minute", Verdict.TOKENS: "tokens per minute",
                      Verdict.CONCURRENCY: "concurrent requests"}[decision.verdict]
-            error = RateLimitError(f"Rate limit reached for {limit}; retry after "
-                                   f"{decision.retry_after_s} s.", headers=headers)
-            error.type = "tokens" if decision.verdict is Verdict.TOKENS else "requests"
-            raise error
-
-
-def _encode(vector: list[float], encoding_format: str) -> list[float] | str:
-    if encoding_format == "base64":
-        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-    return vector
+            error = RateLimitError(f"Rate limit reached for {limit}; retry after {decision.retry_after_s} s.",
+                                   type="tokens" if decision.verdict is Verdict.TOKENS else "requests",
+                                   ratelimit=ratelimit)
+    raise error

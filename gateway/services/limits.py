@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from gateway.adapters.dynamo import Store
+from gateway.adapters.dynamo import Accounts
 from gateway.domain.plans import Limits, Plan
 from gateway.errors import ServiceUnavailableError
 from gateway.models.records import TenantRecord
-from gateway.services.auth import TtlCache
+from gateway.services.cache import TtlCache
 
 
 class LimitsResolver:
-    def __init__(self, store: Store, *, ttl_s: float = 30.0) -> None:
-        self.plans: TtlCache[str, Plan] = TtlCache(ttl_s, store.get_plan)
+    def __init__(self, accounts: Accounts, *, ttl_s: float = 30.0) -> None:
+        self.plans: TtlCache[str, Plan] = TtlCache(ttl_s, accounts.get_plan)
 
     def plan(self, name: str) -> Plan:
         plan = self.plans.get(name)

@@ -17,22 +17,14 @@ Lag: after a run, the age of the oldest entry still in any stream (acknowledged 
 are deleted, so what remains is exactly what is not yet in the ledger), published as
 ``FlusherLagSeconds``.
 
-Tuning from the environment (defaults in brackets): MAAS_FLUSHER_BATCH_SIZE [99, so a
-batch of one tenant x day x model is one transaction and one rollup write],
-MAAS_FLUSHER_CLAIM_IDLE_MS [30000], MAAS_FLUSHER_MAX_BATCHES [50 per stream per run],
-MAAS_FLUSHER_CONCURRENCY [1; streams flushed at once, one thread each: raise it in AWS
-for many tenants; moto's server fails concurrent transactions with 500s, so not locally].
-
-Test hook, read only here: MAAS_FLUSHER_CRASH_AT=after_read|mid_commit|after_commit makes
-the process SIGKILL itself at that point of its first batch (between reading and writing,
-after writing half of the batch, between committing and acknowledging). Used by the fault
-injection tests; never set it anywhere else.
+Tuning comes from Settings (``flusher_*``; the wiring passes it in). ``checkpoint``, when
+given, is called at each step of a batch (``after_read``, ``before_commit``,
+``after_commit``) with the batch's events: the fault-injection tests crash the process there.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import time
 import uuid
@@ -43,23 +35,17 @@ from typing import Any
 
 import redis
 
-from gateway.adapters.dynamo import Store
+from gateway.adapters.dynamo import Accounts, UsageLedger
 from gateway.adapters.redis_store import STREAM_GROUP, usage_stream
-from gateway.models.records import UsageEvent
+from gateway.domain.usage import UsageEvent
 from gateway.telemetry import logger
 
-CRASH_ENV = "MAAS_FLUSHER_CRASH_AT"
-CRASH_POINTS = ("after_read", "mid_commit", "after_commit")
+Checkpoint = Callable[[str, list[UsageEvent]], None]
 
 
 def dead_letter_stream(stream: str) -> str:
     """Where entries that do not parse as usage events go (same hash tag, same shard)."""
     return f"{stream}:dead"
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return int(value) if value else default
 
 
 @dataclass
@@ -79,24 +65,22 @@ class FlushResult:
 
 
 class Flusher:
-    def __init__(self, *, redis_client: Any, store: Store, batch_size: int | None = None,
-                 claim_idle_ms: int | None = None, max_batches_per_stream: int | None = None,
-                 concurrency: int | None = None, consumer: str | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, redis_client: Any, usage: UsageLedger, accounts: Accounts, batch_size: int = 99,
+                 claim_idle_ms: int = 30_000, max_batches_per_stream: int = 50, concurrency: int = 1,
+                 consumer: str | None = None, clock: Callable[[], float] = time.time,
+                 checkpoint: Checkpoint | None = None) -> None:
         self.redis = redis_client
-        self.store = store
-        self.batch_size = batch_size or _env_int("MAAS_FLUSHER_BATCH_SIZE", 99)
-        self.claim_idle_ms = claim_idle_ms if claim_idle_ms is not None else _env_int(
-            "MAAS_FLUSHER_CLAIM_IDLE_MS", 30_000)
-        self.max_batches = max_batches_per_stream or _env_int("MAAS_FLUSHER_MAX_BATCHES", 50)
-        self.concurrency = concurrency or _env_int("MAAS_FLUSHER_CONCURRENCY", 1)
+        self.usage = usage
+        self.accounts = accounts
+        self.batch_size = batch_size
+        self.claim_idle_ms = claim_idle_ms
+        self.max_batches = max_batches_per_stream
+        self.concurrency = concurrency
         # Unique per instance: "own pending" is then exactly what this instance failed to write.
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.clock = clock
+        self.checkpoint = checkpoint
         self._groups: set[str] = set()
-        self._crash_at = os.environ.get(CRASH_ENV) or None
-        if self._crash_at is not None and self._crash_at not in CRASH_POINTS:
-            raise ValueError(f"{CRASH_ENV} must be one of {', '.join(CRASH_POINTS)}")
 
     # -- one stream ----------------------------------------------------------------------
     def _ensure_group(self, stream: str) -> None:
@@ -160,10 +144,9 @@ class Flusher:
             if batches >= self.max_batches or (deadline is not None and self.clock() >= deadline):
                 return
 
-    def _crash(self, point: str) -> None:
-        if self._crash_at == point:
-            logger.warning("test hook: crashing the flusher", extra={"point": point})
-            os.kill(os.getpid(), signal.SIGKILL)
+    def _checkpoint(self, point: str, events: list[UsageEvent]) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint(point, events)
 
     def _write(self, stream: str, entries: list, result: FlushResult) -> None:
         ids = [entry_id for entry_id, _ in entries]
@@ -177,13 +160,11 @@ class Flusher:
                 poison.append((entry_id, fields))
         result.batches += 1
         result.read += len(events)
-        self._crash("after_read")
+        self._checkpoint("after_read", events)
         if events:
-            if self._crash_at == "mid_commit":
-                self.store.record_usage(events[: len(events) // 2])
-                self._crash("mid_commit")
-            result.written += self.store.record_usage(events)
-        self._crash("after_commit")
+            self._checkpoint("before_commit", events)
+            result.written += self.usage.record_usage(events)
+        self._checkpoint("after_commit", events)
         # Committed: now, and only now, acknowledge and drop them, atomically (an entry
         # left acknowledged but not deleted would read as lag forever).
         pipe = self.redis.pipeline(transaction=True)
@@ -213,7 +194,7 @@ class Flusher:
         """One run over every tenant's stream, ``concurrency`` streams at a time (each
         stream by one thread, in order). ``deadline`` (a ``clock()`` value) stops it
         starting new batches; what is left is taken by the next run."""
-        tenants = tenant_ids if tenant_ids is not None else self.store.all_tenant_ids()
+        tenants = tenant_ids if tenant_ids is not None else self.accounts.all_tenant_ids()
         if self.concurrency > 1 and len(tenants) > 1:
             with ThreadPoolExecutor(min(self.concurrency, len(tenants)), thread_name_prefix="flush") as pool:
                 parts = list(pool.map(lambda tenant_id: self._flush_tenant(tenant_id, deadline), tenants))
@@ -252,26 +233,3 @@ class Flusher:
                 result.oldest_unflushed_age_s = max(result.oldest_unflushed_age_s, (now_ms - entry_ms) / 1000)
         result.lag_known = True
 
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m gateway.services.metering [--loop SECONDS]``: one flush (or a loop), as
-    the scheduled function runs it; used by the fault-injection tests as a real process."""
-    import argparse
-    import json
-
-    from gateway.wiring import container
-
-    parser = argparse.ArgumentParser(prog="python -m gateway.services.metering")
-    parser.add_argument("--loop", type=float, default=0.0, help="flush every SECONDS until killed")
-    args = parser.parse_args(argv)
-    flusher = container().flusher
-    while True:
-        outcome = flusher.flush()
-        print(json.dumps(outcome.__dict__), flush=True)
-        if not args.loop:
-            return 1 if outcome.errors else 0
-        time.sleep(args.loop)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

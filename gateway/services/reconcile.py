@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from gateway.adapters.dynamo import Store
+from gateway.adapters.dynamo import Accounts, UsageLedger
 from gateway.errors import ConflictError
 
 Cell = tuple[str, str]  # (date, model)
@@ -55,9 +55,9 @@ class ReconcileResult:
                 "unstable": self.unstable or [], "drift": [d.row() for d in self.drift or []]}
 
 
-def _ledger_cells(store: Store, tenant_id: str, first: date, last: date) -> dict[Cell, tuple[int, int]]:
+def _ledger_cells(usage: UsageLedger, tenant_id: str, first: date, last: date) -> dict[Cell, tuple[int, int]]:
     cells: dict[Cell, list[int]] = defaultdict(lambda: [0, 0])
-    for item in store.ledger_all(tenant_id, first.isoformat(), last.isoformat(), consistent=True):
+    for item in usage.ledger_all(tenant_id, first.isoformat(), last.isoformat(), consistent=True):
         day = datetime.fromtimestamp(int(item["timestamp_ms"]) / 1000, UTC).strftime("%Y-%m-%d")
         cell = cells[(day, item["model"])]
         cell[0] += 1
@@ -65,19 +65,20 @@ def _ledger_cells(store: Store, tenant_id: str, first: date, last: date) -> dict
     return {k: (v[0], v[1]) for k, v in cells.items()}
 
 
-def _rollup_cells(store: Store, tenant_id: str, first: date, last: date) -> dict[Cell, tuple[int, int]]:
+def _rollup_cells(usage: UsageLedger, tenant_id: str, first: date, last: date) -> dict[Cell, tuple[int, int]]:
     return {(r["date"], r["model"]): (int(r.get("requests", 0)), int(r.get("prompt_tokens", 0)))
-            for r in store.rollups(tenant_id, first.isoformat(), last.isoformat(), consistent=True)}
+            for r in usage.rollups(tenant_id, first.isoformat(), last.isoformat(), consistent=True)}
 
 
 class Reconciler:
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, *, accounts: Accounts, usage: UsageLedger) -> None:
+        self.accounts = accounts
+        self.usage = usage
 
     def run(self, first: date, last: date, *, tenant_ids: list[str] | None = None,
             fix: bool = False) -> ReconcileResult:
         result = ReconcileResult(month=first.strftime("%Y-%m"), drift=[], unstable=[])
-        for tenant_id in tenant_ids if tenant_ids is not None else self.store.all_tenant_ids():
+        for tenant_id in tenant_ids if tenant_ids is not None else self.accounts.all_tenant_ids():
             result.tenants += 1
             self._tenant(tenant_id, first, last, fix, result)
         return result
@@ -87,9 +88,9 @@ class Reconciler:
         pending: set[Cell] | None = None  # None: every cell
         stable: dict[Cell, tuple[tuple[int, int], tuple[int, int]]] = {}
         for _ in range(_ATTEMPTS):
-            before = _rollup_cells(self.store, tenant_id, first, last)
-            ledger = _ledger_cells(self.store, tenant_id, first, last)
-            after = _rollup_cells(self.store, tenant_id, first, last)
+            before = _rollup_cells(self.usage, tenant_id, first, last)
+            ledger = _ledger_cells(self.usage, tenant_id, first, last)
+            after = _rollup_cells(self.usage, tenant_id, first, last)
             cells = set(before) | set(ledger) | set(after)
             if pending is not None:
                 cells &= pending
@@ -107,7 +108,7 @@ class Reconciler:
             fixed = False
             if fix:
                 try:
-                    self.store.set_rollup(tenant_id, day, model, requests=in_ledger[0], prompt_tokens=in_ledger[1],
+                    self.usage.set_rollup(tenant_id, day, model, requests=in_ledger[0], prompt_tokens=in_ledger[1],
                                           expected=in_rollup if in_rollup != (0, 0) else None)
                     fixed = True
                 except ConflictError:

@@ -12,13 +12,15 @@ from __future__ import annotations
 import calendar
 import csv
 import io
+import re
+import unicodedata
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import IO, Any
 
-from gateway.adapters.dynamo import Store
+from gateway.adapters.dynamo import Accounts, UsageLedger
 from gateway.domain.money import fmt, fmt_cents, line_amount, total, usage_cost
 from gateway.errors import InvalidRequestError, NotFoundError
 from gateway.models.records import TenantRecord, rfc3339
@@ -34,11 +36,15 @@ MAX_RANGE_DAYS = 366
 MAX_PAGE = 1000
 
 
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")  # calendar dates only: no week (2026-W01-1) or ordinal forms
+_MONTH = re.compile(r"^[0-9]{4}-[0-9]{2}$")
+
+
 def parse_date(value: str | None, param: str) -> date:
     if not value:
         raise InvalidRequestError(f"'{param}' is required (YYYY-MM-DD).", param=param)
     try:
-        if len(value) != 10:
+        if not _DATE.match(value):
             raise ValueError
         return date.fromisoformat(value)
     except ValueError:
@@ -56,7 +62,7 @@ def parse_range(start: str | None, end: str | None) -> tuple[date, date]:
 
 def parse_month(value: str | None) -> tuple[date, date]:
     try:
-        if not value or len(value) != 7:
+        if not value or not _MONTH.match(value):
             raise ValueError
         first = datetime.strptime(value, "%Y-%m").date()
     except ValueError:
@@ -74,47 +80,57 @@ def parse_group_by(value: str | None) -> tuple[str, ...]:
     return chosen
 
 
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# What makes a spreadsheet run a cell as a formula (OWASP's CSV injection list), also in
+# full width (＝, ＋, －, ＠: NFKC folds them) and after leading blanks, NBSP included,
+# which spreadsheets skip.
+_FORMULA_CHARS = frozenset("=+-@\t\r\n")
+_PLAIN_NUMBER = re.compile(r"^[+-]?[0-9]+(\.[0-9]+)?$")
 
 
 def _cell(value: Any) -> Any:
     """A CSV cell; text a spreadsheet would run as a formula (a tenant named "=HYPERLINK(...)")
-    gets a leading apostrophe (OWASP's CSV injection advice). Numbers are left alone."""
+    gets a leading apostrophe. Plain numbers (``-5``, ``0.25``) are left alone."""
     if value is None:
         return ""
-    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
-        try:
-            Decimal(value)
-        except ArithmeticError:
+    if isinstance(value, str) and value and not _PLAIN_NUMBER.match(value):
+        head = unicodedata.normalize("NFKC", value.lstrip()[:1] or value[:1])
+        if value[0] in _FORMULA_CHARS or head in _FORMULA_CHARS:
             return "'" + value
     return value
 
 
-def to_csv(rows: Iterable[dict[str, Any]], columns: list[str]) -> str:
-    """RFC 4180: a header row, CRLF line ends, quoting only where needed."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\r\n")
+def csv_writer(out: IO[str], columns: list[str]) -> Callable[[dict[str, Any]], None]:
+    """RFC 4180 rows, CRLF line ends, quoting only where needed, formula-safe cells: writes
+    the header row now and returns the function that writes one row."""
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\r\n")
     writer.writeheader()
+    return lambda row: writer.writerow({k: _cell(row.get(k)) for k in columns})
+
+
+def to_csv(rows: Iterable[dict[str, Any]], columns: list[str]) -> str:
+    buffer = io.StringIO()
+    write = csv_writer(buffer, columns)
     for row in rows:
-        writer.writerow({k: _cell(row.get(k)) for k in columns})
+        write(row)
     return buffer.getvalue()
 
 
 class ReportsService:
-    def __init__(self, *, store: Store, limits: LimitsResolver) -> None:
-        self.store = store
+    def __init__(self, *, accounts: Accounts, usage: UsageLedger, limits: LimitsResolver) -> None:
+        self.accounts = accounts
+        self.ledger = usage
         self.limits = limits
 
     def _tenants(self, tenant_id: str | None) -> list[TenantRecord]:
         if tenant_id:
-            tenant = self.store.get_tenant(tenant_id)
+            tenant = self.accounts.get_tenant(tenant_id)
             if tenant is None:
                 raise NotFoundError(f"No tenant '{tenant_id}'.", param="tenant_id", code="tenant_not_found")
             return [tenant]
         tenants: list[TenantRecord] = []
         cursor = None
         while True:
-            page, cursor = self.store.list_tenants(cursor=cursor, limit=1000)
+            page, cursor = self.accounts.list_tenants(cursor=cursor, limit=1000)
             tenants += page
             if not cursor:
                 return tenants
@@ -129,7 +145,7 @@ class ReportsService:
         dimensions = parse_group_by(group_by)
         cells: dict[tuple, dict[str, Any]] = {}
         for tenant in self._tenants(tenant_id):
-            for rollup in self.store.rollups(tenant.id, first.isoformat(), last.isoformat()):
+            for rollup in self.ledger.rollups(tenant.id, first.isoformat(), last.isoformat()):
                 price, currency = self._price(tenant, rollup["model"])
                 key = (
                     tenant.id if "tenant" in dimensions else None,
@@ -157,7 +173,7 @@ class ReportsService:
         limit = parse_limit(limit)
         first, last = parse_range(start, end)
         self._tenants(tenant_id)
-        page = self.store.ledger(tenant_id, first.isoformat(), last.isoformat(), cursor=cursor, limit=limit)
+        page = self.ledger.ledger(tenant_id, first.isoformat(), last.isoformat(), cursor=cursor, limit=limit)
         return [_event_row(item) for item in page.items], page.next_cursor
 
     def invoices(self, *, month: str | None) -> dict[str, Any]:
@@ -168,7 +184,7 @@ class ReportsService:
         lines: list[dict[str, Any]] = []
         for tenant in self._tenants(None):
             per_model: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-            for rollup in self.store.rollups(tenant.id, first.isoformat(), last.isoformat()):
+            for rollup in self.ledger.rollups(tenant.id, first.isoformat(), last.isoformat()):
                 per_model[rollup["model"]][0] += int(rollup["requests"])
                 per_model[rollup["model"]][1] += int(rollup["prompt_tokens"])
             for model, (requests, tokens) in sorted(per_model.items()):

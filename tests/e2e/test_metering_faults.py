@@ -15,7 +15,6 @@ from datetime import UTC, date, datetime, timedelta
 import redis
 
 from gateway.adapters.redis_store import tenant_key
-from gateway.services.reconcile import Reconciler
 from tests.e2e.conftest import Api
 
 MODEL = "all-MiniLM-L6-v2"
@@ -106,6 +105,6 @@ def test_redis_killed_during_settle_loses_nothing_and_charges_no_failure(stack, 
     [row] = usage.json()["data"]
     assert (row["requests"], row["prompt_tokens"]) == (len(books.ok), sum(books.ok.values()))
     today = datetime.now(UTC).date()
-    result = Reconciler(stack.container.store).run(date(today.year, today.month, 1), today + timedelta(days=1),
+    result = stack.container.reconciler.run(date(today.year, today.month, 1), today + timedelta(days=1),
                                                tenant_ids=[tenant["id"]])
     assert result.drift == [] and result.unstable == []

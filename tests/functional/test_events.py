@@ -4,16 +4,18 @@ the real inference server)."""
 
 from __future__ import annotations
 
-import importlib.util
+import base64
 import json
+import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from gateway.domain.keys import hash_key, parse_key
 from gateway.models.records import KeyRecord, TenantRecord, rfc3339, utcnow
-from infra.local.apigw import LambdaContext, read_functions
 from infra.local.template import load_template
+from tests.lambdas import configure, context_for, handler_for
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = sorted((ROOT / "events").glob("*/*.json"))
@@ -31,20 +33,6 @@ EXPECTED_STATUS = {
 }
 
 
-def handler_for(function_dir: str):  # type: ignore[no-untyped-def]
-    path = ROOT / "functions" / function_dir / "app.py"
-    spec = importlib.util.spec_from_file_location(f"functional_{function_dir}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.handler
-
-
-def context_for(function_dir: str) -> LambdaContext:
-    """The context Lambda would pass: the function's name, memory and timeout from the template."""
-    specs = read_functions(load_template(), ROOT)
-    return LambdaContext(next(spec for spec in specs.values() if spec.code_dir.name == function_dir))
-
-
 def example_keys() -> dict[str, str]:
     """The example keys the recorded events carry, by their role."""
     found = {}
@@ -59,18 +47,15 @@ def example_keys() -> dict[str, str]:
 
 @pytest.fixture
 def seeded(container, inference_url, monkeypatch):  # type: ignore[no-untyped-def]
-    import gateway.wiring
-    from gateway.adapters.inference import HttpInferenceClient
-
-    container.__dict__["inference"] = HttpInferenceClient(inference_url, timeout_s=20)
-    monkeypatch.setattr(gateway.wiring, "_container", container)
+    # The handlers build their container from the environment, as in Lambda.
+    configure(monkeypatch, container.settings.model_copy(update={"inference_url": inference_url}))
     now = rfc3339(utcnow())
-    container.store.create_tenant(TenantRecord(id=EXAMPLE_TENANT, name="Example", plan="starter", created_at=now))
-    container.store.create_tenant(TenantRecord(id="tn_operators", name="ops", plan="internal", created_at=now))
+    container.accounts.create_tenant(TenantRecord(id=EXAMPLE_TENANT, name="Example", plan="starter", created_at=now))
+    container.accounts.create_tenant(TenantRecord(id="tn_operators", name="ops", plan="internal", created_at=now))
     for role, plaintext in example_keys().items():
         parsed = parse_key(plaintext)
         assert parsed is not None, f"the example {role} key in events/ must be well formed"
-        container.store.create_key(KeyRecord(
+        container.accounts.create_key(KeyRecord(
             id=parsed.key_id, tenant_id=EXAMPLE_TENANT if role == "tenant" else "tn_operators",
             scopes=SCOPES[role], key_hash=hash_key(plaintext, container.pepper), created_at=now))
     return container
@@ -88,11 +73,63 @@ def test_recorded_event_through_its_handler(seeded, path):
     response = handler_for(path.parent.name)(event, context_for(path.parent.name))
     name = f"{path.parent.name}/{path.stem}"
     assert response["statusCode"] == EXPECTED_STATUS[name], response.get("body", "")[:300]
-    assert response["headers"]["x-request-id"] == event["requestContext"]["requestId"]
-    content_type = (response.get("multiValueHeaders") or {}).get("Content-Type", [""])[0] or \
-        response["headers"].get("Content-Type", "")
-    if response["statusCode"] != 204 and "csv" not in content_type:
-        json.loads(response["body"])
+    headers = response_headers(response)
+    assert headers["x-request-id"] == event["requestContext"]["requestId"]
+    if "csv" in headers.get("content-type", ""):
+        assert response["body"].startswith("tenant_id,date,model,requests,prompt_tokens,cost,currency\r\n")
+    elif response["statusCode"] != 204:
+        CHECKS.get(name, lambda body, headers: None)(json.loads(response["body"]), headers)
+
+
+def response_headers(response: dict) -> dict[str, str]:
+    """The headers as API Gateway sends them: multiValueHeaders merged over headers, lower-cased."""
+    merged = {k.lower(): v for k, v in (response.get("headers") or {}).items()}
+    merged |= {k.lower(): v[-1] for k, v in (response.get("multiValueHeaders") or {}).items()}
+    return merged
+
+
+def _embeddings(body: dict, headers: dict[str, str]) -> None:
+    assert body["object"] == "list" and body["model"] == "all-MiniLM-L6-v2"
+    assert [item["index"] for item in body["data"]] == list(range(len(body["data"])))
+    for item in body["data"]:
+        vector = item["embedding"]
+        if isinstance(vector, str):  # base64 of little-endian float32
+            vector = list(struct.unpack("<384f", base64.b64decode(vector)))
+        assert len(vector) == 384 and abs(sum(v * v for v in vector) - 1) < 1e-4  # L2-normalised
+    assert body["usage"]["prompt_tokens"] == body["usage"]["total_tokens"] > 0
+    assert headers["ratelimit-policy"] == '"requests";q=600;w=60, "tokens";q=150000;w=60;qu="x-tokens"'
+    assert headers["ratelimit"] == (f'"requests";r=599;t=1, '
+                                    f'"tokens";r={150000 - body["usage"]["prompt_tokens"]};t=1')
+
+
+def _list_of(kind: str) -> Callable[[dict, dict[str, str]], None]:
+    def check(body: dict, headers: dict[str, str]) -> None:
+        assert body["object"] == "list" and body["data"], body
+        assert all(item["object"] == kind for item in body["data"])
+    return check
+
+
+def _key(body: dict, headers: dict[str, str]) -> None:
+    assert body["key"].startswith("maas_") and body["scopes"] == ["inference", "usage:read"]
+    assert "key_hash" not in body and body["status"] == "active"
+
+
+CHECKS: dict[str, Callable[[dict, dict[str, str]], None]] = {
+    "invoke/embeddings": _embeddings,
+    "invoke/embeddings_base64": _embeddings,
+    "invoke/models": lambda body, _: body["data"][0]["id"] == "all-MiniLM-L6-v2" or pytest.fail(str(body)),
+    "invoke/health": lambda body, _: body == {"status": "ok", "checks": {"redis": "ok", "dynamodb": "ok",
+                                                                          "inference": "ok"}} or pytest.fail(str(body)),
+    "billing/list_plans": _list_of("plan"),
+    "billing/list_tenants": _list_of("tenant"),
+    "billing/list_keys": _list_of("api_key"),
+    "billing/create_key": _key,
+    "billing/rotate_key": _key,
+    "billing/create_tenant": lambda body, _: (body["status"], body["plan"]) == ("active", "starter")
+    or pytest.fail(str(body)),
+    "billing/patch_tenant": lambda body, _: (body["status"], body["limits"]["requests_per_minute"]) == (
+        "suspended", 120) or pytest.fail(str(body)),
+}
 
 
 def test_scheduled_flusher_event_drains_the_streams(seeded):
@@ -102,7 +139,7 @@ def test_scheduled_flusher_event_drains_the_streams(seeded):
     assert scheduled["detail-type"] == "Scheduled Event"
     result = handler_for("flusher")(scheduled, context_for("flusher"))
     assert result["written"] == 1
-    rows = list(seeded.store.ledger_all(EXAMPLE_TENANT, "2000-01-01", "2100-01-01"))
+    rows = list(seeded.usage.ledger_all(EXAMPLE_TENANT, "2000-01-01", "2100-01-01"))
     assert len(rows) == 1
 
 

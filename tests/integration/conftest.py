@@ -29,11 +29,11 @@ def make_principal(container, *, plan: str = "starter", overrides: LimitOverride
     """A tenant with a key, written straight to the store; returns the caller and its key."""
     tenant = TenantRecord(id=f"ten_{new_key().key_id[4:]}", name="t", plan=plan, created_at=rfc3339(utcnow()),
                           limit_overrides=overrides or LimitOverrides())
-    container.store.create_tenant(tenant)
+    container.accounts.create_tenant(tenant)
     issued = new_key()
     key = KeyRecord(id=issued.key_id, tenant_id=tenant.id, scopes=[s.value for s in scopes],
                     key_hash=hash_key(issued.plaintext, container.pepper), created_at=rfc3339(utcnow()))
-    container.store.create_key(key)
+    container.accounts.create_key(key)
     return Principal(key=key, tenant=tenant), issued.plaintext
 
 

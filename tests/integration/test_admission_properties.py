@@ -10,8 +10,10 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.adapters.redis_store import RedisLimiter, Ticket, Verdict
+from gateway.adapters.redis_store import RedisLimiter
+from gateway.domain.admission import Ticket, Verdict
 from gateway.domain.plans import Limits
+from gateway.domain.usage import UsageEvent
 
 
 class ReferenceBuckets:
@@ -74,7 +76,8 @@ def test_lua_buckets_match_the_reference_model(redis_url, limits, steps):
         assert got.verdict is expected, (gap_ms, cost)
         if got.admitted:
             admitted.append((now["ms"], cost))
-            limiter.settle(ticket, charge=True, event={"rid": request_id})
+            limiter.settle(ticket, charge=True, event=UsageEvent(request_id=request_id, tenant_id=tenant, key_id="k",
+                                                                 model="m", prompt_tokens=cost, timestamp_ms=now["ms"]))
 
     # The contract's bound, checked directly: in any interval of t seconds at most
     # N + N*t/60 requests (and tokens) are admitted, and the quota is never exceeded.

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.adapters.redis_store import Ticket, Verdict
+from gateway.domain.admission import Ticket, Verdict
 from gateway.domain.keys import hash_key, new_key
 from gateway.domain.scopes import Scope
 from gateway.errors import (
@@ -29,9 +29,9 @@ from gateway.models.records import KeyRecord, TenantRecord, rfc3339, utcnow
 def admin(container):
     """An admin principal on an operators tenant, as `maas admin bootstrap` makes one."""
     tenant = TenantRecord(id="ten_operators", name="operators", plan="internal", created_at=rfc3339(utcnow()))
-    container.store.create_tenant(tenant)
+    container.accounts.create_tenant(tenant)
     parsed = new_key()
-    container.store.create_key(KeyRecord(id=parsed.key_id, tenant_id=tenant.id, scopes=[Scope.ADMIN.value],
+    container.accounts.create_key(KeyRecord(id=parsed.key_id, tenant_id=tenant.id, scopes=[Scope.ADMIN.value],
                                          key_hash=hash_key(parsed.plaintext, container.pepper),
                                          created_at=rfc3339(utcnow())))
     return container.authenticator.authenticate(parsed.plaintext, Scope.ADMIN, fresh=True)
@@ -120,7 +120,7 @@ def test_created_key_authenticates_with_its_scopes_and_expiry(container, admin):
     with pytest.raises(PermissionDeniedError):
         container.authenticator.authenticate(issued["key"], Scope.INFERENCE, fresh=True)
     # the stored record holds a keyed hash only
-    record = container.store.get_key(issued["id"], consistent=True)
+    record = container.accounts.get_key(issued["id"], consistent=True)
     assert issued["key"] not in record.model_dump_json()
 
 
@@ -185,7 +185,7 @@ def test_concurrent_revoke_and_rotate_never_lose_the_revocation(container, admin
         for t in threads:
             t.join()
         # THEN the revoked key is refused by admission whatever order the two landed in
-        assert container.store.get_key(key["id"], consistent=True).revoked_at is not None
+        assert container.accounts.get_key(key["id"], consistent=True).revoked_at is not None
         assert admit(container, key["key"]) is Verdict.KEY_REVOKED
 
 

@@ -6,7 +6,8 @@ import time
 import uuid
 
 from gateway.adapters.redis_store import STREAM_GROUP, usage_stream
-from gateway.models.records import TenantRecord, UsageEvent, rfc3339, utcnow
+from gateway.domain.usage import UsageEvent
+from gateway.models.records import TenantRecord, rfc3339, utcnow
 from gateway.services.metering import Flusher
 
 
@@ -16,24 +17,24 @@ def event(tenant_id: str, tokens: int = 5, ts_ms: int | None = None) -> UsageEve
 
 
 def make_tenant(container, tenant_id: str = "ten_m") -> str:
-    container.store.create_tenant(TenantRecord(id=tenant_id, name="m", plan="starter", created_at=rfc3339(utcnow())))
+    container.accounts.create_tenant(TenantRecord(id=tenant_id, name="m", plan="starter", created_at=rfc3339(utcnow())))
     return tenant_id
 
 
 def ledger_count(container, tenant_id: str) -> int:
-    return sum(1 for _ in container.store.ledger_all(tenant_id, "2000-01-01", "2100-01-01"))
+    return sum(1 for _ in container.usage.ledger_all(tenant_id, "2000-01-01", "2100-01-01"))
 
 
 def rollup_totals(container, tenant_id: str) -> tuple[int, int]:
-    rows = container.store.rollups(tenant_id, "2000-01-01", "2100-01-01")
+    rows = container.usage.rollups(tenant_id, "2000-01-01", "2100-01-01")
     return sum(int(r["requests"]) for r in rows), sum(int(r["prompt_tokens"]) for r in rows)
 
 
 def test_record_usage_is_idempotent_per_request(container):
     tenant = make_tenant(container)
     events = [event(tenant, tokens=i + 1) for i in range(150)]  # more than one transaction
-    assert container.store.record_usage(events) == 150
-    assert container.store.record_usage(events[:10] + [event(tenant, tokens=1000)]) == 1
+    assert container.usage.record_usage(events) == 150
+    assert container.usage.record_usage(events[:10] + [event(tenant, tokens=1000)]) == 1
     assert ledger_count(container, tenant) == 151
     assert rollup_totals(container, tenant) == (151, sum(range(1, 151)) + 1000)
 
@@ -44,7 +45,7 @@ def test_flusher_drains_streams_exactly_once(container):
     events = [event(tenant) for _ in range(30)]
     for e in events:
         redis_client.xadd(usage_stream(tenant), e.to_fields())
-    flusher = Flusher(redis_client=redis_client, store=container.store, batch_size=7)
+    flusher = Flusher(redis_client=redis_client, usage=container.usage, accounts=container.accounts, batch_size=7)
     result = flusher.flush([tenant])
     assert (result.read, result.written, result.errors) == (30, 30, [])
     assert redis_client.xlen(usage_stream(tenant)) == 0
@@ -62,8 +63,8 @@ def test_entries_of_a_crashed_flusher_are_reclaimed_and_not_double_counted(conta
     # A flusher read 10 entries, committed 4 of them, then died before acknowledging.
     redis_client.xgroup_create(stream, STREAM_GROUP, id="0", mkstream=True)
     redis_client.xreadgroup(STREAM_GROUP, "crashed", {stream: ">"}, count=10)
-    container.store.record_usage(events[:4])
-    survivor = Flusher(redis_client=redis_client, store=container.store, claim_idle_ms=0)
+    container.usage.record_usage(events[:4])
+    survivor = Flusher(redis_client=redis_client, usage=container.usage, accounts=container.accounts, claim_idle_ms=0)
     result = survivor.flush([tenant])
     assert result.read == 10 and result.written == 6
     assert ledger_count(container, tenant) == 10
@@ -123,7 +124,7 @@ def test_a_full_batch_of_one_cell_is_one_transaction_and_one_rollup_write(contai
     for e in [event(tenant, ts_ms=1_767_225_600_000 + i) for i in range(198)]:
         container.redis.xadd(usage_stream(tenant), e.to_fields())
     calls = count_writes(container)
-    result = Flusher(redis_client=container.redis, store=container.store).flush([tenant])
+    result = Flusher(redis_client=container.redis, usage=container.usage, accounts=container.accounts).flush([tenant])
     assert (result.batches, result.written, result.unflushed) == (2, 198, 0)
     assert calls["TransactWriteItems"] == 2 and calls["rollup"] == 2 and calls["ledger"] == 198
 
@@ -132,7 +133,8 @@ def test_batches_are_bounded_and_the_rest_waits_for_the_next_run(container):
     tenant = make_tenant(container)
     for e in [event(tenant) for _ in range(25)]:
         container.redis.xadd(usage_stream(tenant), e.to_fields())
-    flusher = Flusher(redis_client=container.redis, store=container.store, batch_size=10, max_batches_per_stream=2)
+    flusher = Flusher(redis_client=container.redis, usage=container.usage, accounts=container.accounts,
+                      batch_size=10, max_batches_per_stream=2)
     first = flusher.flush([tenant])
     assert (first.batches, first.written, first.unflushed) == (2, 20, 5)
     second = flusher.flush([tenant])
@@ -144,7 +146,7 @@ def test_lag_is_the_age_of_the_oldest_event_not_yet_in_the_ledger(container):
     old_ms = int(time.time() * 1000) - 120_000
     container.redis.xadd(usage_stream(tenant), event(tenant, ts_ms=old_ms).to_fields(), id=f"{old_ms}-0")
     container.redis.xadd(usage_stream(tenant), event(tenant).to_fields())
-    flusher = Flusher(redis_client=container.redis, store=container.store)
+    flusher = Flusher(redis_client=container.redis, usage=container.usage, accounts=container.accounts)
     stalled = flusher.flush([tenant], deadline=0)  # a run out of time flushes nothing
     assert stalled.unflushed == 2 and 119 < stalled.oldest_unflushed_age_s < 130
     done = flusher.flush([tenant])
@@ -156,14 +158,14 @@ def test_duplicate_delivery_in_the_stream_is_counted_once(container):
     e = event(tenant, tokens=7)
     for _ in range(3):
         container.redis.xadd(usage_stream(tenant), e.to_fields())
-    result = Flusher(redis_client=container.redis, store=container.store).flush([tenant])
+    result = Flusher(redis_client=container.redis, usage=container.usage, accounts=container.accounts).flush([tenant])
     assert (result.read, result.written) == (3, 1)
     assert ledger_count(container, tenant) == 1 and rollup_totals(container, tenant) == (1, 7)
 
 
 def test_a_redis_restart_that_lost_the_group_is_recovered(container):
     tenant = make_tenant(container)
-    flusher = Flusher(redis_client=container.redis, store=container.store)
+    flusher = Flusher(redis_client=container.redis, usage=container.usage, accounts=container.accounts)
     flusher.flush([tenant])
     container.redis.delete(usage_stream(tenant))  # what a restart without persistence does
     container.redis.xadd(usage_stream(tenant), event(tenant).to_fields())
@@ -176,7 +178,7 @@ def test_streams_are_flushed_concurrently_and_counted_once(container):
     for tenant in tenants:
         for e in [event(tenant, tokens=2) for _ in range(20)]:
             container.redis.xadd(usage_stream(tenant), e.to_fields())
-    flusher = Flusher(redis_client=container.redis, store=container.store, concurrency=2)
+    flusher = Flusher(redis_client=container.redis, usage=container.usage, accounts=container.accounts, concurrency=2)
     written = 0
     for _ in range(5):  # moto itself may answer 500 to concurrent transactions: retried next run
         result = flusher.flush(tenants)
@@ -190,51 +192,34 @@ def test_streams_are_flushed_concurrently_and_counted_once(container):
 # -- the scheduled function ------------------------------------------------------------------
 import json as _json  # noqa: E402
 from pathlib import Path  # noqa: E402
-from types import SimpleNamespace  # noqa: E402
 
 import pytest  # noqa: E402
+
+from tests.lambdas import configure, context_for, emf_metrics, handler_for  # noqa: E402
 
 SCHEDULED = _json.loads((Path(__file__).resolve().parents[2] / "events/flusher/scheduled.json").read_text())
 
 
-def lambda_context() -> SimpleNamespace:
-    return SimpleNamespace(function_name="FlusherFunction", function_version="$LATEST", memory_limit_in_mb=512,
-                           invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:FlusherFunction",
-                           aws_request_id=uuid.uuid4().hex, get_remaining_time_in_millis=lambda: 60_000)
-
-
-def published(monkeypatch) -> dict:
-    from gateway.telemetry import metrics
-
-    seen: dict = {}
-    monkeypatch.setattr(metrics, "add_metric", lambda name, unit, value, **kw: seen.__setitem__(name, value))
-    return seen
-
-
-def test_the_flusher_function_drains_and_publishes_its_lag(container, monkeypatch):
-    from functions.flusher.app import handler
-
+def test_the_flusher_function_drains_and_publishes_its_lag(container, monkeypatch, capsys):
     tenant = make_tenant(container)
     container.redis.xadd(usage_stream(tenant), event(tenant).to_fields())
-    # the function's own reference, not the process-wide container: the e2e stack's flusher
-    # thread (same pytest session) flushes whatever that one points at
-    monkeypatch.setattr("functions.flusher.app.container", lambda: container)
-    seen = published(monkeypatch)
-    assert handler(SCHEDULED, lambda_context()) == {"read": 1, "written": 1, "unflushed": 0}
+    configure(monkeypatch, container.settings)
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    handler = handler_for("flusher")
+    assert handler(SCHEDULED, context_for("flusher")) == {"read": 1, "written": 1, "unflushed": 0}
+    seen = emf_metrics(capsys.readouterr().out)
     assert seen["FlusherLagSeconds"] == 0.0 and seen["FlushedEvents"] == 1
 
 
-def test_with_redis_gone_the_function_fails_and_publishes_no_lag(container, own_redis, monkeypatch):
-    from functions.flusher.app import handler
-    from gateway.wiring import Container
-
-    broken = Container(container.settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{own_redis.port}/0"}))
+def test_with_redis_gone_the_function_fails_and_publishes_no_lag(container, own_redis, monkeypatch, capsys):
     make_tenant(container)
     own_redis.kill()
-    monkeypatch.setattr("functions.flusher.app.container", lambda: broken)
-    seen = published(monkeypatch)
+    configure(monkeypatch, container.settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{own_redis.port}/0"}))
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    handler = handler_for("flusher")
     with pytest.raises(RuntimeError):
-        handler(SCHEDULED, lambda_context())
+        handler(SCHEDULED, context_for("flusher"))
+    seen = emf_metrics(capsys.readouterr().out)
     assert "FlusherLagSeconds" not in seen and seen["FlusherErrors"] >= 1
 
 
@@ -246,7 +231,7 @@ def test_an_unreadable_entry_goes_to_the_dead_letter_stream_and_blocks_nothing(c
     container.redis.xadd(stream, event(tenant).to_fields())
     container.redis.xadd(stream, {"rid": "r1", "tokens": "not a number"})
     container.redis.xadd(stream, event(tenant).to_fields())
-    result = Flusher(redis_client=container.redis, store=container.store).flush([tenant])
+    result = Flusher(redis_client=container.redis, usage=container.usage, accounts=container.accounts).flush([tenant])
     assert (result.written, result.dead_lettered, result.unflushed, result.errors) == (2, 1, 0, [])
     [(_, kept)] = container.redis.xrange(dead_letter_stream(stream))
     assert kept[b"tokens"] == b"not a number" and b"_source_id" in kept
@@ -258,7 +243,7 @@ def test_all_of_its_own_failed_batches_are_retried_in_one_run(container):
     events = [event(tenant) for _ in range(25)]
     for e in events:
         container.redis.xadd(stream, e.to_fields())
-    flusher = Flusher(redis_client=container.redis, store=container.store, batch_size=10)
+    flusher = Flusher(redis_client=container.redis, usage=container.usage, accounts=container.accounts, batch_size=10)
     container.redis.xgroup_create(stream, STREAM_GROUP, id="0", mkstream=True)
     # three batches read by this flusher whose writes failed: all its own pending
     for _ in range(3):

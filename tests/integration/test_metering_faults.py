@@ -25,9 +25,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from gateway.adapters.redis_store import STREAM_GROUP, usage_stream
-from gateway.models.records import TenantRecord, UsageEvent, rfc3339, utcnow
+from gateway.domain.usage import UsageEvent
+from gateway.models.records import TenantRecord, rfc3339, utcnow
 from gateway.services.metering import Flusher
-from gateway.services.reconcile import Reconciler
 from infra.local.services import ROOT
 
 TS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -35,7 +35,7 @@ TS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
 def seed(container, n: int, tenant_id: str | None = None) -> tuple[str, list[UsageEvent]]:
     tenant_id = tenant_id or f"ten_{uuid.uuid4().hex[:8]}"
-    container.store.create_tenant(TenantRecord(id=tenant_id, name="f", plan="starter", created_at=rfc3339(utcnow())))
+    container.accounts.create_tenant(TenantRecord(id=tenant_id, name="f", plan="starter", created_at=rfc3339(utcnow())))
     events = [UsageEvent(request_id=uuid.uuid4().hex, tenant_id=tenant_id, key_id="k", model="all-MiniLM-L6-v2",
                          prompt_tokens=1 + i % 7, timestamp_ms=TS + i * 60_000) for i in range(n)]
     pipe = container.redis.pipeline(transaction=False)
@@ -46,26 +46,22 @@ def seed(container, n: int, tenant_id: str | None = None) -> tuple[str, list[Usa
 
 
 def assert_exactly_once(container, tenant_id: str, events: list[UsageEvent]) -> None:
-    ledger = list(container.store.ledger_all(tenant_id, "2000-01-01", "2100-01-01"))
+    ledger = list(container.usage.ledger_all(tenant_id, "2000-01-01", "2100-01-01"))
     assert sorted(i["request_id"] for i in ledger) == sorted(e.request_id for e in events)
     assert sum(int(i["prompt_tokens"]) for i in ledger) == sum(e.prompt_tokens for e in events)
-    rollups = container.store.rollups(tenant_id, "2000-01-01", "2100-01-01")
+    rollups = container.usage.rollups(tenant_id, "2000-01-01", "2100-01-01")
     assert sum(int(r["requests"]) for r in rollups) == len(events)
     assert sum(int(r["prompt_tokens"]) for r in rollups) == sum(e.prompt_tokens for e in events)
     assert container.redis.xlen(usage_stream(tenant_id)) == 0
     assert container.redis.xpending(usage_stream(tenant_id), STREAM_GROUP)["pending"] == 0
-    result = Reconciler(container.store).run(date(2026, 1, 1), date(2026, 1, 31), tenant_ids=[tenant_id])
+    result = container.reconciler.run(date(2026, 1, 1), date(2026, 1, 31), tenant_ids=[tenant_id])
     assert result.drift == [] and result.unstable == []
 
 
 def flusher_process(container, *, crash_at: str | None = None, loop: float | None = None) -> subprocess.Popen:
-    s = container.settings
-    env = {**os.environ, "MAAS_TABLE_NAME": s.table_name, "MAAS_DYNAMODB_ENDPOINT": s.dynamodb_endpoint,
-           "MAAS_REDIS_URL": s.redis_url, "MAAS_KEY_PEPPER": "test-pepper", "MAAS_FLUSHER_CLAIM_IDLE_MS": "0"}
-    env.pop("MAAS_FLUSHER_CRASH_AT", None)
-    if crash_at:
-        env["MAAS_FLUSHER_CRASH_AT"] = crash_at
-    argv = [sys.executable, "-m", "gateway.services.metering"] + (["--loop", str(loop)] if loop else [])
+    env = {**os.environ, **container.settings.model_copy(update={"flusher_claim_idle_ms": 0}).to_env()}
+    argv = [sys.executable, "-m", "tests.integration.crashing_flusher"]
+    argv += (["--crash-at", crash_at] if crash_at else []) + (["--loop", str(loop)] if loop else [])
     return subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -80,7 +76,7 @@ def test_flusher_killed_at_each_step_loses_nothing_and_counts_nothing_twice(cont
     crashed = flusher_process(container, crash_at=crash_at)
     assert crashed.wait(60) == -signal.SIGKILL
     stream = usage_stream(tenant_id)
-    assert sum(1 for _ in container.store.ledger_all(tenant_id, "2000-01-01", "2100-01-01")) == in_ledger_after_crash
+    assert sum(1 for _ in container.usage.ledger_all(tenant_id, "2000-01-01", "2100-01-01")) == in_ledger_after_crash
     assert container.redis.xpending(stream, STREAM_GROUP)["pending"] == 99  # read, never acknowledged
     # AND another flusher process runs
     survivor = flusher_process(container)
@@ -182,13 +178,13 @@ def test_dynamodb_errors_leave_the_batch_pending_and_it_is_retried(container, fa
     proxy, through = faulty
     tenant_id, events = seed(container, 150)
     stream = usage_stream(tenant_id)
-    flusher = Flusher(redis_client=through.redis, store=through.store)
+    flusher = Flusher(redis_client=through.redis, usage=through.usage, accounts=through.accounts)
     # 500s outlast botocore's retries (1 + 3 attempts): nothing written, nothing acknowledged
     proxy.fail("500", 4)
     result = flusher.flush([tenant_id])
     assert result.errors and result.written == 0 and result.unflushed == 150
     assert container.redis.xpending(stream, STREAM_GROUP)["pending"] == 99
-    assert not list(container.store.ledger_all(tenant_id, "2000-01-01", "2100-01-01"))
+    assert not list(container.usage.ledger_all(tenant_id, "2000-01-01", "2100-01-01"))
     # throttling: the same, and the batch is retried (it is this flusher's own pending)
     proxy.fail("throttle", 4)
     result = flusher.flush([tenant_id])
@@ -211,11 +207,12 @@ class KillsRedisWhileRunning:
     def __init__(self, redis_service) -> None:  # type: ignore[no-untyped-def]
         self.redis_service = redis_service
 
-    def embed(self, input_ids: list[list[int]]):  # type: ignore[no-untyped-def]
+    def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float):  # type: ignore[no-untyped-def]
         from gateway.adapters.inference import Embeddings
 
         self.redis_service.kill()
-        return Embeddings(vectors=[[0.0] * 384 for _ in input_ids], prompt_tokens=sum(map(len, input_ids)))
+        return Embeddings(count=len(input_ids), dim=384, prompt_tokens=sum(map(len, input_ids)),
+                          data=bytes(4 * 384 * len(input_ids)))
 
     def ready(self) -> bool:
         return True
@@ -230,8 +227,8 @@ def test_usage_written_directly_is_charged_once_or_not_at_all(container, own_red
     proxy = FaultyDynamo(moto.port)
     try:
         c = Container(container.settings.model_copy(update={
-            "dynamodb_endpoint": proxy.url, "redis_url": f"redis://127.0.0.1:{own_redis.port}/0"}))
-        c.__dict__["inference"] = KillsRedisWhileRunning(own_redis)
+            "dynamodb_endpoint": proxy.url, "redis_url": f"redis://127.0.0.1:{own_redis.port}/0"}),
+            inference=KillsRedisWhileRunning(own_redis))
         caller, _ = make_principal(c)
         ok: dict[str, int] = {}
         for fault, calls in (("", 0), ("lost_reply", 1), ("500", 4), ("throttle", 4)):
@@ -240,16 +237,16 @@ def test_usage_written_directly_is_charged_once_or_not_at_all(container, own_red
             proxy.fail(fault, calls)
             request_id = uuid.uuid4().hex
             try:
-                body, _ = c.embeddings.create(EmbeddingsRequest(model="all-MiniLM-L6-v2", input=f"fault {fault}"),
-                                              caller, request_id)
-                ok[request_id] = body["usage"]["prompt_tokens"]
+                result = c.embeddings.create(EmbeddingsRequest(model="all-MiniLM-L6-v2", input=f"fault {fault}"),
+                                             caller, request_id)
+                ok[request_id] = result.prompt_tokens
                 assert fault in ("", "lost_reply")
             except ServiceUnavailableError:  # not recorded, so not answered, so not charged
                 assert fault in ("500", "throttle")
             assert proxy.remaining == 0
-        rows = list(container.store.ledger_all(caller.tenant.id, "2000-01-01", "2100-01-01"))
+        rows = list(container.usage.ledger_all(caller.tenant.id, "2000-01-01", "2100-01-01"))
         assert sorted(r["request_id"] for r in rows) == sorted(ok)  # the lost reply counted once
-        rollups = container.store.rollups(caller.tenant.id, "2000-01-01", "2100-01-01")
+        rollups = container.usage.rollups(caller.tenant.id, "2000-01-01", "2100-01-01")
         assert (sum(int(r["requests"]) for r in rollups), sum(int(r["prompt_tokens"]) for r in rollups)) == (
             len(ok), sum(ok.values()))
     finally:

@@ -10,8 +10,8 @@ from datetime import date
 import boto3
 
 from gateway.cli import main as maas
-from gateway.models.records import TenantRecord, UsageEvent, rfc3339, utcnow
-from gateway.services.reconcile import Reconciler
+from gateway.domain.usage import UsageEvent
+from gateway.models.records import TenantRecord, rfc3339, utcnow
 
 JAN1 = 1_767_225_600_000
 DAY = 86_400_000
@@ -19,8 +19,8 @@ DAY = 86_400_000
 
 def books(container) -> str:
     tid = f"ten_{uuid.uuid4().hex[:8]}"
-    container.store.create_tenant(TenantRecord(id=tid, name="r", plan="starter", created_at=rfc3339(utcnow())))
-    container.store.record_usage([
+    container.accounts.create_tenant(TenantRecord(id=tid, name="r", plan="starter", created_at=rfc3339(utcnow())))
+    container.usage.record_usage([
         UsageEvent(request_id=uuid.uuid4().hex, tenant_id=tid, key_id="k", model=model, prompt_tokens=5,
                    timestamp_ms=JAN1 + day * DAY + i)
         for day in range(3) for model in ("all-MiniLM-L6-v2", "other") for i in range(4)])
@@ -41,14 +41,15 @@ def corrupt(container, tid: str) -> None:
 
 def test_rollups_equal_the_ledger_when_nothing_went_wrong(container):
     tid = books(container)
-    result = Reconciler(container.store).run(date(2026, 1, 1), date(2026, 1, 31), tenant_ids=[tid])
+    result = container.reconciler.run(date(2026, 1, 1), date(2026, 1, 31), tenant_ids=[tid])
     assert (result.cells, result.drift, result.unstable) == (6, [], [])
 
 
 def test_drift_is_found_reported_and_fixed(container, monkeypatch, capsys, moto):
     tid = books(container)
     corrupt(container, tid)
-    monkeypatch.setattr("gateway.wiring.container", lambda: container)  # not _container: see test_metering
+    for name, value in container.settings.to_env().items():  # the CLI builds its container from the environment
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDWATCH", f"http://127.0.0.1:{moto.port}")
 
     assert maas(["usage", "reconcile", "--month", "2026-01", "--tenant-id", tid, "--json"]) == 1
@@ -65,6 +66,6 @@ def test_drift_is_found_reported_and_fixed(container, monkeypatch, capsys, moto)
     assert "3 drifting" in capsys.readouterr().out
     assert maas(["usage", "reconcile", "--month", "2026-01", "--tenant-id", tid, "--no-metric"]) == 0
     assert "0 drifting" in capsys.readouterr().out
-    rollups = container.store.rollups(tid, "2026-01-01", "2026-01-31")
+    rollups = container.usage.rollups(tid, "2026-01-01", "2026-01-31")
     assert sorted((r["sk"], int(r["requests"]), int(r["prompt_tokens"])) for r in rollups) == sorted(
         (f"2026-01-0{d + 1}#{m}", 4, 20) for d in range(3) for m in ("all-MiniLM-L6-v2", "other"))

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from gateway.adapters.dynamo import Store
+from gateway.adapters.dynamo import UsageLedger
 from gateway.errors import ServiceUnavailableError
 from gateway.models.api import EmbeddingsRequest
 from gateway.wiring import Container
@@ -24,7 +24,7 @@ def wired(own_redis, dynamodb_endpoint, inference_url, **overrides) -> Container
     create_table(c.dynamodb, c.settings.table_name)
     catalog = load_catalog()
     for plan in catalog.plans:
-        c.store.put_plan(plan, catalog.version)
+        c.accounts.put_plan(plan, catalog.version)
     return c
 
 
@@ -32,15 +32,15 @@ def request(text: str = "hello world") -> EmbeddingsRequest:
     return EmbeddingsRequest(model="all-MiniLM-L6-v2", input=text)
 
 
-def ledger(store: Store, tenant_id: str) -> list[dict]:
-    return list(store.ledger_all(tenant_id, "2000-01-01", "2100-01-01"))
+def ledger(usage: UsageLedger, tenant_id: str) -> list[dict]:
+    return list(usage.ledger_all(tenant_id, "2000-01-01", "2100-01-01"))
 
 
 def test_fail_closed_by_default_then_recovers_without_restart(own_redis, dynamodb_endpoint, inference_url):
     c = wired(own_redis, dynamodb_endpoint, inference_url)
     caller, _ = make_principal(c)
     service = c.embeddings
-    assert service.create(request(), caller, uuid.uuid4().hex)[0]["usage"]["prompt_tokens"] == 4
+    assert service.create(request(), caller, uuid.uuid4().hex).prompt_tokens == 4
     # This redis-server keeps nothing on disk; MemoryDB does. Flush before pulling the plug.
     c.flusher.flush([caller.tenant.id])
 
@@ -50,12 +50,12 @@ def test_fail_closed_by_default_then_recovers_without_restart(own_redis, dynamod
     assert refused.value.headers["Retry-After"] == "1"
 
     own_redis.start()  # same port, empty: the client reconnects by itself
-    body, headers = service.create(request(), caller, uuid.uuid4().hex)
-    assert body["usage"]["prompt_tokens"] == 4 and "RateLimit" in headers
+    result = service.create(request(), caller, uuid.uuid4().hex)
+    assert result.prompt_tokens == 4 and result.decision.admitted and not result.decision.local
     for _ in range(3):  # the flusher's next runs find the restarted, empty Redis
         if not c.flusher.flush([caller.tenant.id]).errors:
             break
-    assert len(ledger(c.store, caller.tenant.id)) == 2  # the refused request is not charged
+    assert len(ledger(c.usage, caller.tenant.id)) == 2  # the refused request is not charged
 
 
 def test_fail_open_uses_the_local_limiter_and_meters_straight_to_dynamodb(own_redis, dynamodb_endpoint,
@@ -68,12 +68,12 @@ def test_fail_open_uses_the_local_limiter_and_meters_straight_to_dynamodb(own_re
     outcomes = []
     for _ in range(5):
         try:
-            service_body, _ = c.embeddings.create(request(), caller, uuid.uuid4().hex)
+            c.embeddings.create(request(), caller, uuid.uuid4().hex)
             outcomes.append(200)
         except Exception as error:  # noqa: BLE001 - the status is what we assert
             outcomes.append(getattr(error, "status", 500))
     assert outcomes == [200, 200, 200, 429, 429]  # the plan's rate, held in-process
-    rows = ledger(c.store, caller.tenant.id)
+    rows = ledger(c.usage, caller.tenant.id)
     assert len(rows) == 3 and sum(int(r["prompt_tokens"]) for r in rows) == 12
 
 
@@ -83,8 +83,8 @@ class KillsRedisMidRequest:
     def __init__(self, inner, redis_service) -> None:
         self.inner, self.redis_service = inner, redis_service
 
-    def embed(self, input_ids):
-        result = self.inner.embed(input_ids)
+    def embed(self, input_ids, *, tenant_id, timeout_s):
+        result = self.inner.embed(input_ids, tenant_id=tenant_id, timeout_s=timeout_s)
         self.redis_service.kill()
         return result
 
@@ -97,7 +97,7 @@ def test_redis_lost_during_settle_charges_once_through_dynamodb(own_redis, dynam
     caller, _ = make_principal(c)
     c.embeddings.inference = KillsRedisMidRequest(c.inference, own_redis)
     request_id = uuid.uuid4().hex
-    body, _ = c.embeddings.create(request("settle without redis"), caller, request_id)
-    rows = ledger(c.store, caller.tenant.id)
+    result = c.embeddings.create(request("settle without redis"), caller, request_id)
+    rows = ledger(c.usage, caller.tenant.id)
     assert [r["request_id"] for r in rows] == [request_id]
-    assert int(rows[0]["prompt_tokens"]) == body["usage"]["prompt_tokens"]
+    assert int(rows[0]["prompt_tokens"]) == result.prompt_tokens

@@ -10,8 +10,9 @@ from decimal import Decimal
 
 import pytest
 
+from gateway.domain.usage import UsageEvent
 from gateway.errors import InvalidRequestError
-from gateway.models.records import TenantRecord, UsageEvent, rfc3339, utcnow
+from gateway.models.records import TenantRecord, rfc3339, utcnow
 from gateway.services.reports import EVENT_COLUMNS, INVOICE_COLUMNS, USAGE_COLUMNS, to_csv
 
 JAN1 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -21,14 +22,14 @@ MODEL = "all-MiniLM-L6-v2"
 
 def tenant(container, plan: str, name: str) -> str:
     tid = f"ten_{uuid.uuid4().hex[:8]}"
-    container.store.create_tenant(TenantRecord(id=tid, name=name, plan=plan, created_at=rfc3339(utcnow())))
+    container.accounts.create_tenant(TenantRecord(id=tid, name=name, plan=plan, created_at=rfc3339(utcnow())))
     return tid
 
 
 def charge(container, tid: str, tokens: list[int], day: int = 0) -> list[UsageEvent]:
     events = [UsageEvent(request_id=uuid.uuid4().hex, tenant_id=tid, key_id="key_1", model=MODEL,
                          prompt_tokens=n, timestamp_ms=JAN1 + day * DAY + i * 1000) for i, n in enumerate(tokens)]
-    container.store.record_usage(events)
+    container.usage.record_usage(events)
     return events
 
 

@@ -63,16 +63,18 @@ class HttpCounter:
 
 
 class StubInference:
-    def embed(self, input_ids: list[list[int]]) -> Any:
+    def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float) -> Any:
         from gateway.adapters.inference import Embeddings
 
-        return Embeddings(vectors=[[0.0] * 384 for _ in input_ids], prompt_tokens=sum(map(len, input_ids)))
+        return Embeddings(count=len(input_ids), dim=384, prompt_tokens=sum(map(len, input_ids)),
+                          data=bytes(4 * 384 * len(input_ids)))
 
     def ready(self) -> bool:
         return True
 
 
 def setup(redis_port: int, moto_port: int) -> Any:
+    import boto3
     from botocore.config import Config
 
     from gateway.config import Settings
@@ -80,18 +82,19 @@ def setup(redis_port: int, moto_port: int) -> Any:
     from gateway.wiring import Container
     from infra.local.services import create_table
 
-    c = Container(Settings(table_name=f"bench-{uuid.uuid4().hex[:8]}", dynamodb_endpoint=f"http://127.0.0.1:{moto_port}",
-                           redis_url=f"redis://127.0.0.1:{redis_port}/0", key_pepper="bench", inference_url=None))
+    settings = Settings(table_name=f"bench-{uuid.uuid4().hex[:8]}", dynamodb_endpoint=f"http://127.0.0.1:{moto_port}",
+                        redis_url=f"redis://127.0.0.1:{redis_port}/0", key_pepper="bench", inference_url=None)
     # moto slows down as a table grows: a fresh table per phase, and patience for a
     # 100-item transaction (the container's 5 s read timeout is for DynamoDB itself)
-    c.__dict__["dynamodb"] = c.boto_session.client(
-        "dynamodb", endpoint_url=c.settings.dynamodb_endpoint,
+    dynamodb = boto3.session.Session(region_name=settings.aws_region).client(
+        "dynamodb", endpoint_url=settings.dynamodb_endpoint,
         config=Config(retries={"max_attempts": 3, "mode": "standard"}, read_timeout=120))
+    c = Container(settings, dynamodb=dynamodb)
     c.redis.flushall()
     create_table(c.dynamodb, c.settings.table_name)
     catalog = load_catalog()
     for plan in catalog.plans:
-        c.store.put_plan(plan, catalog.version)
+        c.accounts.put_plan(plan, catalog.version)
     return c
 
 
@@ -104,7 +107,7 @@ def tenants(c: Any, n: int) -> list[Any]:
     for i in range(n):
         tenant = TenantRecord(id=f"ten_bench{i}_{uuid.uuid4().hex[:6]}", name=f"b{i}", plan="pro",
                               created_at=rfc3339(utcnow()))
-        c.store.create_tenant(tenant)
+        c.accounts.create_tenant(tenant)
         key = KeyRecord(id=new_key().key_id, tenant_id=tenant.id, scopes=["inference"], key_hash="x",
                         created_at=rfc3339(utcnow()))
         out.append(Principal(key=key, tenant=tenant))
@@ -120,7 +123,7 @@ def bench_writes_per_request(c: Any, requests: int, n_tenants: int) -> dict:
 
     principals = tenants(c, n_tenants)
     service = EmbeddingsService(tokenizers={MINILM.id: ModelTokenizer(MINILM)}, limiter=c.limiter,
-                                inference=StubInference(), store=c.store, limits=c.limits)
+                                inference=StubInference(), usage=c.usage, limits=c.limits)
     counter = HttpCounter(c.dynamodb)
     for principal in principals:  # warm the plan cache, as a running function has it
         c.limits.for_tenant(principal.tenant)
@@ -135,12 +138,12 @@ def bench_writes_per_request(c: Any, requests: int, n_tenants: int) -> dict:
     request_writes = counter.writes()
     counter.reset()
 
-    flusher = Flusher(redis_client=c.redis, store=c.store)
+    flusher = Flusher(redis_client=c.redis, usage=c.usage, accounts=c.accounts)
     batches: list[set] = []
     original = flusher._write
 
     def observed(stream: str, entries: list, result: Any) -> None:
-        from gateway.models.records import UsageEvent
+        from gateway.domain.usage import UsageEvent
 
         batches.append({(e.tenant_id, e.date, e.model) for e in (UsageEvent.from_fields(f) for _, f in entries if f)})
         original(stream, entries, result)
@@ -163,13 +166,14 @@ def bench_writes_per_request(c: Any, requests: int, n_tenants: int) -> dict:
 
 def bench_throughput(c: Any, events: int, batch_size: int, n_tenants: int, concurrency: int = 1) -> dict:
     from gateway.adapters.redis_store import usage_stream
-    from gateway.models.records import TenantRecord, UsageEvent, rfc3339, utcnow
+    from gateway.domain.usage import UsageEvent
+    from gateway.models.records import TenantRecord, rfc3339, utcnow
     from gateway.services.metering import Flusher
 
     ids = []
     for i in range(n_tenants):
         tid = f"ten_tp{batch_size}_{i}_{uuid.uuid4().hex[:6]}"
-        c.store.create_tenant(TenantRecord(id=tid, name="tp", plan="pro", created_at=rfc3339(utcnow())))
+        c.accounts.create_tenant(TenantRecord(id=tid, name="tp", plan="pro", created_at=rfc3339(utcnow())))
         ids.append(tid)
     now_ms = int(time.time() * 1000)
     pipe = c.redis.pipeline(transaction=False)
@@ -179,8 +183,8 @@ def bench_throughput(c: Any, events: int, batch_size: int, n_tenants: int, concu
                                                 prompt_tokens=12, timestamp_ms=now_ms + i).to_fields())
     pipe.execute()
     counter = HttpCounter(c.dynamodb)
-    flusher = Flusher(redis_client=c.redis, store=c.store, batch_size=batch_size, max_batches_per_stream=10**6,
-                      concurrency=concurrency)
+    flusher = Flusher(redis_client=c.redis, usage=c.usage, accounts=c.accounts, batch_size=batch_size,
+                      max_batches_per_stream=10**6, concurrency=concurrency)
     started = time.perf_counter()
     result = flusher.flush(ids)
     seconds = time.perf_counter() - started

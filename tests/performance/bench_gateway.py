@@ -29,7 +29,8 @@ import urllib3
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from gateway.adapters.redis_store import RedisLimiter, Ticket  # noqa: E402
+from gateway.adapters.redis_store import RedisLimiter  # noqa: E402
+from gateway.domain.admission import Ticket  # noqa: E402
 from gateway.domain.plans import Limits  # noqa: E402
 from infra.local.apigw import LambdaContext, read_functions  # noqa: E402
 from infra.local.services import free_port  # noqa: E402

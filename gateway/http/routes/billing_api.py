@@ -14,15 +14,15 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from gateway.domain.keys import is_key_id
 from gateway.domain.scopes import Scope
 from gateway.errors import InvalidRequestError, NotFoundError
-from gateway.http.resolver import body, principal, query, request_id
+from gateway.http.resolver import body, container_of, principal, query, request_id
 from gateway.http.responses import json_response, list_body
 from gateway.models.api import CreateKey, CreateTenant, RotateKey, UpdateTenant
-from gateway.wiring import container
+from gateway.services.auth import Principal
 
 router = Router()
 
 
-def _admin():  # type: ignore[no-untyped-def]
+def _admin() -> Principal:
     return principal(router, Scope.ADMIN)
 
 
@@ -56,71 +56,72 @@ def _page() -> tuple[str | None, int]:
 
 
 @router.get("/billing/plans")
-def list_plans():  # type: ignore[no-untyped-def]
+def list_plans() -> Response:
     _admin()
-    return json_response(list_body(container().billing.list_plans()))
+    return json_response(list_body(container_of(router).billing.list_plans()))
 
 
 @router.post("/billing/tenants")
-def create_tenant():  # type: ignore[no-untyped-def]
+def create_tenant() -> Response:
     actor = _admin()
-    tenant = container().billing.create_tenant(body(router, CreateTenant), actor, request_id(router))
+    tenant = container_of(router).billing.create_tenant(body(router, CreateTenant), actor, request_id(router))
     return json_response(tenant, status=201)
 
 
 @router.get("/billing/tenants")
-def list_tenants():  # type: ignore[no-untyped-def]
+def list_tenants() -> Response:
     _admin()
-    tenants, cursor = container().billing.list_tenants(*_page())
+    tenants, cursor = container_of(router).billing.list_tenants(*_page())
     return json_response(list_body(tenants, cursor))
 
 
 @router.get("/billing/tenants/<tenant_id>")
-def get_tenant(tenant_id: str):  # type: ignore[no-untyped-def]
+def get_tenant(tenant_id: str) -> Response:
     _admin()
-    billing = container().billing
+    billing = container_of(router).billing
     return json_response(billing.tenant_view(billing.get_tenant(_tenant_id(tenant_id))))
 
 
 @router.patch("/billing/tenants/<tenant_id>")
-def update_tenant(tenant_id: str):  # type: ignore[no-untyped-def]
+def update_tenant(tenant_id: str) -> Response:
     actor = _admin()
     update = body(router, UpdateTenant)
-    return json_response(container().billing.update_tenant(_tenant_id(tenant_id), update, actor, request_id(router)))
+    billing = container_of(router).billing
+    return json_response(billing.update_tenant(_tenant_id(tenant_id), update, actor, request_id(router)))
 
 
 @router.post("/billing/tenants/<tenant_id>/keys")
-def create_key(tenant_id: str):  # type: ignore[no-untyped-def]
+def create_key(tenant_id: str) -> Response:
     actor = _admin()
     request = body(router, CreateKey)
-    return json_response(container().billing.create_key(_tenant_id(tenant_id), request, actor, request_id(router)),
-                         status=201)
+    billing = container_of(router).billing
+    return json_response(billing.create_key(_tenant_id(tenant_id), request, actor, request_id(router)), status=201)
 
 
 @router.get("/billing/tenants/<tenant_id>/keys")
-def list_keys(tenant_id: str):  # type: ignore[no-untyped-def]
+def list_keys(tenant_id: str) -> Response:
     _admin()
-    keys, cursor = container().billing.list_keys(_tenant_id(tenant_id), *_page())
+    keys, cursor = container_of(router).billing.list_keys(_tenant_id(tenant_id), *_page())
     return json_response(list_body(keys, cursor))
 
 
 @router.delete("/billing/keys/<key_id>")
-def revoke_key(key_id: str):  # type: ignore[no-untyped-def]
+def revoke_key(key_id: str) -> Response:
     actor = _admin()
-    container().billing.revoke_key(_key_id(key_id), actor, request_id(router))
+    container_of(router).billing.revoke_key(_key_id(key_id), actor, request_id(router))
     return Response(status_code=204, body=None)
 
 
 @router.post("/billing/keys/<key_id>/rotate")
-def rotate_key(key_id: str):  # type: ignore[no-untyped-def]
+def rotate_key(key_id: str) -> Response:
     actor = _admin()
     request = body(router, RotateKey)
-    return json_response(container().billing.rotate_key(_key_id(key_id), request, actor, request_id(router)),
+    return json_response(container_of(router).billing.rotate_key(_key_id(key_id), request, actor, request_id(router)),
                          status=201)
 
 
 @router.get("/billing/audit")
-def list_audit():  # type: ignore[no-untyped-def]
+def list_audit() -> Response:
     _admin()
-    entries, cursor = container().billing.list_audit(*_page())
+    entries, cursor = container_of(router).billing.list_audit(*_page())
     return json_response(list_body(entries, cursor))

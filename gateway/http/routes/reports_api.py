@@ -10,10 +10,9 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from gateway.domain.scopes import Scope
 from gateway.errors import InvalidRequestError
-from gateway.http.resolver import principal, query
+from gateway.http.resolver import container_of, principal, query
 from gateway.http.responses import json_response, list_body
 from gateway.services.reports import EVENT_COLUMNS, INVOICE_COLUMNS, USAGE_COLUMNS, to_csv
-from gateway.wiring import container
 
 router = Router()
 
@@ -33,11 +32,11 @@ def _csv(text: str, filename: str, next_cursor: str | None = None) -> Response:
 
 
 @router.get("/billing/usage")
-def usage():  # type: ignore[no-untyped-def]
+def usage() -> Response:
     principal(router, Scope.FINANCE)
     output = _format()
     start, end = query(router, "start"), query(router, "end")
-    rows = container().reports.usage(start=start, end=end, tenant_id=query(router, "tenant_id"),
+    rows = container_of(router).reports.usage(start=start, end=end, tenant_id=query(router, "tenant_id"),
                                      group_by=query(router, "group_by"))
     if output == "csv":
         return _csv(to_csv(rows, USAGE_COLUMNS), f"usage_{start}_{end}.csv")
@@ -45,10 +44,10 @@ def usage():  # type: ignore[no-untyped-def]
 
 
 @router.get("/billing/usage/events")
-def usage_events():  # type: ignore[no-untyped-def]
+def usage_events() -> Response:
     principal(router, Scope.FINANCE)
     output = _format()
-    rows, cursor = container().reports.events(
+    rows, cursor = container_of(router).reports.events(
         tenant_id=query(router, "tenant_id"), start=query(router, "start"), end=query(router, "end"),
         cursor=query(router, "cursor", max_length=2048), limit=query(router, "limit"))
     if output == "csv":
@@ -57,10 +56,10 @@ def usage_events():  # type: ignore[no-untyped-def]
 
 
 @router.get("/billing/invoices")
-def invoices():  # type: ignore[no-untyped-def]
+def invoices() -> Response:
     principal(router, Scope.FINANCE)
     output = _format()
-    invoice = container().reports.invoices(month=query(router, "month"))
+    invoice = container_of(router).reports.invoices(month=query(router, "month"))
     if output == "csv":
         return _csv(to_csv(invoice["lines"], INVOICE_COLUMNS), f"invoice_{invoice['month']}.csv")
     return json_response(list_body(invoice["lines"], month=invoice["month"], subtotals=invoice["subtotals"],

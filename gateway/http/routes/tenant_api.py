@@ -2,28 +2,48 @@
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Callable
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from gateway.domain.registry import MINILM
 from gateway.domain.scopes import Scope
-from gateway.http.resolver import body, principal, query, request_id
+from gateway.http.ratelimit_headers import ratelimit_headers
+from gateway.http.resolver import body, container_of, principal, query, request_id
 from gateway.http.responses import json_response, list_body
 from gateway.models.api import EmbeddingsRequest
-from gateway.wiring import container
+from gateway.services.embeddings import EmbeddingsResult
 
 router = Router()
 
 
+def render_embeddings(result: EmbeddingsResult) -> dict[str, Any]:
+    """OpenAI's response body: float lists, or base64 of the little-endian float32 bytes."""
+    vectors = result.embeddings
+    encode: Callable[[int], Any] = (
+        (lambda i: base64.b64encode(vectors.raw(i)).decode()) if result.encoding_format == "base64"
+        else vectors.vector
+    )
+    data = [{"object": "embedding", "index": i, "embedding": encode(i)} for i in range(vectors.count)]
+    return {"object": "list", "model": result.model, "data": data,
+            "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens}}
+
+
 @router.post("/v1/embeddings")
-def create_embeddings():  # type: ignore[no-untyped-def]
+def create_embeddings() -> Response:
     caller = principal(router, Scope.INFERENCE, fresh=False)
     request = body(router, EmbeddingsRequest)
-    result, headers = container().embeddings.create(request, caller, request_id(router))
-    return json_response(result, headers=headers)
+    context = router.lambda_context
+    time_left_s = context.get_remaining_time_in_millis() / 1000 if context is not None else None
+    result = container_of(router).embeddings.create(request, caller, request_id(router), time_left_s=time_left_s)
+    return json_response(render_embeddings(result), headers=ratelimit_headers(result.limits, result.decision))
 
 
 @router.get("/v1/models")
-def list_models():  # type: ignore[no-untyped-def]
+def list_models() -> Response:
     # No admission check runs here, so the key is read fresh: revocation bites at once.
     principal(router, Scope.INFERENCE)
     return json_response(list_body([
@@ -32,23 +52,24 @@ def list_models():  # type: ignore[no-untyped-def]
 
 
 @router.get("/v1/usage")
-def own_usage():  # type: ignore[no-untyped-def]
+def own_usage() -> Response:
     caller = principal(router, Scope.USAGE_READ)
-    rows = container().reports.usage(start=query(router, "start"), end=query(router, "end"),
-                                     tenant_id=caller.tenant.id, group_by=query(router, "group_by"))
+    rows = container_of(router).reports.usage(start=query(router, "start"), end=query(router, "end"),
+                                              tenant_id=caller.tenant.id, group_by=query(router, "group_by"))
     return json_response(list_body(rows))
 
 
 @router.get("/health")
-def health():  # type: ignore[no-untyped-def]
+def health() -> Response:
     """200 once every part answers: Redis, DynamoDB, the inference service."""
-    c = container()
+    c = container_of(router)
     checks = {}
-    for name, probe in (
-        ("redis", lambda: c.redis.ping()),
-        ("dynamodb", lambda: c.store.get_plan("__health__") or True),
-        ("inference", lambda: c.inference.ready()),
-    ):
+    probes: dict[str, Callable[[], Any]] = {
+        "redis": lambda: c.redis.ping(),
+        "dynamodb": lambda: c.accounts.get_plan("__health__") or True,
+        "inference": lambda: c.inference.ready(),
+    }
+    for name, probe in probes.items():
         try:
             checks[name] = "ok" if probe() else "unavailable"
         except Exception:  # a health check reports, it never raises

@@ -1,0 +1,103 @@
+"""The Limiter port's contract (gateway.domain.admission), run against every implementation:
+RedisLimiter on a real redis-server and the in-process LocalLimiter that stands in for it
+while Redis is unreachable (the `limits` library's run-every-storage pattern). Cases only
+Redis can pass (quota, key state, the usage stream) are in test_admission.py."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from gateway.adapters.local_limits import LocalLimiter
+from gateway.adapters.redis_store import RedisLimiter
+from gateway.domain.admission import Limiter, Ticket, Verdict
+from gateway.domain.plans import Limits
+
+LIMITS = Limits(requests_per_minute=5, tokens_per_minute=100, monthly_tokens=10**9, max_concurrent_requests=2)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.ms = 1_700_000_000_000
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(params=["redis", "local"])
+def limiter(request: pytest.FixtureRequest, clock: Clock) -> Iterator[Limiter]:
+    if request.param == "local":
+        yield LocalLimiter(clock_ms=clock)
+        return
+    client = redis.Redis.from_url(request.getfixturevalue("redis_url"))
+    yield RedisLimiter(client, lease_ms=60_000, clock_ms=clock)
+    client.close()
+
+
+def ticket(cost: int = 10, limits: Limits = LIMITS, tenant: str = "ten_a") -> Ticket:
+    return Ticket(tenant_id=tenant, key_id="key_a", key_expires_ms=0, limits=limits, cost=cost,
+                  request_id=uuid.uuid4().hex, month="2026-11")
+
+
+def test_request_bucket_admits_its_capacity_then_refuses_with_retry_after(limiter: Limiter) -> None:
+    verdicts = []
+    for _ in range(5):
+        t = ticket(cost=1)
+        verdicts.append(limiter.admit(t).verdict)
+        limiter.settle(t, charge=False)
+    assert verdicts == [Verdict.OK] * 5
+    refused = limiter.admit(ticket(cost=1))
+    assert refused.verdict is Verdict.REQUESTS and not refused.admitted
+    assert refused.requests_remaining == 0
+    assert refused.retry_after_s == 12  # one request refills in 60 / 5 = 12 s
+
+
+def test_the_bucket_refills_at_its_rate(limiter: Limiter, clock: Clock) -> None:
+    for _ in range(5):
+        t = ticket(cost=1)
+        limiter.admit(t)
+        limiter.settle(t, charge=False)
+    clock.ms += 11_999
+    assert limiter.admit(ticket(cost=1)).verdict is Verdict.REQUESTS
+    clock.ms += 1
+    assert limiter.admit(ticket(cost=1)).verdict is Verdict.OK
+
+
+def test_token_bucket_takes_the_exact_cost(limiter: Limiter) -> None:
+    first = limiter.admit(ticket(cost=60))
+    assert first.verdict is Verdict.OK and first.tokens_remaining == 40
+    assert limiter.admit(ticket(cost=41)).verdict is Verdict.TOKENS
+    assert limiter.admit(ticket(cost=40)).verdict is Verdict.OK
+
+
+def test_concurrency_slots_are_held_until_settled(limiter: Limiter) -> None:
+    a, b = ticket(cost=1), ticket(cost=1)
+    assert limiter.admit(a).verdict is Verdict.OK
+    assert limiter.admit(b).verdict is Verdict.OK
+    assert limiter.admit(ticket(cost=1)).verdict is Verdict.CONCURRENCY
+    limiter.settle(a, charge=False)
+    assert limiter.admit(ticket(cost=1)).verdict is Verdict.OK
+
+
+def test_a_refused_request_takes_nothing(limiter: Limiter) -> None:
+    assert limiter.admit(ticket(cost=101)).verdict is Verdict.TOKENS  # more than the bucket holds
+    admitted = limiter.admit(ticket(cost=100))
+    assert admitted.verdict is Verdict.OK
+    assert (admitted.requests_remaining, admitted.tokens_remaining) == (4, 0)
+
+
+def test_tenants_do_not_share_buckets(limiter: Limiter) -> None:
+    for _ in range(5):
+        t = ticket(cost=1, tenant="ten_busy")
+        assert limiter.admit(t).admitted
+        limiter.settle(t, charge=False)
+    assert limiter.admit(ticket(cost=1, tenant="ten_busy")).verdict is Verdict.REQUESTS
+    assert limiter.admit(ticket(cost=1, tenant="ten_quiet")).verdict is Verdict.OK
