@@ -13,7 +13,7 @@ MODEL  := .maas/model/model.onnx
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install redis model dev test test-fast bench bench-inference bench-gateway lint sam-build clean
+.PHONY: help install redis model dev test test-fast bench bench-inference bench-gateway lint typecheck sam-build clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -57,7 +57,7 @@ $(MODEL): $(STAMP) inference_image/export.py
 dev: install model ## run the local stack in the foreground (Ctrl-C stops it)
 	@$(PY) -m infra.local.stack
 
-test: install model $(SAM) ## run the whole test suite against real local components
+test: install model $(SAM) typecheck ## run the whole test suite against real local components
 	@if [ -n "$(PY312)" ]; then $(MAKE) --no-print-directory sam-build; \
 	  else echo "[maas] python3.12 not found: sam build and its tests are not run"; fi
 	@MAAS_SAM=$(SAM) $(PY) -m pytest $(if $(PY312),,--deselect tests/unit/test_sam_build.py) $(PYTEST_ARGS)
@@ -73,7 +73,13 @@ bench-inference: install model ## inference server vs sentence-transformers
 bench-gateway: install model ## admission and gateway overhead vs their peers
 	@$(PY) -m tests.performance.bench_gateway
 
-lint: install ## ruff and cfn-lint
+typecheck: install ## mypy (strict on gateway/domain and gateway/services) and the import-layer contracts
+	@$(VENV)/bin/mypy
+	@mkdir -p .maas/logs
+	@$(VENV)/bin/lint-imports --no-cache > .maas/logs/lint-imports.log 2>&1 || { cat .maas/logs/lint-imports.log; exit 1; }
+	@echo "[maas] import contracts kept"
+
+lint: install typecheck ## ruff, mypy, import contracts and cfn-lint
 	@$(VENV)/bin/ruff check gateway functions infra inference_image tests
 	@$(VENV)/bin/cfn-lint template.yaml -a cfn_lint_serverless.rules -i W1030 WS1004 ES1007 ES4000 ES7000
 

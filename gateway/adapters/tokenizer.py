@@ -17,8 +17,14 @@ class ModelTokenizer:
         self._truncating = self._load()
         self._truncating.enable_truncation(max_length=spec.max_tokens)
         self.vocab_size = self._exact.get_vocab_size(with_added_tokens=True)
-        self.cls_id = self._exact.token_to_id("[CLS]")
-        self.sep_id = self._exact.token_to_id("[SEP]")
+        self.cls_id = self._special("[CLS]")
+        self.sep_id = self._special("[SEP]")
+
+    def _special(self, token: str) -> int:
+        token_id = self._exact.token_to_id(token)
+        if token_id is None:
+            raise ValueError(f"{self.spec.tokenizer_file} has no {token} token")
+        return int(token_id)
 
     def _load(self) -> Tokenizer:
         tokenizer = Tokenizer.from_file(str(self.spec.tokenizer_file))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -28,7 +29,7 @@ class UsageEvent:
         }
 
     @classmethod
-    def from_fields(cls, fields: dict) -> UsageEvent:
+    def from_fields(cls, fields: Mapping[bytes | str, bytes | str]) -> UsageEvent:
         get = {
             (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
             for k, v in fields.items()

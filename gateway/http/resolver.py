@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.api_gateway import BaseRouter, Router
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from pydantic import BaseModel, ValidationError
 
 from gateway.domain.scopes import Scope
@@ -59,15 +60,20 @@ def build_resolver(container: Container, *routers: Router) -> APIGatewayRestReso
 
 
 def container_of(router: BaseRouter) -> Container:
-    return router.context["container"]  # type: ignore[no-any-return]
+    return cast("Container", router.context["container"])
+
+
+def event_of(router: BaseRouter) -> APIGatewayProxyEvent:
+    """The current REST proxy event (every function here sits behind API Gateway's REST API)."""
+    return cast(APIGatewayProxyEvent, router.current_event)
 
 
 def request_id(router: BaseRouter) -> str:
-    return str(router.current_event.request_context.request_id)
+    return str(event_of(router).request_context.request_id)
 
 
 def principal(router: BaseRouter, scope: Scope, *, fresh: bool = True) -> Principal:
-    event = router.current_event
+    event = event_of(router)
     credential = credential_from(event.headers, event.multi_value_headers)
     return container_of(router).authenticator.authenticate(credential, scope, fresh=fresh)
 
@@ -75,9 +81,10 @@ def principal(router: BaseRouter, scope: Scope, *, fresh: bool = True) -> Princi
 def body(router: BaseRouter, model: type[M]) -> M:
     """The request body as ``model``: 413 over the size limit, 400 for anything that is
     not a JSON object of the right shape, with the offending field as ``param``."""
-    raw = router.current_event.body
+    event = event_of(router)
+    raw = event.body
     raw_text = raw or "{}"
-    if router.current_event.is_base64_encoded and raw:
+    if event.is_base64_encoded and raw:
         try:
             raw_text = base64.b64decode(raw).decode("utf-8")
         except (ValueError, UnicodeDecodeError):
@@ -102,10 +109,11 @@ def body(router: BaseRouter, model: type[M]) -> M:
 
 
 def query(router: BaseRouter, name: str, *, max_length: int = 512) -> str | None:
-    values = (router.current_event.multi_value_query_string_parameters or {}).get(name)
+    event = event_of(router)
+    values = (event.multi_value_query_string_parameters or {}).get(name)
     if values and len(set(values)) > 1:
         raise InvalidRequestError(f"'{name}' is given more than once.", param=name)
-    value = router.current_event.get_query_string_value(name)
+    value = event.get_query_string_value(name)
     if value is not None and len(value) > max_length:
         raise InvalidRequestError(f"'{name}' is too long.", param=name)
     return value

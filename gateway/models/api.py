@@ -46,12 +46,15 @@ class EmbeddingsRequest(BaseModel):
         value = self.input
         if isinstance(value, str):
             return [value], None
-        if all(isinstance(item, str) for item in value):
-            return list(value), None  # type: ignore[arg-type]
-        if all(isinstance(item, int) for item in value):
-            return None, [list(value)]  # type: ignore[list-item]
-        if all(isinstance(item, list) for item in value):
-            return None, [list(item) for item in value]  # type: ignore[union-attr]
+        texts = [item for item in value if isinstance(item, str)]
+        if len(texts) == len(value):
+            return texts, None
+        ids = [item for item in value if isinstance(item, int)]
+        if len(ids) == len(value):
+            return None, [ids]
+        lists = [list(item) for item in value if isinstance(item, list)]
+        if len(lists) == len(value):
+            return None, lists
         raise ValueError("input mixes texts and token ids")
 
 

@@ -148,7 +148,7 @@ class Flusher:
         if self.checkpoint is not None:
             self.checkpoint(point, events)
 
-    def _write(self, stream: str, entries: list, result: FlushResult) -> None:
+    def _write(self, stream: str, entries: list[tuple[Any, Any]], result: FlushResult) -> None:
         ids = [entry_id for entry_id, _ in entries]
         events, poison = [], []
         for entry_id, fields in entries:

@@ -143,7 +143,7 @@ class ReportsService:
               group_by: str | None = None) -> list[dict[str, Any]]:
         first, last = parse_range(start, end)
         dimensions = parse_group_by(group_by)
-        cells: dict[tuple, dict[str, Any]] = {}
+        cells: dict[tuple[str | None, ...], dict[str, Any]] = {}
         for tenant in self._tenants(tenant_id):
             for rollup in self.ledger.rollups(tenant.id, first.isoformat(), last.isoformat()):
                 price, currency = self._price(tenant, rollup["model"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
@@ -15,7 +15,9 @@ from gateway.http.ratelimit_headers import ratelimit_headers
 from gateway.http.resolver import body, container_of, principal, query, request_id
 from gateway.http.responses import json_response, list_body
 from gateway.models.api import EmbeddingsRequest
-from gateway.services.embeddings import EmbeddingsResult
+
+if TYPE_CHECKING:  # the hot path's clients load with the container, at the first request
+    from gateway.services.embeddings import EmbeddingsResult
 
 router = Router()
 
