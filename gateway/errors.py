@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from gateway.domain.admission import Decision
-    from gateway.domain.plans import Limits
+    from gateway.domain.plans import LimitOverrides, Limits
 
 
 class Error(Exception):
@@ -23,7 +23,7 @@ class Error(Exception):
         code: str | None = None,
         headers: dict[str, str] | None = None,
         type: str | None = None,  # noqa: A002 - OpenAI's field name
-        ratelimit: tuple[Limits, Decision] | None = None,
+        ratelimit: tuple[Limits, Decision, LimitOverrides] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -59,6 +59,14 @@ class NotFoundError(Error):
     status = 404
     type = "invalid_request_error"
     code = "not_found"
+
+
+class PaymentRequiredError(Error):
+    """Money: prepaid credit below the request's cost, or a hard budget it would pass."""
+
+    status = 402
+    type = "billing_error"
+    code = "insufficient_credits"
 
 
 class ConflictError(Error):

@@ -13,7 +13,7 @@ from gateway.config import Settings
 if TYPE_CHECKING:
     import redis
 
-    from gateway.adapters.dynamo import Accounts, AuditLog, Table, UsageLedger
+    from gateway.adapters.dynamo import Accounts, AuditLog, Credits, Table, UsageLedger
     from gateway.adapters.inference import InferenceClient
     from gateway.adapters.redis_store import RedisLimiter
     from gateway.services.auth import Authenticator
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from gateway.services.metering import Flusher
     from gateway.services.reconcile import Reconciler
     from gateway.services.reports import ReportsService
+    from gateway.services.seeding import Seeder
 
 
 class Container:
@@ -110,6 +111,12 @@ class Container:
         return UsageLedger(self.table)
 
     @cached_property
+    def credits(self) -> Credits:
+        from gateway.adapters.dynamo import Credits
+
+        return Credits(self.table)
+
+    @cached_property
     def audit(self) -> AuditLog:
         from gateway.adapters.dynamo import AuditLog
 
@@ -129,6 +136,12 @@ class Container:
         return LimitsResolver(self.accounts)
 
     @cached_property
+    def seeder(self) -> Seeder:
+        from gateway.services.seeding import Seeder
+
+        return Seeder(accounts=self.accounts, usage=self.usage, credits=self.credits, limiter=self.limiter)
+
+    @cached_property
     def authenticator(self) -> Authenticator:
         from gateway.services.auth import Authenticator
 
@@ -145,14 +158,16 @@ class Container:
         fallback = LocalLimiter() if self.settings.quota_on_redis_failure == "open" else None
         return EmbeddingsService(tokenizers={MINILM.id: ModelTokenizer(MINILM)}, limiter=self.limiter,
                                  inference=self.inference, usage=self.usage, limits=self.limits,
-                                 fallback=fallback, timeout_s=self.settings.inference_timeout_s)
+                                 seeder=self.seeder, fallback=fallback, timeout_s=self.settings.inference_timeout_s)
 
     @cached_property
     def billing(self) -> BillingService:
+        from gateway.adapters.dynamo import Idempotency, Outbox
         from gateway.services.billing import BillingService
 
-        return BillingService(accounts=self.accounts, audit=self.audit, limiter=self.limiter, limits=self.limits,
-                              pepper=self.pepper)
+        return BillingService(accounts=self.accounts, audit=self.audit, credits=self.credits, outbox=Outbox(self.table),
+                              idempotency=Idempotency(self.table, self.pepper), limiter=self.limiter,
+                              limits=self.limits, seeder=self.seeder, pepper=self.pepper)
 
     @cached_property
     def reports(self) -> ReportsService:
@@ -164,7 +179,7 @@ class Container:
     def reconciler(self) -> Reconciler:
         from gateway.services.reconcile import Reconciler
 
-        return Reconciler(accounts=self.accounts, usage=self.usage)
+        return Reconciler(accounts=self.accounts, usage=self.usage, credits=self.credits)
 
     @cached_property
     def flusher(self) -> Flusher:
@@ -173,4 +188,5 @@ class Container:
         s = self.settings
         return Flusher(redis_client=self.redis, usage=self.usage, accounts=self.accounts,
                        batch_size=s.flusher_batch_size, claim_idle_ms=s.flusher_claim_idle_ms,
-                       max_batches_per_stream=s.flusher_max_batches, concurrency=s.flusher_concurrency)
+                       max_batches_per_stream=s.flusher_max_batches, concurrency=s.flusher_concurrency,
+                       seed=self.seeder.seed)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.domain.admission import Decision, Ticket, Verdict
+from gateway.domain.money import tiered_cost
 from gateway.domain.usage import UsageEvent
 
 PERIOD_MS = 60_000
@@ -57,14 +58,14 @@ class LocalLimiter:
             if state.requests < 1:
                 verdict = Verdict.REQUESTS
                 retry_ms = (1 - state.requests) * PERIOD_MS / limits.requests_per_minute
-            elif state.tokens < ticket.cost:
+            elif state.tokens < ticket.tokens:
                 verdict = Verdict.TOKENS
-                retry_ms = (ticket.cost - state.tokens) * PERIOD_MS / limits.tokens_per_minute
+                retry_ms = (ticket.tokens - state.tokens) * PERIOD_MS / limits.tokens_per_minute
             elif state.in_flight >= limits.max_concurrent_requests:
                 verdict, retry_ms = Verdict.CONCURRENCY, 1000
             else:
                 state.requests -= 1
-                state.tokens -= ticket.cost
+                state.tokens -= ticket.tokens
                 state.in_flight += 1
             return Decision(
                 verdict=verdict,
@@ -74,10 +75,12 @@ class LocalLimiter:
                 tokens_remaining=math.floor(state.tokens),
                 tokens_reset_s=math.ceil((limits.tokens_per_minute - state.tokens) * 60 / limits.tokens_per_minute),
                 retry_after_s=max(1, math.ceil(retry_ms / 1000)),
+                # Flat prices only (a graduated price needs the month's count, which only Redis holds).
+                cost_nano=tiered_cost(0, ticket.tokens, ticket.pricing)[0],
                 local=True,
             )
 
-    def settle(self, ticket: Ticket, *, charge: bool, event: UsageEvent | None = None) -> None:
+    def settle(self, ticket: Ticket, decision: Decision, *, charge: bool, event: UsageEvent | None = None) -> None:
         with self._lock:
             state = self._tenants.get(ticket.tenant_id)
             if state is not None and state.in_flight > 0:

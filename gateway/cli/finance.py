@@ -191,7 +191,7 @@ def _reconcile(args: argparse.Namespace) -> int:
     first, last = month_range(args.month)
     c = Container()
     result = c.reconciler.run(first, last, tenant_ids=args.tenant_id or None, fix=args.fix)
-    drift = result.drift or []
+    drift = result.drift
     if args.json:
         json.dump(result.summary(), sys.stdout, indent=2)
         print()
@@ -200,12 +200,14 @@ def _reconcile(args: argparse.Namespace) -> int:
               f"{len(drift)} drifting, {result.drift_tokens} token(s) of drift")
         if drift:
             print_table([d.row() for d in drift], DRIFT_COLUMNS)
-        for cell in result.unstable or []:
+        for cell in result.unstable:
             print(f"unstable (kept changing, not compared): {cell}")
+        for grant in result.overspent_grants:
+            print(f"overspent grant: {grant}")
     if not args.no_metric:
         _publish(c, result, publish_drift)
     unfixed = [d for d in drift if not d.fixed]
-    return 1 if unfixed or result.unstable else 0
+    return 1 if unfixed or result.unstable or result.overspent_grants else 0
 
 
 def _publish(c: Any, result: Any, publish: Any) -> None:

@@ -6,14 +6,17 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
+
+from gateway.domain.money import CURRENCIES, PRICE_PLACES, Tiers, nano_per_token
 
 # Bucket arithmetic in Redis is exact in doubles while rate x 60000 stays below 2**53.
-RatePerMinute = Annotated[int, Field(gt=0, le=10**9)]
-TokenAmount = Annotated[int, Field(gt=0, le=10**15)]
-SlotCount = Annotated[int, Field(gt=0, le=10**6)]
+# Strict: "100", true or " 5 " are not numbers (an admin's typo must be a 400, not a guess).
+RatePerMinute = Annotated[StrictInt, Field(gt=0, le=10**9)]
+TokenAmount = Annotated[StrictInt, Field(gt=0, le=10**15)]
+SlotCount = Annotated[StrictInt, Field(gt=0, le=10**6)]
 
 
 class Limits(BaseModel):
@@ -39,6 +42,26 @@ class LimitOverrides(BaseModel):
         return limits.model_copy(update=self.model_dump(exclude_none=True))
 
 
+def _price(value: Decimal) -> Decimal:
+    if value < 0 or -int(value.as_tuple().exponent) > PRICE_PLACES and value != round(value, PRICE_PLACES):
+        raise ValueError(f"a price per 1,000 tokens is >= 0 with at most {PRICE_PLACES} decimals")
+    return value
+
+
+Price = Annotated[Decimal, Field(allow_inf_nan=False)]
+
+
+class Tier(BaseModel):
+    """Tokens of the calendar month up to ``up_to`` (None: all the rest) cost this much."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    up_to: Annotated[int, Field(gt=0)] | None
+    price_per_1k_tokens: Price
+
+    _checked = field_validator("price_per_1k_tokens")(_price)
+
+
 class Plan(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -46,8 +69,74 @@ class Plan(BaseModel):
     description: str = ""
     currency: str = "USD"
     limits: Limits
-    # Price per 1,000 prompt tokens, per model id; exact decimals, never floats.
-    price_per_1k_tokens: dict[str, Decimal]
+    # Per model id, a flat price per 1,000 prompt tokens, or graduated tiers over the tenant's
+    # tokens of the calendar month; exact decimals, never floats.
+    price_per_1k_tokens: dict[str, Price] = Field(default_factory=dict)
+    tiers: dict[str, list[Tier]] = Field(default_factory=dict)
+
+    @field_validator("currency")
+    @classmethod
+    def _known_currency(cls, value: str) -> str:
+        if value not in CURRENCIES:
+            raise ValueError(f"unknown currency {value!r}")
+        return value
+
+    @field_validator("price_per_1k_tokens")
+    @classmethod
+    def _prices(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        return {model: _price(price) for model, price in value.items()}
+
+    @field_validator("tiers")
+    @classmethod
+    def _ascending_tiers(cls, value: dict[str, list[Tier]]) -> dict[str, list[Tier]]:
+        for model, tiers in value.items():
+            if not tiers or tiers[-1].up_to is not None:
+                raise ValueError(f"{model}: tiers end with one whose up_to is null")
+            bounds = [t.up_to for t in tiers[:-1] if t.up_to is not None]
+            if len(bounds) != len(tiers) - 1 or bounds != sorted(set(bounds)):
+                raise ValueError(f"{model}: only the last tier is unbounded, and up_to must rise")
+        return value
+
+    @model_validator(mode="after")
+    def _one_price_per_model(self) -> Self:
+        both = set(self.price_per_1k_tokens) & set(self.tiers)
+        if both:
+            raise ValueError(f"{sorted(both)}: a model has a flat price or tiers, not both")
+        return self
+
+    def pricing(self, model: str) -> Tiers:
+        """The model's price as tiers of (up to, nano per token); a flat price is one tier.
+        A model the plan does not price is free."""
+        if model in self.tiers:
+            return [(t.up_to, nano_per_token(t.price_per_1k_tokens)) for t in self.tiers[model]]
+        return [(None, nano_per_token(self.price_per_1k_tokens.get(model, Decimal(0))))]
+
+
+class Budget(BaseModel):
+    """A monthly money budget: hard refuses the request that would pass it (402), soft only
+    alerts. Thresholds are fractions of the amount in (0, 1], each alerted once a month."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    monthly_amount: Decimal
+    hard: StrictBool = False
+    alert_thresholds: list[Decimal] = Field(default_factory=list, max_length=10)
+
+    @field_validator("alert_thresholds")
+    @classmethod
+    def _fractions(cls, value: list[Decimal]) -> list[Decimal]:
+        for threshold in value:
+            if not Decimal(0) < threshold <= Decimal(1):
+                raise ValueError("each threshold is a fraction in (0, 1]")
+        return sorted(set(value))
+
+
+class BillingMode(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["prepaid", "postpaid"] = "postpaid"
+    low_balance_alert: Decimal | None = None
+
 
 
 class PlanCatalog(BaseModel):

@@ -17,6 +17,17 @@ class UsageEvent:
     model: str
     prompt_tokens: int
     timestamp_ms: int
+    cost_nano: int = 0
+    debits: str = ""  # credit taken: "grant:nano,..." (prepaid tenants)
+    tier_tokens: tuple[int, ...] = ()  # tokens in each price tier of the plan
+
+    def debited(self) -> dict[str, int]:
+        """Credit taken from each grant."""
+        taken: dict[str, int] = {}
+        for part in filter(None, self.debits.split(",")):
+            grant, amount = part.split(":")
+            taken[grant] = taken.get(grant, 0) + int(amount)
+        return taken
 
     def to_fields(self) -> dict[str, str]:
         return {
@@ -26,6 +37,9 @@ class UsageEvent:
             "model": self.model,
             "tokens": str(self.prompt_tokens),
             "ts": str(self.timestamp_ms),
+            "cost": str(self.cost_nano),
+            "debits": self.debits,
+            "tiers": ",".join(map(str, self.tier_tokens)),
         }
 
     @classmethod
@@ -41,6 +55,9 @@ class UsageEvent:
             model=get["model"],
             prompt_tokens=int(get["tokens"]),
             timestamp_ms=int(get["ts"]),
+            cost_nano=int(get.get("cost") or 0),
+            debits=get.get("debits") or "",
+            tier_tokens=tuple(int(n) for n in (get.get("tiers") or "").split(",") if n),
         )
 
     @property

@@ -45,6 +45,10 @@ def build_resolver(container: Container, *routers: Router) -> APIGatewayRestReso
             logger.exception("unhandled error")
             response = error_response(Error("The server had an error while processing your request."))
         response.headers["x-request-id"] = request_id
+        # Every answer carries a caller's data, a secret or an error about them: never cached,
+        # never sniffed into something else.
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers["X-Content-Type-Options"] = "nosniff"
         return response
 
     app.use([per_request])
@@ -106,6 +110,16 @@ def body(router: BaseRouter, model: type[M]) -> M:
         raise InvalidRequestError(f"Invalid '{where}': {first['msg']}", param=where or None) from None
     except RecursionError:
         raise InvalidRequestError("The body is nested too deeply.") from None
+
+
+def header(router: BaseRouter, name: str) -> str | None:
+    """One request header (case-insensitive); sent twice with different values is a 400."""
+    event = event_of(router)
+    values = {v for k, vs in (event.multi_value_headers or {}).items() if k.lower() == name.lower() for v in vs}
+    values |= {v for k, v in (event.headers or {}).items() if k.lower() == name.lower()}
+    if len(values) > 1:
+        raise InvalidRequestError(f"'{name}' is given more than once.", param=name)
+    return values.pop().strip() if values else None
 
 
 def query(router: BaseRouter, name: str, *, max_length: int = 512) -> str | None:

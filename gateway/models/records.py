@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from decimal import Decimal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.domain.plans import LimitOverrides
+from gateway.domain.money import fmt
+from gateway.domain.plans import BillingMode, Budget, LimitOverrides
 
 
 def utcnow() -> datetime:
@@ -26,6 +28,8 @@ class TenantRecord(BaseModel):
     plan: str
     status: Literal["active", "suspended"] = "active"
     limit_overrides: LimitOverrides = Field(default_factory=LimitOverrides)
+    billing: BillingMode = Field(default_factory=BillingMode)
+    budget: Budget | None = None
     created_at: str
     updated_at: str | None = None
 
@@ -43,6 +47,9 @@ class KeyRecord(BaseModel):
     grace_until: str | None = None  # set by rotation: the key works until then
     revoked_at: str | None = None
     rotated_to: str | None = None
+    # Limits and a budget of this key alone, applied on top of its tenant's.
+    limits: LimitOverrides = Field(default_factory=LimitOverrides)
+    budget: Budget | None = None
 
     def stops_at(self) -> datetime | None:
         """When the key stops working: its expiry or the end of its rotation grace."""
@@ -62,7 +69,7 @@ class KeyRecord(BaseModel):
     def is_usable(self, now: datetime) -> bool:
         return self.status(now) == "active"
 
-    def public(self, now: datetime) -> dict:
+    def public(self, now: datetime) -> dict[str, Any]:
         """The key as admins may see it: never its hash."""
         stops = self.stops_at()
         return {
@@ -76,4 +83,31 @@ class KeyRecord(BaseModel):
             "revoked_at": self.revoked_at,
             "rotated_to": self.rotated_to,
             "status": self.status(now),
+            "limits": self.limits.model_dump(exclude_none=True),
+            "budget": budget_view(self.budget),
         }
+
+
+def budget_view(budget: Budget | None) -> dict[str, Any] | None:
+    if budget is None:
+        return None
+    return {"monthly_amount": fmt(budget.monthly_amount), "hard": budget.hard,
+            "alert_thresholds": [float(t) for t in budget.alert_thresholds]}
+
+
+class CreditGrant(BaseModel):
+    """Prepaid credit. What is left of it lives in Redis (debited at admission) and, as what
+    was spent, in the usage rollups (the source of truth: remaining = amount - spent)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    tenant_id: str
+    amount: Decimal
+    currency: str
+    expires_at: str | None = None
+    note: str | None = None
+    created_at: str
+
+    def expires_ms(self) -> int:
+        return 0 if self.expires_at is None else int(datetime.fromisoformat(self.expires_at).timestamp() * 1000)

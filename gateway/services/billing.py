@@ -1,36 +1,75 @@
-"""Admin operations: plans, tenants, keys, and the audit trail of every change.
+"""Admin operations: plans, tenants, keys, credit, budgets, and the audit trail of every change.
 
-DynamoDB holds the records; Redis holds a projection of the state the admission script
-reads on every request (key revoked or expiring, tenant suspended).
+DynamoDB holds the records; Redis holds a projection of what the admission script reads on
+every request (key states and limits, tenant status, money settings, credit grants).
+
+Every change commits its records, its audit entry, a projection mark (the outbox) and, with an
+``Idempotency-Key``, its answer, in ONE DynamoDB transaction, conditional on what was read
+(concurrent admin calls never lose one another). Then Redis gets the change and the mark is
+cleared. So a call either completes, or answers 503 with nothing changed (Redis or DynamoDB
+unreachable before the commit), or answers 503 after the commit (Redis lost right then): the
+projector then projects the tenant from DynamoDB, and a retry with the same Idempotency-Key
+returns the first answer.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import secrets
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from decimal import Decimal
+from typing import Any, Protocol, TypeVar
 
-from gateway.adapters.dynamo import Accounts, AuditLog
+from pydantic import BaseModel
+
+from gateway.adapters.dynamo import Accounts, AuditLog, Credits, Idempotency, Outbox
 from gateway.adapters.dynamo.table import Write
 from gateway.adapters.redis_store import RedisLimiter
-from gateway.domain.admission import AdmissionUnavailable
+from gateway.domain.admission import AdmissionUnavailable, Grant, KeySettings
+from gateway.domain.events import Event, EventType, event_id
 from gateway.domain.keys import hash_key, new_key
-from gateway.domain.plans import LimitOverrides, Plan
+from gateway.domain.money import AmountError, fmt, fmt_nano, parse_amount, to_nano
+from gateway.domain.plans import BillingMode, Budget, LimitOverrides, Plan
 from gateway.errors import ConflictError, InvalidRequestError, NotFoundError, ServiceUnavailableError
-from gateway.models.api import CreateKey, CreateTenant, RotateKey, UpdateTenant
-from gateway.models.records import KeyRecord, TenantRecord, rfc3339, utcnow
+from gateway.models.api import BudgetBody, CreateCredit, CreateKey, CreateTenant, RotateKey, UpdateKey, UpdateTenant
+from gateway.models.records import CreditGrant, KeyRecord, TenantRecord, budget_view, rfc3339, utcnow
 from gateway.services.auth import Principal
 from gateway.services.limits import LimitsResolver
+from gateway.services.seeding import Seeder, month_bounds
 
 T = TypeVar("T")
 _RETRIES = 5  # optimistic-concurrency attempts before a 409
+RETRY_SOON = {"Retry-After": "1"}
 
 AUDIT_FIELDS = ("id", "timestamp", "actor_key_id", "actor_tenant_id", "action", "target", "request_id", "details")
 
 
+class EventWrites(Protocol):
+    """Where business events go in the same transaction as their cause (gateway EventLog)."""
+
+    def event_write(self, event: Event) -> Write: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Who asks, under which request id, and the Idempotency-Key they sent (if any)."""
+
+    actor: Principal
+    request_id: str
+    idempotency_key: str | None = None
+    request_hash: str = ""  # of the operation and its body, set when an Idempotency-Key is given
+
+
 def plan_view(plan: Plan) -> dict[str, Any]:
+    prices: dict[str, Any] = {model: {"price_per_1k_tokens": fmt(price)}
+                              for model, price in plan.price_per_1k_tokens.items()}
+    prices |= {model: {"tiers": [{"up_to": t.up_to, "price_per_1k_tokens": fmt(t.price_per_1k_tokens)}
+                                 for t in tiers]} for model, tiers in plan.tiers.items()}
     return {
         "id": plan.name,
         "object": "plan",
@@ -38,12 +77,20 @@ def plan_view(plan: Plan) -> dict[str, Any]:
         "currency": plan.currency,
         "limits": plan.limits.model_dump(),
         "price_per_1k_tokens": {model: format(price, "f") for model, price in plan.price_per_1k_tokens.items()},
+        "prices": prices,
     }
 
 
 def key_view(key: KeyRecord, now: datetime | None = None) -> dict[str, Any]:
     """A key as admins see it: never its hash nor its secret."""
     return key.public(now or utcnow())
+
+
+def grant_view(grant: CreditGrant, remaining_nano: int | None) -> dict[str, Any]:
+    return {"id": grant.id, "object": "credit_grant", "tenant_id": grant.tenant_id, "amount": fmt(grant.amount),
+            "remaining": fmt_nano(remaining_nano) if remaining_nano is not None else fmt(grant.amount),
+            "currency": grant.currency, "expires_at": grant.expires_at, "note": grant.note,
+            "created_at": grant.created_at}
 
 
 def _retrying(attempt: Callable[[], T]) -> T:
@@ -55,23 +102,43 @@ def _retrying(attempt: Callable[[], T]) -> T:
     return attempt()
 
 
-class BillingService:
-    """Every change commits its records and its audit entry in one DynamoDB transaction
-    (conditional on what was read, so concurrent admin calls never lose one another), then
-    projects the state admission reads into Redis. Redis unreachable before the commit: 503,
-    nothing changed; after it: 503 as well, and the change is projected by the next call
-    that reads it back (and by the projector)."""
+def _amount(value: str | None, *, field: str, currency: str, allow_zero: bool = False) -> Decimal:
+    try:
+        return parse_amount(value, currency=currency, allow_zero=allow_zero)
+    except AmountError as error:
+        raise InvalidRequestError(f"'{field}' {error}.", param=field) from None
 
-    def __init__(self, *, accounts: Accounts, audit: AuditLog, limiter: RedisLimiter, limits: LimitsResolver,
-                 pepper: bytes) -> None:
+
+def _budget(body: BudgetBody, field: str, currency: str) -> Budget:
+    amount = _amount(body.monthly_amount, field=f"{field}.monthly_amount", currency=currency)
+    return Budget(monthly_amount=amount, hard=body.hard,
+                  alert_thresholds=[Decimal(str(t)) for t in body.alert_thresholds])
+
+
+def _request_hash(operation: str, target: str, body: BaseModel | None) -> str:
+    text = json.dumps([operation, target, body.model_dump(mode="json") if body else None], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class BillingService:
+    def __init__(self, *, accounts: Accounts, audit: AuditLog, credits: Credits, outbox: Outbox,
+                 idempotency: Idempotency, limiter: RedisLimiter, limits: LimitsResolver, seeder: Seeder,
+                 pepper: bytes, events: EventWrites | None = None) -> None:
         self.accounts = accounts
         self.audit = audit
+        self.credits = credits
+        self.outbox = outbox
+        self.idempotency = idempotency
         self.limiter = limiter
         self.limits = limits
+        self.seeder = seeder
         self.pepper = pepper
+        self.events = events
 
     # -- views ---------------------------------------------------------------------------
     def tenant_view(self, tenant: TenantRecord) -> dict[str, Any]:
+        plan = self.limits.plan(tenant.plan)
+        low = tenant.billing.low_balance_alert
         return {
             "id": tenant.id,
             "object": "tenant",
@@ -80,6 +147,9 @@ class BillingService:
             "status": tenant.status,
             "limits": self.limits.for_tenant(tenant).model_dump(),
             "limit_overrides": tenant.limit_overrides.model_dump(exclude_none=True),
+            "currency": plan.currency,
+            "billing": {"mode": tenant.billing.mode, "low_balance_alert": fmt(low) if low is not None else None},
+            "budget": budget_view(tenant.budget),
             "created_at": tenant.created_at,
             "updated_at": tenant.updated_at,
         }
@@ -95,13 +165,18 @@ class BillingService:
         return plan
 
     # -- tenants -------------------------------------------------------------------------
-    def create_tenant(self, body: CreateTenant, actor: Principal, request_id: str) -> dict[str, Any]:
-        self._require_plan(body.plan)
-        tenant = TenantRecord(id=f"ten_{secrets.token_hex(8)}", name=body.name, plan=body.plan,
-                              created_at=rfc3339(utcnow()))
-        self._commit([self.accounts.new_tenant_write(tenant)],
-                     self._entry(actor, "tenant.create", tenant.id, request_id, {"name": body.name, "plan": body.plan}))
-        return self.tenant_view(tenant)
+    def create_tenant(self, body: CreateTenant, call: Call) -> dict[str, Any]:
+        def run(call: Call) -> tuple[dict[str, Any], Callable[[], None]]:
+            self._require_plan(body.plan)
+            tenant = TenantRecord(id=f"ten_{secrets.token_hex(8)}", name=body.name, plan=body.plan,
+                                  created_at=rfc3339(utcnow()))
+            view = self.tenant_view(tenant)
+            project = self._projector(tenant.id)
+            self._commit(call, [self.accounts.new_tenant_write(tenant)], tenant.id, "tenant.create", tenant.id,
+                         {"name": body.name, "plan": body.plan}, answer=view, project=project)
+            return view, project
+
+        return self._idempotent(call, "tenant.create", "", body, run)
 
     def list_tenants(self, cursor: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
         tenants, next_cursor = self.accounts.list_tenants(cursor=cursor, limit=limit)
@@ -113,16 +188,17 @@ class BillingService:
             raise NotFoundError(f"No tenant '{tenant_id}'.", param="tenant_id", code="tenant_not_found")
         return tenant
 
-    def update_tenant(self, tenant_id: str, body: UpdateTenant, actor: Principal, request_id: str) -> dict[str, Any]:
+    def update_tenant(self, tenant_id: str, body: UpdateTenant, call: Call) -> dict[str, Any]:
         if body.plan is not None:
             self._require_plan(body.plan)
-        if body.status == "suspended" and tenant_id == actor.tenant.id:
+        if body.status == "suspended" and tenant_id == call.actor.tenant.id:
             raise InvalidRequestError("An admin key cannot suspend its own tenant.", param="status",
                                       code="cannot_suspend_self")
         details = body.model_dump(mode="json", exclude_unset=True)
 
         def attempt() -> TenantRecord:
             tenant = self.get_tenant(tenant_id)
+            currency = self.limits.plan(body.plan or tenant.plan).currency
             changes: dict[str, Any] = {"updated_at": rfc3339(utcnow())}
             if body.plan is not None:
                 changes["plan"] = body.plan
@@ -133,27 +209,52 @@ class BillingService:
                 merged = tenant.limit_overrides.model_dump(exclude_none=True) | body.limits.model_dump(
                     include=body.limits.model_fields_set)
                 changes["limit_overrides"] = LimitOverrides(**{k: v for k, v in merged.items() if v is not None})
+            if body.billing is not None:
+                billing = tenant.billing.model_dump()
+                if "mode" in body.billing.model_fields_set and body.billing.mode is not None:
+                    billing["mode"] = body.billing.mode
+                if "low_balance_alert" in body.billing.model_fields_set:
+                    low = body.billing.low_balance_alert
+                    billing["low_balance_alert"] = (None if low is None else _amount(
+                        low, field="billing.low_balance_alert", currency=currency))
+                changes["billing"] = BillingMode(**billing)
+            if "budget" in body.model_fields_set:
+                changes["budget"] = None if body.budget is None else _budget(body.budget, "budget", currency)
             updated = tenant.model_copy(update=changes)
-            self._commit([self.accounts.tenant_write(updated, expected=tenant)],
-                         self._entry(actor, "tenant.update", tenant_id, request_id, details))
+            writes = [self.accounts.tenant_write(updated, expected=tenant)]
+            if body.status == "suspended" and tenant.status != "suspended" and self.events is not None:
+                writes.append(self.events.event_write(Event(
+                    id=event_id(tenant_id, "tenant.suspended", updated.updated_at or ""),
+                    type=EventType.TENANT_SUSPENDED, created=int(utcnow().timestamp()), tenant_id=tenant_id,
+                    data={"tenant_id": tenant_id})))
+            self._commit(call, writes, tenant_id, "tenant.update", tenant_id, details,
+                         project=self._projector(tenant_id))
             return updated
 
-        updated = _retrying(attempt)
-        if body.status is not None:
-            self._project_tenant(tenant_id)
-        return self.tenant_view(updated)
+        return self.tenant_view(_retrying(attempt))
 
     # -- keys ----------------------------------------------------------------------------
-    def create_key(self, tenant_id: str, body: CreateKey, actor: Principal, request_id: str) -> dict[str, Any]:
-        tenant = self.get_tenant(tenant_id)
-        expires_at = rfc3339(body.expires_at) if body.expires_at else None
-        record, plaintext = self._new_key(tenant.id, body.name, [s.value for s in body.scopes], expires_at)
-        self._commit([self.accounts.new_key_write(record)],
-                     self._entry(actor, "key.create", record.id, request_id,
-                                 {"tenant_id": tenant.id, "name": body.name, "scopes": record.scopes,
-                                  "expires_at": expires_at}))
-        # The plaintext leaves exactly once, in this response.
-        return key_view(record) | {"key": plaintext}
+    def create_key(self, tenant_id: str, body: CreateKey, call: Call) -> dict[str, Any]:
+        def run(call: Call) -> tuple[dict[str, Any], Callable[[], None]]:
+            tenant = self.get_tenant(tenant_id)
+            currency = self.limits.plan(tenant.plan).currency
+            expires_at = rfc3339(body.expires_at) if body.expires_at else None
+            record, plaintext = self._new_key(tenant.id, body.name, [s.value for s in body.scopes], expires_at)
+            record = record.model_copy(update={
+                "limits": body.limits or LimitOverrides(),
+                "budget": _budget(body.budget, "budget", currency) if body.budget else None})
+            answer = key_view(record) | {"key": plaintext}  # the plaintext leaves exactly once, in this answer
+            writes = [self.accounts.new_key_write(record)]
+            if (index := self.accounts.expiry_index_write(record)) is not None:
+                writes.append(index)
+            project = self._projector(tenant.id)
+            self._commit(call, writes, tenant.id, "key.create", record.id,
+                         {"tenant_id": tenant.id, "name": body.name, "scopes": record.scopes, "expires_at": expires_at,
+                          "limits": record.limits.model_dump(exclude_none=True), "budget": budget_view(record.budget)},
+                         answer=answer, project=project)
+            return answer, project
+
+        return self._idempotent(call, "key.create", tenant_id, body, run)
 
     def _new_key(self, tenant_id: str, name: str | None, scopes: list[str],
                  expires_at: str | None) -> tuple[KeyRecord, str]:
@@ -175,56 +276,170 @@ class BillingService:
             raise NotFoundError(f"No key '{key_id}'.", param="key_id", code="key_not_found")
         return key
 
-    def revoke_key(self, key_id: str, actor: Principal, request_id: str) -> None:
+    def update_key(self, key_id: str, body: UpdateKey, call: Call) -> dict[str, Any]:
+        details = body.model_dump(mode="json", exclude_unset=True)
+
+        def attempt() -> KeyRecord:
+            key = self._require_key(key_id)
+            tenant = self.get_tenant(key.tenant_id)
+            changes: dict[str, Any] = {}
+            if "name" in body.model_fields_set:
+                changes["name"] = body.name
+            if body.limits is not None:
+                merged = key.limits.model_dump(exclude_none=True) | body.limits.model_dump(
+                    include=body.limits.model_fields_set)
+                changes["limits"] = LimitOverrides(**{k: v for k, v in merged.items() if v is not None})
+            if "budget" in body.model_fields_set:
+                changes["budget"] = (None if body.budget is None else
+                                     _budget(body.budget, "budget", self.limits.plan(tenant.plan).currency))
+            updated = key.model_copy(update=changes)
+            self._commit(call, [self.accounts.key_write(updated, expected=key)], key.tenant_id, "key.update", key.id,
+                         details, project=self._projector(key.tenant_id))
+            return updated
+
+        return key_view(_retrying(attempt))
+
+    def revoke_key(self, key_id: str, call: Call) -> None:
         def attempt() -> KeyRecord:
             key = self._require_key(key_id)
             if key.revoked_at is None:
-                self._commit([self.accounts.key_write(key.model_copy(update={"revoked_at": rfc3339(utcnow())}),
-                                                      expected=key)],
-                             self._entry(actor, "key.revoke", key.id, request_id, {"tenant_id": key.tenant_id}))
+                revoked = key.model_copy(update={"revoked_at": rfc3339(utcnow())})
+                writes = [self.accounts.key_write(revoked, expected=key)]
+                if self.events is not None:
+                    writes.append(self.events.event_write(Event(
+                        id=event_id(key.tenant_id, "key.revoked", key.id), type=EventType.KEY_REVOKED,
+                        created=int(utcnow().timestamp()), tenant_id=key.tenant_id, data={"key_id": key.id})))
+                self._commit(call, writes, key.tenant_id, "key.revoke", key.id, {"tenant_id": key.tenant_id},
+                             project=self._projector(key.tenant_id))
             return key
 
         key = _retrying(attempt)
-        self._project_key(key.id)
+        # Already revoked: make sure Redis says so too.
+        self._project(lambda: self.limiter.revoke_key(key.tenant_id, key.id))
 
-    def rotate_key(self, key_id: str, body: RotateKey, actor: Principal, request_id: str) -> dict[str, Any]:
-        old = self._require_key(key_id)
-        now = utcnow()
-        if not old.is_usable(now):
-            raise InvalidRequestError("Only an active key can be rotated.", param="key_id", code="key_inactive")
-        if old.rotated_to is not None:
-            # A second successor would leave the first one dangling: rotate the successor instead.
-            raise ConflictError(f"This key was already rotated to '{old.rotated_to}'; rotate that key instead.",
-                                param="key_id", code="already_rotated")
-        grace_end = now + timedelta(seconds=body.grace_seconds)
-        # The successor keeps the tenant (so its limits, quota and usage history), the name,
-        # the scopes and the key's own expiry (never the grace of the key it replaces).
-        record, plaintext = self._new_key(old.tenant_id, old.name, old.scopes, old.expires_at)
-        rotated = old.model_copy(update={"grace_until": rfc3339(grace_end), "rotated_to": record.id})
-        self._commit([self.accounts.new_key_write(record), self.accounts.key_write(rotated, expected=old)],
-                     self._entry(actor, "key.rotate", old.id, request_id,
-                                 {"tenant_id": old.tenant_id, "new_key_id": record.id,
-                                  "grace_seconds": body.grace_seconds, "old_key_expires_at": rfc3339(grace_end)}),
-                     conflict="The key changed while it was being rotated; nothing was rotated.")
-        self._project_key(old.id)
-        return key_view(record) | {"key": plaintext, "rotated_from": old.id}
+    def rotate_key(self, key_id: str, body: RotateKey, call: Call) -> dict[str, Any]:
+        def run(call: Call) -> tuple[dict[str, Any], Callable[[], None]]:
+            old = self._require_key(key_id)
+            now = utcnow()
+            if not old.is_usable(now):
+                raise InvalidRequestError("Only an active key can be rotated.", param="key_id", code="key_inactive")
+            if old.rotated_to is not None:
+                # A second successor would leave the first one dangling: rotate the successor instead.
+                raise ConflictError(f"This key was already rotated to '{old.rotated_to}'; rotate that key instead.",
+                                    param="key_id", code="already_rotated")
+            grace_end = now + timedelta(seconds=body.grace_seconds)
+            # The successor keeps the tenant (so its limits, quota and usage history), the name,
+            # the scopes, its own limits and budget, and the key's own expiry (never the grace of
+            # the key it replaces).
+            record, plaintext = self._new_key(old.tenant_id, old.name, old.scopes, old.expires_at)
+            record = record.model_copy(update={"limits": old.limits, "budget": old.budget})
+            rotated = old.model_copy(update={"grace_until": rfc3339(grace_end), "rotated_to": record.id})
+            writes = [self.accounts.new_key_write(record), self.accounts.key_write(rotated, expected=old)]
+            writes += [w for w in (self.accounts.expiry_index_write(record), self.accounts.expiry_index_write(rotated))
+                       if w is not None]
+            answer = key_view(record) | {"key": plaintext, "rotated_from": old.id}
+            project = self._projector(old.tenant_id)
+            self._commit(call, writes, old.tenant_id, "key.rotate", old.id,
+                         {"tenant_id": old.tenant_id, "new_key_id": record.id, "grace_seconds": body.grace_seconds,
+                          "old_key_expires_at": rfc3339(grace_end)}, answer=answer, project=project,
+                         conflict="The key changed while it was being rotated; nothing was rotated.")
+            return answer, project
+
+        return self._idempotent(call, "key.rotate", key_id, body, run)
+
+    # -- credit and balances ---------------------------------------------------------------
+    def grant_credits(self, tenant_id: str, body: CreateCredit, call: Call) -> dict[str, Any]:
+        def run(call: Call) -> tuple[dict[str, Any], Callable[[], None]]:
+            tenant = self.get_tenant(tenant_id)
+            currency = self.limits.plan(tenant.plan).currency
+            amount = _amount(body.amount, field="amount", currency=currency)
+            grant = CreditGrant(id=f"cr_{secrets.token_hex(10)}", tenant_id=tenant.id, amount=amount,
+                                currency=currency, expires_at=rfc3339(body.expires_at) if body.expires_at else None,
+                                note=body.note, created_at=rfc3339(utcnow()))
+            answer = grant_view(grant, None)
+            project = self._projector(tenant.id)
+            self._commit(call, [self.credits.grant_write(grant)], tenant.id, "credits.grant", grant.id,
+                         {"tenant_id": tenant.id, "amount": fmt(amount), "currency": currency,
+                          "expires_at": grant.expires_at, "note": grant.note}, answer=answer, project=project)
+            return answer, project
+
+        return self._idempotent(call, "credits.grant", tenant_id, body, run)
+
+    def list_credits(self, tenant_id: str) -> list[dict[str, Any]]:
+        self.get_tenant(tenant_id)
+        state = self._money_state(tenant_id)
+        left = {g.id: g.remaining_nano for g in state.grants} if state else {}
+        return [grant_view(g, left.get(g.id)) for g in reversed(self.credits.grants(tenant_id, consistent=True))]
+
+    def balance(self, tenant_id: str) -> dict[str, Any]:
+        """What the tenant has left and spent this month, live from the admission state."""
+        tenant = self.get_tenant(tenant_id)
+        currency = self.limits.plan(tenant.plan).currency
+        state = self._money_state(tenant_id)
+        if state is None:
+            raise ServiceUnavailableError("This tenant's balance cannot be read right now; retry shortly.",
+                                          headers=RETRY_SOON)
+        now_ms = int(utcnow().timestamp() * 1000)
+        left = {g.id: g.remaining_nano for g in state.grants}
+        grants = [grant_view(g, left.get(g.id, 0)) | {"expired": bool(g.expires_ms() and g.expires_ms() <= now_ms)}
+                  for g in self.credits.grants(tenant_id, consistent=True)]
+        return {"object": "balance", "tenant_id": tenant.id, "currency": currency, "mode": tenant.billing.mode,
+                "credits_remaining": fmt_nano(state.credits_remaining(now_ms)),
+                "month_to_date_cost": fmt_nano(state.month_charged_nano), "budget": budget_view(tenant.budget),
+                "low_balance_alert": (fmt(tenant.billing.low_balance_alert)
+                                      if tenant.billing.low_balance_alert is not None else None),
+                "grants": grants}
+
+    def _money_state(self, tenant_id: str) -> Any:
+        month = utcnow().strftime("%Y-%m")
+        try:
+            state = self.limiter.money_state(tenant_id, month)
+            if state is None:
+                self.seeder.seed(tenant_id)
+                state = self.limiter.money_state(tenant_id, month)
+        except AdmissionUnavailable as error:
+            raise ServiceUnavailableError("The balance cannot be read right now; retry shortly.",
+                                          headers=RETRY_SOON) from error
+        return state
 
     # -- the Redis projection --------------------------------------------------------------
-    def _project_tenant(self, tenant_id: str) -> None:
-        """Redis says what DynamoDB says (read back consistently, so the last writer's state
-        wins whatever order concurrent calls land in): suspension bites on the next request."""
-        tenant = self.accounts.get_tenant(tenant_id, consistent=True)
-        if tenant is not None:
-            self._project(lambda: self.limiter.set_tenant_status(tenant_id, tenant.status))
+    def _projector(self, tenant_id: str) -> Callable[[], None]:
+        return lambda: self.project_tenant(tenant_id)
 
-    def _project_key(self, key_id: str) -> None:
-        key = self.accounts.get_key(key_id, consistent=True)
-        if key is None:
+    def project_tenant(self, tenant_id: str) -> None:
+        """Make Redis say what DynamoDB says about the tenant (read back consistently, so the
+        last writer's state wins whatever order concurrent calls land in): status, each key's
+        state, limits and budget, money settings, grants. A tenant Redis does not hold yet is
+        seeded whole instead."""
+        state = self.seeder.state(tenant_id)
+        if state is None:
             return
-        if key.revoked_at is not None:
-            self._project(lambda: self.limiter.revoke_key(key.tenant_id, key.id))
-        elif key.expires_ms():
-            self._project(lambda: self.limiter.set_key_expiry(key.tenant_id, key.id, key.expires_ms()))
+        _, _, start_ms, end_ms = month_bounds(utcnow())
+        if self.limiter.seed(state, month_start_ms=start_ms, month_end_ms=end_ms):
+            return
+        self.limiter.set_tenant_status(tenant_id, "suspended" if state.suspended else "active")
+        for key_id, expiry in state.key_states.items():
+            if expiry == 0:
+                self.limiter.revoke_key(tenant_id, key_id)
+            else:
+                self.limiter.set_key_expiry(tenant_id, key_id, expiry)
+        self.limiter.set_money(tenant_id, state.money)
+        for key_id in state.key_ids:
+            self.limiter.set_key_settings(tenant_id, key_id, state.key_settings.get(key_id, KeySettings()))
+        for grant in self.credits.grants(tenant_id, consistent=True):
+            self.limiter.add_grant(tenant_id, Grant(grant.id, grant.expires_ms(), to_nano(grant.amount)))
+
+    def repair_projections(self, limit: int = 100) -> int:
+        """The projector: project every tenant whose change is not in Redis yet; returns how many."""
+        done = 0
+        for tenant_id, change in self.outbox.pending(limit):
+            try:
+                self.project_tenant(tenant_id)
+            except AdmissionUnavailable:
+                return done  # Redis still away: the marks stay for the next run
+            self.outbox.clear(tenant_id, change)
+            done += 1
+        return done
 
     @staticmethod
     def _project(write: Callable[[], None]) -> None:
@@ -232,27 +447,91 @@ class BillingService:
             write()
         except AdmissionUnavailable as error:
             raise ServiceUnavailableError("The change is saved but not yet in effect; retry shortly.",
-                                          headers={"Retry-After": "1"}) from error
+                                          headers=RETRY_SOON) from error
 
-    # -- audit ---------------------------------------------------------------------------
-    def _commit(self, writes: list[Write], entry: dict[str, Any], *,
+    # -- one change: records + audit + outbox mark (+ answer), one transaction ---------------
+    def _commit(self, call: Call, writes: list[Write], tenant_id: str, action: str, target: str,
+                details: dict[str, Any], *, project: Callable[[], None], answer: dict[str, Any] | None = None,
                 conflict: str = "The record changed concurrently; retry.") -> None:
-        """The change and its audit entry, together or not at all."""
-        self.accounts.table.transact([*writes, self.audit.entry_write(entry)], conflict=conflict)
+        try:
+            self.limiter.ping()  # Redis away: refuse now, with nothing changed
+        except AdmissionUnavailable as error:
+            raise ServiceUnavailableError("Changes cannot be applied right now; retry shortly.",
+                                          headers=RETRY_SOON) from error
+        change = uuid.uuid4().hex
+        writes = [*writes, self.audit.entry_write(self._entry(call, action, target, details)),
+                  self.outbox.mark_write(tenant_id, change)]
+        if call.idempotency_key and answer is not None:
+            writes.append(self.idempotency.record_write(self._scope(call), call.idempotency_key,
+                                                        call.request_hash, 201, answer))
+        try:
+            self.accounts.table.transact(writes, conflict=conflict)
+        except (ConflictError, InvalidRequestError):
+            raise
+        except Exception as error:
+            if _is_outage(error):
+                raise ServiceUnavailableError("Changes cannot be applied right now; retry shortly.",
+                                              headers=RETRY_SOON) from error
+            raise
+        self._project(project)
+        self.outbox.clear(tenant_id, change)
+
+    def _idempotent(self, call: Call, operation: str, target: str, body: BaseModel,
+                    run: Callable[[Call], tuple[dict[str, Any], Callable[[], None]]]) -> dict[str, Any]:
+        """Run ``run`` once per Idempotency-Key: a retry with the same key and body gets the
+        first answer back (after making sure its change is in Redis); another body is a 409."""
+        if not call.idempotency_key:
+            return run(call)[0]
+        call = dataclasses.replace(call, request_hash=_request_hash(operation, target, body))
+        stored = self.idempotency.get(self._scope(call), call.idempotency_key or "")
+        if stored is None:
+            try:
+                return run(call)[0]
+            except ConflictError:
+                stored = self.idempotency.get(self._scope(call), call.idempotency_key or "")  # a concurrent twin won
+                if stored is None:
+                    raise
+        if stored.request_hash != call.request_hash:
+            raise ConflictError("This Idempotency-Key was used with another request.", param="Idempotency-Key",
+                                code="idempotency_conflict")
+        tenant_id = str(stored.body.get("tenant_id") or stored.body.get("id") or "")
+        if tenant_id.startswith("ten_"):
+            self._project(self._projector(tenant_id))  # the first call may have stopped before Redis had it
+        return stored.body
 
     @staticmethod
-    def _entry(actor: Principal, action: str, target: str, request_id: str, details: dict[str, Any]) -> dict[str, Any]:
+    def _scope(call: Call) -> str:
+        return call.actor.tenant.id
+
+    @staticmethod
+    def _entry(call: Call, action: str, target: str, details: dict[str, Any]) -> dict[str, Any]:
         return {
             "id": uuid.uuid4().hex,
             "timestamp": rfc3339(utcnow()),
-            "actor_key_id": actor.key.id,
-            "actor_tenant_id": actor.tenant.id,
+            "actor_key_id": call.actor.key.id,
+            "actor_tenant_id": call.actor.tenant.id,
             "action": action,
             "target": target,
-            "request_id": request_id,
+            "request_id": call.request_id,
             "details": details,
         }
 
     def list_audit(self, cursor: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
         page = self.audit.list(cursor=cursor, limit=limit)
         return [{k: item.get(k) for k in AUDIT_FIELDS} for item in page.items], page.next_cursor
+
+
+def _is_outage(error: Exception) -> bool:
+    """A DynamoDB that cannot answer (unreachable, throttled, erroring): a 503, never a 500."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(error, BotoCoreError):
+        return True
+    if isinstance(error, ClientError):
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        return status >= 500 or code in {"ProvisionedThroughputExceededException", "ThrottlingException",
+                                         "RequestLimitExceeded", "InternalServerError", "ServiceUnavailable",
+                                         "TransactionInProgressException"}
+    return False
+

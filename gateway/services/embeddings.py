@@ -1,10 +1,13 @@
 """The hot path of one tenant request: tokenize, admit, forward, settle.
 
-Exactly two limiter round trips on success (admit, settle). What it returns is a result
-object; the route renders the body and the RateLimit headers."""
+Exactly two limiter round trips on success (admit, settle); a tenant Redis does not hold is
+seeded from DynamoDB first (rare: created while Redis was down, or lost with it). The cost is
+fixed at admission, in the same atomic step as every limit and money check. What it returns
+is a result object; the route renders the body and the RateLimit headers."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,7 +16,8 @@ from gateway.adapters.dynamo import UsageLedger
 from gateway.adapters.inference import Embeddings, InferenceClient
 from gateway.adapters.tokenizer import ModelTokenizer
 from gateway.domain.admission import AdmissionUnavailable, Decision, Limiter, Ticket, Verdict
-from gateway.domain.plans import Limits
+from gateway.domain.money import fmt_nano
+from gateway.domain.plans import LimitOverrides, Limits
 from gateway.domain.registry import resolve
 from gateway.domain.usage import UsageEvent
 from gateway.errors import (
@@ -21,6 +25,7 @@ from gateway.errors import (
     Error,
     InvalidRequestError,
     NotFoundError,
+    PaymentRequiredError,
     PermissionDeniedError,
     QuotaExceededError,
     RateLimitError,
@@ -30,6 +35,7 @@ from gateway.errors import (
 from gateway.models.api import EmbeddingsRequest
 from gateway.services.auth import Principal
 from gateway.services.limits import LimitsResolver
+from gateway.services.seeding import Seeder, month_bounds
 from gateway.telemetry import MetricUnit, logger, metrics
 
 MAX_INPUT_ITEMS = 2048  # as OpenAI's embeddings API
@@ -46,14 +52,21 @@ class EmbeddingsResult:
     encoding_format: str
     limits: Limits
     decision: Decision
+    key_limits: LimitOverrides  # the key's own limits (none set: empty)
+
+    @property
+    def cost(self) -> str:
+        """The request's exact price, as a decimal string in the tenant's currency."""
+        return fmt_nano(self.decision.cost_nano)
 
 
 class EmbeddingsService:
     def __init__(self, *, tokenizers: dict[str, ModelTokenizer], limiter: Limiter, inference: InferenceClient,
-                 usage: UsageLedger, limits: LimitsResolver, fallback: Limiter | None = None,
+                 usage: UsageLedger, limits: LimitsResolver, seeder: Seeder, fallback: Limiter | None = None,
                  timeout_s: float = 20.0) -> None:
         self.tokenizers = tokenizers
         self.limiter = limiter
+        self.seeder = seeder
         self.inference = inference
         self.usage = usage
         self.limits = limits
@@ -88,13 +101,21 @@ class EmbeddingsService:
                 f"tokens_per_minute capacity ({limits.tokens_per_minute}); split it.",
                 param="input", code="request_too_large")
 
+        now = datetime.now(UTC)
+        pricing = self.limits.plan(principal.tenant.plan).pricing(spec.id)
         ticket = Ticket(
             tenant_id=principal.tenant.id, key_id=principal.key.id,
-            key_expires_ms=principal.key.expires_ms(), limits=limits, cost=cost,
-            request_id=request_id, month=datetime.now(UTC).strftime("%Y-%m"),
+            key_expires_ms=principal.key.expires_ms(), limits=limits, tokens=cost,
+            request_id=request_id, month=now.strftime("%Y-%m"), pricing=pricing,
         )
-        decision = self._admit(ticket)
-        _raise_unless_admitted(decision, limits)
+        decision = self._admit(ticket, principal)
+        if decision.verdict is Verdict.QUOTA or decision.verdict is Verdict.KEY_QUOTA:
+            # A spent monthly quota comes back with the next month, not in a second (OpenAI
+            # clients retry 429s by themselves: tell them when it is worth it).
+            next_month_ms = month_bounds(now)[3]
+            decision = dataclasses.replace(decision, retry_after_s=max(1, -(-(next_month_ms - int(
+                now.timestamp() * 1000)) // 1000)))
+        _raise_unless_admitted(decision, limits, principal.key.limits)
 
         started = time.perf_counter()
         try:
@@ -114,11 +135,13 @@ class EmbeddingsService:
                            value=(time.perf_counter() - started) * 1000)
 
         event = UsageEvent(request_id=request_id, tenant_id=ticket.tenant_id, key_id=ticket.key_id,
-                           model=spec.id, prompt_tokens=cost, timestamp_ms=int(time.time() * 1000))
+                           model=spec.id, prompt_tokens=cost, timestamp_ms=int(time.time() * 1000),
+                           cost_nano=decision.cost_nano, debits=decision.debits, tier_tokens=decision.tier_tokens)
         self._charge(ticket, decision, event)
         metrics.add_metric(name="PromptTokens", unit=MetricUnit.Count, value=cost)
         return EmbeddingsResult(model=spec.id, embeddings=result, prompt_tokens=cost,
-                                encoding_format=request.encoding_format, limits=limits, decision=decision)
+                                encoding_format=request.encoding_format, limits=limits, decision=decision,
+                                key_limits=principal.key.limits)
 
     def _inference_timeout(self, time_left_s: float | None) -> float:
         if time_left_s is None:
@@ -127,18 +150,36 @@ class EmbeddingsService:
         return max(0.1, min(self.timeout_s, time_left_s - 1.0))
 
     # -- admission and settlement ----------------------------------------------------------
-    def _admit(self, ticket: Ticket) -> Decision:
+    def _admit(self, ticket: Ticket, principal: Principal) -> Decision:
         try:
             decision = self.limiter.admit(ticket)
+            if decision.verdict is Verdict.UNSEEDED:
+                self._seed(ticket.tenant_id)
+                decision = self.limiter.admit(ticket)
         except AdmissionUnavailable as error:
             self._set_degraded(True, error)
-            if self.fallback is None:
-                # Fail closed: the quota cannot be proven, so nothing is admitted or charged.
+            if self.fallback is None or _money_decides(ticket, principal):
+                # Fail closed: the quota (or credit, or a hard budget, or a graduated price)
+                # cannot be proven, so nothing is admitted or charged.
                 raise ServiceUnavailableError("Usage limits cannot be checked right now; retry shortly.",
                                               headers=RETRY_SOON) from error
             return self.fallback.admit(ticket)
         self._set_degraded(False)
+        if decision.verdict is Verdict.UNSEEDED:
+            raise ServiceUnavailableError("This tenant's usage cannot be checked right now; retry shortly.",
+                                          headers=RETRY_SOON)
         return decision
+
+    def _seed(self, tenant_id: str) -> None:
+        """Rebuild the tenant's state from DynamoDB; if DynamoDB cannot say, nothing is admitted."""
+        try:
+            self.seeder.seed(tenant_id)
+        except AdmissionUnavailable:
+            raise
+        except Exception as error:
+            logger.exception("tenant state could not be seeded", extra={"tenant_id": tenant_id})
+            raise ServiceUnavailableError("This tenant's usage cannot be checked right now; retry shortly.",
+                                          headers=RETRY_SOON) from error
 
     def _set_degraded(self, degraded: bool, error: Exception | None = None) -> None:
         if degraded:
@@ -160,7 +201,7 @@ class EmbeddingsService:
 
     def _refund(self, ticket: Ticket, decision: Decision) -> None:
         try:
-            self._limiter_for(decision).settle(ticket, charge=False)
+            self._limiter_for(decision).settle(ticket, decision, charge=False)
         except AdmissionUnavailable:
             # The reservation stays counted until the month ends: the tenant loses those
             # tokens of quota, but is not billed for them (nothing enters the ledger).
@@ -170,7 +211,7 @@ class EmbeddingsService:
         """Charge once: the event goes on the tenant's stream, or, when Redis is gone (or
         the fallback decided), straight into the ledger through the flusher's idempotent write."""
         try:
-            self._limiter_for(decision).settle(ticket, charge=True, event=event)
+            self._limiter_for(decision).settle(ticket, decision, charge=True, event=event)
             if not decision.local:
                 return
         except AdmissionUnavailable:
@@ -188,8 +229,25 @@ class EmbeddingsService:
                                           headers=RETRY_SOON) from error
 
 
-def _raise_unless_admitted(decision: Decision, limits: Limits) -> None:
-    ratelimit = (limits, decision)
+def _money_decides(ticket: Ticket, principal: Principal) -> bool:
+    """Whether admitting this request needs money state only Redis holds: then no in-process
+    fallback may guess (prepaid credit, a hard budget, a graduated price)."""
+    tenant, key = principal.tenant, principal.key
+    return (tenant.billing.mode == "prepaid" or bool(tenant.budget and tenant.budget.hard)
+            or bool(key.budget and key.budget.hard) or len(ticket.pricing) > 1)
+
+
+_RATE_LIMITS = {
+    Verdict.REQUESTS: ("requests per minute", "requests"), Verdict.TOKENS: ("tokens per minute", "tokens"),
+    Verdict.CONCURRENCY: ("concurrent requests", "requests"),
+    Verdict.KEY_REQUESTS: ("this key's requests per minute", "requests"),
+    Verdict.KEY_TOKENS: ("this key's tokens per minute", "tokens"),
+    Verdict.KEY_CONCURRENCY: ("this key's concurrent requests", "requests"),
+}
+
+
+def _raise_unless_admitted(decision: Decision, limits: Limits, key_limits: LimitOverrides) -> None:
+    ratelimit = (limits, decision, key_limits)
     error: Error
     match decision.verdict:
         case Verdict.OK:
@@ -201,10 +259,21 @@ def _raise_unless_admitted(decision: Decision, limits: Limits) -> None:
         case Verdict.QUOTA:
             error = QuotaExceededError(
                 "You exceeded your monthly token quota; ask your administrator to raise it.", ratelimit=ratelimit)
-        case Verdict.REQUESTS | Verdict.TOKENS | Verdict.CONCURRENCY:
-            limit = {Verdict.REQUESTS: "requests per minute", Verdict.TOKENS: "tokens per minute",
-                     Verdict.CONCURRENCY: "concurrent requests"}[decision.verdict]
+        case Verdict.KEY_QUOTA:
+            error = QuotaExceededError(
+                "This API key exceeded its monthly token quota; ask your administrator to raise it.",
+                ratelimit=ratelimit)
+        case Verdict.CREDITS:
+            error = PaymentRequiredError("Your prepaid credit is below this request's cost; add credit to continue.",
+                                         code="insufficient_credits")
+        case Verdict.BUDGET:
+            error = PaymentRequiredError("This request would take the month's cost past the budget.",
+                                         code="budget_exceeded")
+        case Verdict.KEY_BUDGET:
+            error = PaymentRequiredError("This request would take this API key's month past its budget.",
+                                         code="budget_exceeded")
+        case _:
+            limit, kind = _RATE_LIMITS[decision.verdict]
             error = RateLimitError(f"Rate limit reached for {limit}; retry after {decision.retry_after_s} s.",
-                                   type="tokens" if decision.verdict is Verdict.TOKENS else "requests",
-                                   ratelimit=ratelimit)
+                                   type=kind, ratelimit=ratelimit)
     raise error

@@ -24,6 +24,7 @@ given, is called at each step of a batch (``after_read``, ``before_commit``,
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -31,16 +32,31 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
 from gateway.adapters.dynamo import Accounts, UsageLedger
-from gateway.adapters.redis_store import STREAM_GROUP, usage_stream
+from gateway.adapters.redis_store import STREAM_GROUP, events_stream, tenant_key, usage_stream
+from gateway.domain.events import Event, EventType
 from gateway.domain.usage import UsageEvent
 from gateway.telemetry import logger
 
 Checkpoint = Callable[[str, list[UsageEvent]], None]
+
+
+class EventSink(Protocol):
+    """Where the business events the admission scripts emit are stored (and from there
+    delivered): gateway.adapters.dynamo.events.EventLog."""
+
+    def record(self, events: list[Event]) -> list[Event]: ...
+
+
+def event_from_fields(fields: dict[Any, Any]) -> Event:
+    get = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+           for k, v in fields.items()}
+    return Event(id=get["id"], type=EventType(get["type"]), created=int(get["created"]), tenant_id=get["tenant_id"],
+                 data=json.loads(get["data"]))
 
 
 def dead_letter_stream(stream: str) -> str:
@@ -61,6 +77,7 @@ class FlushResult:
     lag_known: bool = False
     unflushed: int = 0
     dead_lettered: int = 0
+    relayed: int = 0  # business events handed to the event log
     errors: list[str] = field(default_factory=list)
 
 
@@ -68,7 +85,8 @@ class Flusher:
     def __init__(self, *, redis_client: Any, usage: UsageLedger, accounts: Accounts, batch_size: int = 99,
                  claim_idle_ms: int = 30_000, max_batches_per_stream: int = 50, concurrency: int = 1,
                  consumer: str | None = None, clock: Callable[[], float] = time.time,
-                 checkpoint: Checkpoint | None = None) -> None:
+                 checkpoint: Checkpoint | None = None, seed: Callable[[str], object] | None = None,
+                 events: EventSink | None = None) -> None:
         self.redis = redis_client
         self.usage = usage
         self.accounts = accounts
@@ -80,6 +98,9 @@ class Flusher:
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.clock = clock
         self.checkpoint = checkpoint
+        # An unseeded tenant's stream is left alone (the seed reads it); ``seed`` seeds it.
+        self.seed = seed
+        self.events = events
         self._groups: set[str] = set()
 
     # -- one stream ----------------------------------------------------------------------
@@ -149,6 +170,9 @@ class Flusher:
             self.checkpoint(point, events)
 
     def _write(self, stream: str, entries: list[tuple[Any, Any]], result: FlushResult) -> None:
+        if stream.endswith(":events"):
+            self._relay(stream, entries, result)
+            return
         ids = [entry_id for entry_id, _ in entries]
         events, poison = [], []
         for entry_id, fields in entries:
@@ -165,6 +189,25 @@ class Flusher:
             self._checkpoint("before_commit", events)
             result.written += self.usage.record_usage(events)
         self._checkpoint("after_commit", events)
+        self._acknowledge(stream, ids, poison, result)
+
+    def _relay(self, stream: str, entries: list[tuple[Any, Any]], result: FlushResult) -> None:
+        """Business events to the event log (idempotent by event id), then acknowledged."""
+        assert self.events is not None
+        ids = [entry_id for entry_id, _ in entries]
+        events, poison = [], []
+        for entry_id, fields in entries:
+            if not fields:
+                continue
+            try:
+                events.append(event_from_fields(fields))
+            except (KeyError, ValueError, TypeError):
+                poison.append((entry_id, fields))
+        if events:
+            result.relayed += len(self.events.record(events))
+        self._acknowledge(stream, ids, poison, result)
+
+    def _acknowledge(self, stream: str, ids: list[Any], poison: list[tuple[Any, Any]], result: FlushResult) -> None:
         # Committed: now, and only now, acknowledge and drop them, atomically (an entry
         # left acknowledged but not deleted would read as lag forever).
         pipe = self.redis.pipeline(transaction=True)
@@ -184,7 +227,20 @@ class Flusher:
             return result
         stream = usage_stream(tenant_id)
         try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.exists(tenant_key(tenant_id, "cfg"))
+            pipe.xlen(stream)
+            pipe.xlen(events_stream(tenant_id))
+            seeded, pending, events = pipe.execute()
+            if not seeded:
+                # Redis does not hold the tenant's counters: seeding will count what is on the
+                # stream, so it must stay there until then.
+                if pending and self.seed is not None:
+                    self.seed(tenant_id)
+                return result
             self.flush_stream(stream, result, deadline)
+            if events and self.events is not None:
+                self.flush_stream(events_stream(tenant_id), result, deadline)
         except Exception as error:  # one tenant's failure must not stop the others
             logger.exception("flush failed; the entries stay pending", extra={"stream": stream})
             result.errors.append(f"{stream}: {type(error).__name__}")
@@ -207,6 +263,7 @@ class Flusher:
             result.read += part.read
             result.written += part.written
             result.dead_lettered += part.dead_lettered
+            result.relayed += part.relayed
             result.errors += part.errors
         try:
             self._measure_lag(tenants, result)

@@ -1,5 +1,7 @@
 """Reconcile: recompute the rollups of a month from the ledger (the source of truth) and
-report, or fix, every tenant x day x model cell where they differ.
+report, or fix, every tenant x day x model x key cell where they differ: requests, tokens,
+cost, the credit taken from each grant and the tokens in each price tier. And no grant may
+have given more credit than it holds (remaining = amount - spent, never below zero).
 
 A flush landing while a cell is read would show as false drift, so each tenant's rollups
 are read before and after its ledger (strongly consistent reads): a cell that changed in
@@ -11,14 +13,17 @@ concurrent increment.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
-from gateway.adapters.dynamo import Accounts, UsageLedger
+from gateway.adapters.dynamo import Accounts, CellSums, Credits, UsageLedger, sums_of
+from gateway.domain.money import fmt_nano, to_nano
+from gateway.domain.usage import UsageEvent
 from gateway.errors import ConflictError
 
-Cell = tuple[str, str]  # (date, model)
+Cell = tuple[str, str, str]  # (date, model, key id)
 _ATTEMPTS = 5
 
 
@@ -27,10 +32,13 @@ class Drift:
     tenant_id: str
     date: str
     model: str
+    key_id: str
     ledger_requests: int
     ledger_prompt_tokens: int
+    ledger_cost: str
     rollup_requests: int
     rollup_prompt_tokens: int
+    rollup_cost: str
     fixed: bool = False
 
     def row(self) -> dict[str, Any]:
@@ -42,51 +50,66 @@ class ReconcileResult:
     month: str
     tenants: int = 0
     cells: int = 0
-    drift: list[Drift] | None = None
-    unstable: list[str] | None = None  # cells that kept changing (a flush in progress)
+    drift: list[Drift] = field(default_factory=list)
+    unstable: list[str] = field(default_factory=list)  # cells that kept changing (a flush in progress)
+    overspent_grants: list[str] = field(default_factory=list)  # grants whose spent exceeds their amount
 
     @property
     def drift_tokens(self) -> int:
-        return sum(abs(d.ledger_prompt_tokens - d.rollup_prompt_tokens) for d in self.drift or [])
+        return sum(abs(d.ledger_prompt_tokens - d.rollup_prompt_tokens) for d in self.drift)
 
     def summary(self) -> dict[str, Any]:
         return {"month": self.month, "tenants": self.tenants, "cells": self.cells,
-                "drift_cells": len(self.drift or []), "drift_tokens": self.drift_tokens,
-                "unstable": self.unstable or [], "drift": [d.row() for d in self.drift or []]}
+                "drift_cells": len(self.drift), "drift_tokens": self.drift_tokens, "unstable": self.unstable,
+                "overspent_grants": self.overspent_grants, "drift": [d.row() for d in self.drift]}
 
 
-def _ledger_cells(usage: UsageLedger, tenant_id: str, first: date, last: date) -> dict[Cell, tuple[int, int]]:
-    cells: dict[Cell, list[int]] = defaultdict(lambda: [0, 0])
+def _ledger_cells(usage: UsageLedger, tenant_id: str, first: date, last: date) -> dict[Cell, CellSums]:
+    cells: dict[Cell, CellSums] = defaultdict(CellSums)
     for item in usage.ledger_all(tenant_id, first.isoformat(), last.isoformat(), consistent=True):
         day = datetime.fromtimestamp(int(item["timestamp_ms"]) / 1000, UTC).strftime("%Y-%m-%d")
-        cell = cells[(day, item["model"])]
-        cell[0] += 1
-        cell[1] += int(item["prompt_tokens"])
-    return {k: (v[0], v[1]) for k, v in cells.items()}
+        cells[(day, item["model"], str(item.get("key_id", "")))].add(UsageEvent(
+            request_id=item["request_id"], tenant_id=tenant_id, key_id=str(item.get("key_id", "")),
+            model=item["model"], prompt_tokens=int(item["prompt_tokens"]), timestamp_ms=int(item["timestamp_ms"]),
+            cost_nano=int(item.get("cost_nano", 0)), debits=str(item.get("debits") or ""),
+            tier_tokens=tuple(int(n) for n in item.get("tier_tokens") or ())))
+    return dict(cells)
 
 
-def _rollup_cells(usage: UsageLedger, tenant_id: str, first: date, last: date) -> dict[Cell, tuple[int, int]]:
-    return {(r["date"], r["model"]): (int(r.get("requests", 0)), int(r.get("prompt_tokens", 0)))
+def _rollup_cells(usage: UsageLedger, tenant_id: str, first: date, last: date) -> dict[Cell, CellSums]:
+    return {(r["date"], r["model"], str(r.get("key_id", ""))): sums_of(r)
             for r in usage.rollups(tenant_id, first.isoformat(), last.isoformat(), consistent=True)}
 
 
+def _same(a: CellSums | None, b: CellSums | None) -> bool:
+    def norm(s: CellSums | None) -> tuple[Any, ...]:
+        s = s or CellSums()
+        tiers = list(s.tiers)
+        while tiers and tiers[-1] == 0:
+            tiers.pop()
+        return (s.requests, s.tokens, s.cost_nano, s.credit_nano, tuple(tiers),
+                tuple(sorted((g, n) for g, n in s.grants.items() if n)))
+    return norm(a) == norm(b)
+
+
 class Reconciler:
-    def __init__(self, *, accounts: Accounts, usage: UsageLedger) -> None:
+    def __init__(self, *, accounts: Accounts, usage: UsageLedger, credits: Credits) -> None:
         self.accounts = accounts
         self.usage = usage
+        self.credits = credits
 
     def run(self, first: date, last: date, *, tenant_ids: list[str] | None = None,
             fix: bool = False) -> ReconcileResult:
-        result = ReconcileResult(month=first.strftime("%Y-%m"), drift=[], unstable=[])
+        result = ReconcileResult(month=first.strftime("%Y-%m"))
         for tenant_id in tenant_ids if tenant_ids is not None else self.accounts.all_tenant_ids():
             result.tenants += 1
             self._tenant(tenant_id, first, last, fix, result)
+            self._grants(tenant_id, last, result)
         return result
 
     def _tenant(self, tenant_id: str, first: date, last: date, fix: bool, result: ReconcileResult) -> None:
-        assert result.drift is not None and result.unstable is not None
         pending: set[Cell] | None = None  # None: every cell
-        stable: dict[Cell, tuple[tuple[int, int], tuple[int, int]]] = {}
+        stable: dict[Cell, tuple[CellSums | None, CellSums | None]] = {}
         for _ in range(_ATTEMPTS):
             before = _rollup_cells(self.usage, tenant_id, first, last)
             ledger = _ledger_cells(self.usage, tenant_id, first, last)
@@ -94,36 +117,52 @@ class Reconciler:
             cells = set(before) | set(ledger) | set(after)
             if pending is not None:
                 cells &= pending
-            moving = {c for c in cells if before.get(c) != after.get(c)}
+            moving = {c for c in cells if not _same(before.get(c), after.get(c))}
             for cell in cells - moving:
-                stable[cell] = (ledger.get(cell, (0, 0)), after.get(cell, (0, 0)))
+                stable[cell] = (ledger.get(cell), after.get(cell))
             pending = moving
             if not moving:
                 break
-        result.unstable += [f"{tenant_id} {d} {m}" for d, m in sorted(pending or ())]
+        result.unstable += [f"{tenant_id} {d} {m} {k}" for d, m, k in sorted(pending or ())]
         result.cells += len(stable)
-        for (day, model), (in_ledger, in_rollup) in sorted(stable.items()):
-            if in_ledger == in_rollup:
+        for (day, model, key_id), (in_ledger, in_rollup) in sorted(stable.items()):
+            if _same(in_ledger, in_rollup):
                 continue
+            truth, seen = in_ledger or CellSums(), in_rollup or CellSums()
             fixed = False
             if fix:
                 try:
-                    self.usage.set_rollup(tenant_id, day, model, requests=in_ledger[0], prompt_tokens=in_ledger[1],
-                                          expected=in_rollup if in_rollup != (0, 0) else None)
+                    self.usage.set_rollup(tenant_id, day, model, key_id, sums=truth, expected=in_rollup)
                     fixed = True
                 except ConflictError:
-                    result.unstable.append(f"{tenant_id} {day} {model}")
-            result.drift.append(Drift(tenant_id, day, model, in_ledger[0], in_ledger[1], in_rollup[0],
-                                      in_rollup[1], fixed))
+                    result.unstable.append(f"{tenant_id} {day} {model} {key_id}")
+            result.drift.append(Drift(tenant_id, day, model, key_id, truth.requests, truth.tokens,
+                                      fmt_nano(truth.cost_nano), seen.requests, seen.tokens, fmt_nano(seen.cost_nano),
+                                      fixed))
+
+    def _grants(self, tenant_id: str, last: date, result: ReconcileResult) -> None:
+        grants = self.credits.grants(tenant_id, consistent=True)
+        if not grants:
+            return
+        spent: dict[str, int] = defaultdict(int)
+        since = min(g.created_at for g in grants)[:10]
+        for item in self.usage.ledger_all(tenant_id, since, last.isoformat(), consistent=True):
+            for part in filter(None, str(item.get("debits") or "").split(",")):
+                grant_id, amount = part.split(":")
+                spent[grant_id] += int(amount)
+        for grant in grants:
+            if spent[grant.id] > to_nano(Decimal(grant.amount)):
+                result.overspent_grants.append(f"{tenant_id} {grant.id} spent {fmt_nano(spent[grant.id])} "
+                                               f"of {grant.amount}")
 
 
 def publish_drift(cloudwatch: Any, result: ReconcileResult) -> None:
-    """LedgerDrift (cells that differ) and LedgerDriftTokens, in the namespace and with the
-    dimension the LedgerDriftAlarm of template.yaml watches."""
+    """LedgerDrift (cells that differ, overspent grants included) and LedgerDriftTokens, in the
+    namespace and with the dimension the LedgerDriftAlarm of template.yaml watches."""
     dimensions = [{"Name": "service", "Value": "maas-gateway"}]
     cloudwatch.put_metric_data(Namespace="MaasGateway", MetricData=[
         {"MetricName": "LedgerDrift", "Dimensions": dimensions, "Unit": "Count",
-         "Value": float(len(result.drift or []))},
+         "Value": float(len(result.drift) + len(result.overspent_grants))},
         {"MetricName": "LedgerDriftTokens", "Dimensions": dimensions, "Unit": "Count",
          "Value": float(result.drift_tokens)},
     ])

@@ -16,12 +16,13 @@ import re
 import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import IO, Any
 
-from gateway.adapters.dynamo import Accounts, UsageLedger
-from gateway.domain.money import fmt, fmt_cents, line_amount, total, usage_cost
+from gateway.adapters.dynamo import Accounts, UsageLedger, sums_of
+from gateway.domain.money import fmt, fmt_minor, from_nano, total, usage_cost
 from gateway.errors import InvalidRequestError, NotFoundError
 from gateway.models.records import TenantRecord, rfc3339
 from gateway.services.limits import LimitsResolver
@@ -29,9 +30,12 @@ from gateway.services.limits import LimitsResolver
 DIMENSIONS = ("tenant", "day", "model")
 USAGE_COLUMNS = ["tenant_id", "date", "model", "requests", "prompt_tokens", "cost", "currency"]
 EVENT_COLUMNS = ["request_id", "key_id", "model", "prompt_tokens", "timestamp"]
+# The contract's columns first; what prepaid credit covered and the price tiers after them.
 INVOICE_COLUMNS = ["month", "tenant_id", "tenant_name", "plan", "model", "requests", "prompt_tokens",
-                   "unit_price_per_1k_tokens", "amount", "currency"]
-SUBTOTAL_COLUMNS = ["month", "tenant_id", "tenant_name", "requests", "prompt_tokens", "amount", "currency"]
+                   "unit_price_per_1k_tokens", "amount", "currency", "credits_applied", "amount_due", "billing_mode",
+                   "tier_tokens"]
+SUBTOTAL_COLUMNS = ["month", "tenant_id", "tenant_name", "requests", "prompt_tokens", "amount", "currency",
+                    "credits_applied", "amount_due"]
 MAX_RANGE_DAYS = 366
 MAX_PAGE = 1000
 
@@ -135,9 +139,14 @@ class ReportsService:
             if not cursor:
                 return tenants
 
-    def _price(self, tenant: TenantRecord, model: str) -> tuple[Decimal, str]:
+    def _cost(self, tenant: TenantRecord, rollup: dict[str, Any]) -> tuple[Decimal, str]:
+        """A rollup's exact cost (the sum of its requests' costs, fixed at admission) and
+        currency. Rollups written before costs were recorded are priced at the plan's flat price."""
         plan = self.limits.plan(tenant.plan)
-        return plan.price_per_1k_tokens.get(model, Decimal(0)), plan.currency
+        if "cost_nano" in rollup:
+            return from_nano(int(rollup["cost_nano"])), plan.currency
+        price = plan.price_per_1k_tokens.get(rollup["model"], Decimal(0))
+        return usage_cost(int(rollup["prompt_tokens"]), price), plan.currency
 
     def usage(self, *, start: str | None, end: str | None, tenant_id: str | None = None,
               group_by: str | None = None) -> list[dict[str, Any]]:
@@ -146,7 +155,7 @@ class ReportsService:
         cells: dict[tuple[str | None, ...], dict[str, Any]] = {}
         for tenant in self._tenants(tenant_id):
             for rollup in self.ledger.rollups(tenant.id, first.isoformat(), last.isoformat()):
-                price, currency = self._price(tenant, rollup["model"])
+                cost, currency = self._cost(tenant, rollup)
                 key = (
                     tenant.id if "tenant" in dimensions else None,
                     rollup["date"] if "day" in dimensions else None,
@@ -157,7 +166,7 @@ class ReportsService:
                 tokens = int(rollup["prompt_tokens"])
                 cell["requests"] += int(rollup["requests"])
                 cell["prompt_tokens"] += tokens
-                cell["cost"] += usage_cost(tokens, price)
+                cell["cost"] += cost
         rows = [
             {"tenant_id": t, "date": d, "model": m, "requests": c["requests"],
              "prompt_tokens": c["prompt_tokens"], "cost": fmt(c["cost"]), "currency": cur}
@@ -177,27 +186,55 @@ class ReportsService:
         return [_event_row(item) for item in page.items], page.next_cursor
 
     def invoices(self, *, month: str | None) -> dict[str, Any]:
-        """One line per tenant and model with usage in the month; each tenant's subtotal and
-        the grand totals per currency are sums of the rounded lines."""
+        """One line per tenant and model with usage in the month. A line's amount is its exact
+        cost (the sum of its requests' costs) rounded once, half to even, to the currency's
+        minor unit; prepaid credit applied and the tokens in each price tier are shown beside
+        it. Each tenant's subtotal and the grand totals per currency are sums of rounded lines."""
         first, last = parse_month(month)
         label = first.strftime("%Y-%m")
         lines: list[dict[str, Any]] = []
         for tenant in self._tenants(None):
-            per_model: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+            plan = self.limits.plan(tenant.plan)
+            per_model: dict[str, _Line] = defaultdict(_Line)
             for rollup in self.ledger.rollups(tenant.id, first.isoformat(), last.isoformat()):
-                per_model[rollup["model"]][0] += int(rollup["requests"])
-                per_model[rollup["model"]][1] += int(rollup["prompt_tokens"])
-            for model, (requests, tokens) in sorted(per_model.items()):
-                if requests == 0:
+                line = per_model[rollup["model"]]
+                sums = sums_of(rollup)
+                line.requests += sums.requests
+                line.tokens += sums.tokens
+                line.cost += self._cost(tenant, rollup)[0]
+                line.credit += from_nano(sums.credit_nano)
+                for i, n in enumerate(sums.tiers):
+                    line.tiers[i] += n
+            for model, line in sorted(per_model.items()):
+                if line.requests == 0:
                     continue
-                price, currency = self._price(tenant, model)
+                currency = plan.currency
                 lines.append({
                     "month": label, "tenant_id": tenant.id, "tenant_name": tenant.name, "plan": tenant.plan,
-                    "model": model, "requests": requests, "prompt_tokens": tokens,
-                    "unit_price_per_1k_tokens": fmt(price), "amount": fmt_cents(line_amount(tokens, price)),
-                    "currency": currency,
+                    "model": model, "requests": line.requests, "prompt_tokens": line.tokens,
+                    "unit_price_per_1k_tokens": (fmt(plan.price_per_1k_tokens.get(model, Decimal(0)))
+                                                 if model not in plan.tiers else "tiered"),
+                    "amount": fmt_minor(line.cost, currency),
+                    "credits_applied": fmt_minor(line.credit, currency),
+                    "amount_due": fmt_minor(line.cost - line.credit, currency),
+                    "currency": currency, "billing_mode": tenant.billing.mode,
+                    "tiers": [{"up_to": tier.up_to, "price_per_1k_tokens": fmt(tier.price_per_1k_tokens),
+                               "tokens": line.tiers.get(i, 0)} for i, tier in enumerate(plan.tiers.get(model, []))],
                 })
+                # In CSV the tiers read "up to 1000000 @ 0.02: 1200 tokens; above @ 0.01: 0 tokens".
+                lines[-1]["tier_tokens"] = "; ".join(
+                    f"{'above' if t['up_to'] is None else 'up to ' + str(t['up_to'])} @ {t['price_per_1k_tokens']}: "
+                    f"{t['tokens']} tokens" for t in lines[-1]["tiers"])
         return {"month": label, "lines": lines, **invoice_totals(lines)}
+
+
+@dataclass
+class _Line:
+    requests: int = 0
+    tokens: int = 0
+    cost: Decimal = Decimal(0)
+    credit: Decimal = Decimal(0)
+    tiers: dict[int, int] = field(default_factory=lambda: defaultdict(int))
 
 
 def parse_limit(value: int | str | None) -> int:
@@ -221,9 +258,12 @@ def invoice_totals(lines: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]
         currencies[line["currency"]].append(line)
 
     def summed(group: list[dict[str, Any]]) -> dict[str, Any]:
+        currency = group[0]["currency"]
         return {"requests": sum(x["requests"] for x in group),
                 "prompt_tokens": sum(x["prompt_tokens"] for x in group),
-                "amount": fmt_cents(total(Decimal(x["amount"]) for x in group))}
+                "amount": fmt_minor(total(Decimal(x["amount"]) for x in group), currency),
+                "credits_applied": fmt_minor(total(Decimal(x["credits_applied"]) for x in group), currency),
+                "amount_due": fmt_minor(total(Decimal(x["amount_due"]) for x in group), currency)}
 
     return {
         "subtotals": [{"month": group[0]["month"], "tenant_id": tenant_id, "tenant_name": group[0]["tenant_name"],

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import redis
 import requests
 
-from gateway.adapters.redis_store import tenant_key
+from gateway.adapters.redis_store import month_key, tenant_key
 from tests.e2e.conftest import Api
 from tests.e2e.test_foundation import today
 
@@ -88,7 +88,7 @@ def test_limits_hold_under_multi_process_load(stack, admin):
     assert quota_tokens <= QUOTA["monthly_tokens"]
     assert quota_tokens > QUOTA["monthly_tokens"] - 4
     month = time.strftime("%Y-%m", time.gmtime())
-    assert int(r.get(tenant_key(tenants[1][0], f"quota:{month}"))) == quota_tokens
+    assert int(r.hget(month_key(tenants[1][0], month), "tok")) == quota_tokens
     assert "insufficient_quota" in {row[5] for row in rows if row[0] == 1}
 
     # Concurrency: never more than the cap in flight, and the cap was reached.

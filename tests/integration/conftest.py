@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -37,4 +38,15 @@ def make_principal(container, *, plan: str = "starter", overrides: LimitOverride
     return Principal(key=key, tenant=tenant), issued.plaintext
 
 
-__all__ = ["Service", "make_principal"]
+__all__ = ["Service", "make_principal", "seed_empty"]
+
+
+def seed_empty(limiter, *tenant_ids: str, month: str = "2026-11") -> None:
+    """Tell the Redis limiter these tenants are new (nothing charged yet), as creating them does."""
+    from gateway.domain.admission import TenantState
+    from gateway.services.seeding import month_bounds
+
+    start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
+    _, _, start_ms, end_ms = month_bounds(start)
+    for tenant_id in tenant_ids:
+        limiter.seed(TenantState.empty(tenant_id, month), month_start_ms=start_ms, month_end_ms=end_ms)

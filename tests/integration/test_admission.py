@@ -9,10 +9,11 @@ import uuid
 import pytest
 import redis
 
-from gateway.adapters.redis_store import RedisLimiter, tenant_key, usage_stream
+from gateway.adapters.redis_store import RedisLimiter, month_key, tenant_key, usage_stream
 from gateway.domain.admission import Ticket, Verdict
 from gateway.domain.plans import Limits
 from gateway.domain.usage import UsageEvent
+from tests.integration.conftest import seed_empty
 
 LIMITS = Limits(requests_per_minute=5, tokens_per_minute=100, monthly_tokens=1000, max_concurrent_requests=2)
 
@@ -24,33 +25,41 @@ def client(redis_url):
 
 @pytest.fixture
 def limiter(client):
-    return RedisLimiter(client, lease_ms=60_000)
+    limiter = RedisLimiter(client, lease_ms=60_000)
+    seed_empty(limiter, "ten_a", "ten_b")
+    return limiter
+
+
+def tokens_reserved(client, tenant="ten_a") -> int | None:
+    value = client.hget(month_key(tenant, "2026-11"), "tok")
+    return None if value is None else int(value)
 
 
 def ticket(cost=10, limits=LIMITS, tenant="ten_a", key="key_a", expires_ms=0):
-    return Ticket(tenant_id=tenant, key_id=key, key_expires_ms=expires_ms, limits=limits, cost=cost,
+    return Ticket(tenant_id=tenant, key_id=key, key_expires_ms=expires_ms, limits=limits, tokens=cost,
                   request_id=uuid.uuid4().hex, month="2026-11")
 
 
 def test_quota_never_exceeded_and_refund_returns_it(limiter, client):
     big = Limits(requests_per_minute=1000, tokens_per_minute=1000, monthly_tokens=25, max_concurrent_requests=100)
     first = ticket(cost=20, limits=big)
-    assert limiter.admit(first).verdict is Verdict.OK
+    decision = limiter.admit(first)
+    assert decision.verdict is Verdict.OK
     assert limiter.admit(ticket(cost=6, limits=big)).verdict is Verdict.QUOTA
-    limiter.settle(first, charge=False)  # failed upstream: refunded
+    limiter.settle(first, decision, charge=False)  # failed upstream: refunded
     assert limiter.admit(ticket(cost=25, limits=big)).verdict is Verdict.OK
-    assert int(client.get(tenant_key("ten_a", "quota:2026-11"))) == 25
+    assert tokens_reserved(client) == 25
 
 
 def test_charge_appends_usage_event_and_keeps_reservation(limiter, client):
     t = ticket(cost=7)
-    limiter.admit(t)
+    decision = limiter.admit(t)
     event = UsageEvent(request_id=t.request_id, tenant_id="ten_a", key_id="key_a", model="m", prompt_tokens=7,
                        timestamp_ms=1)
-    limiter.settle(t, charge=True, event=event)
+    limiter.settle(t, decision, charge=True, event=event)
     entries = client.xrange(usage_stream("ten_a"))
     assert len(entries) == 1 and UsageEvent.from_fields(entries[0][1]) == event
-    assert int(client.get(tenant_key("ten_a", "quota:2026-11"))) == 7
+    assert tokens_reserved(client) == 7
 
 
 def test_revocation_expiry_and_suspension_are_read_from_redis(limiter):
@@ -66,7 +75,7 @@ def test_revocation_expiry_and_suspension_are_read_from_redis(limiter):
 def test_rejections_change_nothing(limiter, client):
     limiter.set_tenant_status("ten_a", "suspended")
     limiter.admit(ticket(cost=50))
-    assert client.get(tenant_key("ten_a", "quota:2026-11")) is None
+    assert tokens_reserved(client) == 0
     assert not client.exists(tenant_key("ten_a", "buckets"), tenant_key("ten_a", "inflight"))
 
 

@@ -14,6 +14,7 @@ from gateway.adapters.redis_store import RedisLimiter
 from gateway.domain.admission import Ticket, Verdict
 from gateway.domain.plans import Limits
 from gateway.domain.usage import UsageEvent
+from tests.integration.conftest import seed_empty
 
 
 class ReferenceBuckets:
@@ -65,19 +66,21 @@ def test_lua_buckets_match_the_reference_model(redis_url, limits, steps):
     limiter = RedisLimiter(client, clock_ms=lambda: now["ms"])
     reference = ReferenceBuckets(limits, now["ms"])
     tenant = uuid.uuid4().hex
+    seed_empty(limiter, tenant)
     admitted: list[tuple[int, int]] = []
     for gap_ms, cost in steps:
         now["ms"] += gap_ms
         expected = reference.admit(now["ms"], cost)
         request_id = uuid.uuid4().hex
-        ticket = Ticket(tenant_id=tenant, key_id="k", key_expires_ms=0, limits=limits, cost=cost,
+        ticket = Ticket(tenant_id=tenant, key_id="k", key_expires_ms=0, limits=limits, tokens=cost,
                         request_id=request_id, month="2026-11")
         got = limiter.admit(ticket)
         assert got.verdict is expected, (gap_ms, cost)
         if got.admitted:
             admitted.append((now["ms"], cost))
-            limiter.settle(ticket, charge=True, event=UsageEvent(request_id=request_id, tenant_id=tenant, key_id="k",
-                                                                 model="m", prompt_tokens=cost, timestamp_ms=now["ms"]))
+            event = UsageEvent(request_id=request_id, tenant_id=tenant, key_id="k", model="m", prompt_tokens=cost,
+                               timestamp_ms=now["ms"])
+            limiter.settle(ticket, got, charge=True, event=event)
 
     # The contract's bound, checked directly: in any interval of t seconds at most
     # N + N*t/60 requests (and tokens) are admitted, and the quota is never exceeded.

@@ -23,6 +23,7 @@ from gateway.errors import (
 )
 from gateway.models.api import CreateKey, CreateTenant, RotateKey, UpdateTenant
 from gateway.models.records import KeyRecord, TenantRecord, rfc3339, utcnow
+from gateway.services.billing import Call
 
 
 @pytest.fixture
@@ -46,43 +47,46 @@ def admit(container, key_plaintext: str):
     principal = container.authenticator.authenticate(key_plaintext, Scope.INFERENCE, fresh=False)
     limits = container.limits.for_tenant(principal.tenant)
     ticket = Ticket(tenant_id=principal.tenant.id, key_id=principal.key.id,
-                    key_expires_ms=principal.key.expires_ms(), limits=limits, cost=1, request_id=rid(),
+                    key_expires_ms=principal.key.expires_ms(), limits=limits, tokens=1, request_id=rid(),
                     month=datetime.now(UTC).strftime("%Y-%m"))
     decision = container.limiter.admit(ticket)
-    container.limiter.settle(ticket, charge=False)
+    if decision.verdict is Verdict.UNSEEDED:
+        container.seeder.seed(principal.tenant.id)
+        decision = container.limiter.admit(ticket)
+    container.limiter.settle(ticket, decision, charge=False)
     return decision.verdict
 
 
 def test_tenant_lifecycle_and_limit_overrides(container, admin):
     billing = container.billing
-    tenant = billing.create_tenant(CreateTenant(name="acme", plan="starter"), admin, rid())
+    tenant = billing.create_tenant(CreateTenant(name="acme", plan="starter"), Call(admin, rid()))
     assert tenant["status"] == "active" and tenant["plan"] == "starter"
     assert tenant["limits"]["requests_per_minute"] == 600
     assert set(tenant) >= {"id", "name", "plan", "status", "limits", "created_at"}
 
     patched = billing.update_tenant(tenant["id"], UpdateTenant.model_validate(
-        {"plan": "pro", "limits": {"monthly_tokens": 5000, "requests_per_minute": 7}}), admin, rid())
+        {"plan": "pro", "limits": {"monthly_tokens": 5000, "requests_per_minute": 7}}), Call(admin, rid()))
     assert patched["plan"] == "pro"
     assert patched["limits"]["monthly_tokens"] == 5000 and patched["limits"]["requests_per_minute"] == 7
     assert patched["limits"]["tokens_per_minute"] == 2_000_000  # pro's own
 
     # GIVEN two overrides WHEN one is sent as null THEN only that one goes back to the plan's value
     reset = billing.update_tenant(tenant["id"], UpdateTenant.model_validate({"limits": {"monthly_tokens": None}}),
-                                  admin, rid())
+                                  Call(admin, rid()))
     assert reset["limits"]["monthly_tokens"] == 2_000_000_000
     assert reset["limit_overrides"] == {"requests_per_minute": 7}
 
     with pytest.raises(InvalidRequestError):
-        billing.update_tenant(tenant["id"], UpdateTenant(plan="nope"), admin, rid())
+        billing.update_tenant(tenant["id"], UpdateTenant(plan="nope"), Call(admin, rid()))
     with pytest.raises(NotFoundError):
-        billing.update_tenant("ten_missing", UpdateTenant(status="suspended"), admin, rid())
+        billing.update_tenant("ten_missing", UpdateTenant(status="suspended"), Call(admin, rid()))
     with pytest.raises(InvalidRequestError):
-        billing.update_tenant(admin.tenant.id, UpdateTenant(status="suspended"), admin, rid())
+        billing.update_tenant(admin.tenant.id, UpdateTenant(status="suspended"), Call(admin, rid()))
 
 
 def test_tenants_and_keys_paginate_with_next_cursor(container, admin):
     billing = container.billing
-    ids = {billing.create_tenant(CreateTenant(name=f"t{i}", plan="free"), admin, rid())["id"] for i in range(5)}
+    ids = {billing.create_tenant(CreateTenant(name=f"t{i}", plan="free"), Call(admin, rid()))["id"] for i in range(5)}
     seen, cursor, pages = [], None, 0
     while True:
         page, cursor = billing.list_tenants(cursor, 2)
@@ -94,7 +98,7 @@ def test_tenants_and_keys_paginate_with_next_cursor(container, admin):
 
     tenant_id = sorted(ids)[0]
     for i in range(3):
-        billing.create_key(tenant_id, CreateKey(name=f"k{i}"), admin, rid())
+        billing.create_key(tenant_id, CreateKey(name=f"k{i}"), Call(admin, rid()))
     first, cursor = billing.list_keys(tenant_id, None, 2)
     rest, last = billing.list_keys(tenant_id, cursor, 2)
     assert len(first) == 2 and len(rest) == 1 and last is None
@@ -109,10 +113,10 @@ def test_tenants_and_keys_paginate_with_next_cursor(container, admin):
 
 def test_created_key_authenticates_with_its_scopes_and_expiry(container, admin):
     billing = container.billing
-    tenant = billing.create_tenant(CreateTenant(name="acme", plan="starter"), admin, rid())
+    tenant = billing.create_tenant(CreateTenant(name="acme", plan="starter"), Call(admin, rid()))
     expires = datetime.now(UTC) + timedelta(hours=1)
     issued = billing.create_key(tenant["id"], CreateKey.model_validate(
-        {"name": "ci", "scopes": ["usage:read"], "expires_at": expires.isoformat()}), admin, rid())
+        {"name": "ci", "scopes": ["usage:read"], "expires_at": expires.isoformat()}), Call(admin, rid()))
     assert issued["key"].startswith("maas_") and issued["scopes"] == ["usage:read"]
     assert issued["expires_at"] == rfc3339(expires)
     principal = container.authenticator.authenticate(issued["key"], Scope.USAGE_READ, fresh=True)
@@ -126,56 +130,56 @@ def test_created_key_authenticates_with_its_scopes_and_expiry(container, admin):
 
 def test_revocation_is_seen_by_admission_at_once(container, admin):
     billing = container.billing
-    tenant = billing.create_tenant(CreateTenant(name="acme", plan="starter"), admin, rid())
-    issued = billing.create_key(tenant["id"], CreateKey(), admin, rid())
+    tenant = billing.create_tenant(CreateTenant(name="acme", plan="starter"), Call(admin, rid()))
+    issued = billing.create_key(tenant["id"], CreateKey(), Call(admin, rid()))
     assert admit(container, issued["key"]) is Verdict.OK  # the hot path caches the key record now
-    billing.revoke_key(issued["id"], admin, rid())
+    billing.revoke_key(issued["id"], Call(admin, rid()))
     assert admit(container, issued["key"]) is Verdict.KEY_REVOKED
     with pytest.raises(AuthenticationError):
         container.authenticator.authenticate(issued["key"], Scope.USAGE_READ, fresh=True)
-    billing.revoke_key(issued["id"], admin, rid())  # idempotent
+    billing.revoke_key(issued["id"], Call(admin, rid()))  # idempotent
     listed, _ = billing.list_keys(tenant["id"], None, 10)
     assert listed[0]["status"] == "revoked"
     with pytest.raises(NotFoundError):
-        billing.revoke_key("key_0000000000000000", admin, rid())
+        billing.revoke_key("key_0000000000000000", Call(admin, rid()))
 
 
 def test_rotation_keeps_the_tenant_and_gives_the_old_key_a_grace(container, admin):
     billing = container.billing
-    tenant = billing.create_tenant(CreateTenant(name="acme", plan="starter"), admin, rid())
-    old = billing.create_key(tenant["id"], CreateKey(name="svc", scopes=[Scope.INFERENCE]), admin, rid())
+    tenant = billing.create_tenant(CreateTenant(name="acme", plan="starter"), Call(admin, rid()))
+    old = billing.create_key(tenant["id"], CreateKey(name="svc", scopes=[Scope.INFERENCE]), Call(admin, rid()))
     assert admit(container, old["key"]) is Verdict.OK
 
-    new = billing.rotate_key(old["id"], RotateKey(grace_seconds=3600), admin, rid())
+    new = billing.rotate_key(old["id"], RotateKey(grace_seconds=3600), Call(admin, rid()))
     assert new["id"] != old["id"] and new["tenant_id"] == tenant["id"]
     assert new["name"] == "svc" and new["scopes"] == ["inference"]
     assert admit(container, old["key"]) is Verdict.OK  # within the grace
     assert admit(container, new["key"]) is Verdict.OK
 
-    newest = billing.rotate_key(new["id"], RotateKey(grace_seconds=0), admin, rid())
+    newest = billing.rotate_key(new["id"], RotateKey(grace_seconds=0), Call(admin, rid()))
     assert admit(container, new["key"]) in (Verdict.KEY_REVOKED, Verdict.KEY_EXPIRED)  # no grace: gone now
     assert admit(container, newest["key"]) is Verdict.OK
     with pytest.raises(InvalidRequestError):
-        billing.rotate_key(new["id"], RotateKey(), admin, rid())  # an inactive key is not rotated
+        billing.rotate_key(new["id"], RotateKey(), Call(admin, rid()))  # an inactive key is not rotated
 
 
 def test_concurrent_revoke_and_rotate_never_lose_the_revocation(container, admin):
     billing = container.billing
-    tenant = billing.create_tenant(CreateTenant(name="acme", plan="starter"), admin, rid())
+    tenant = billing.create_tenant(CreateTenant(name="acme", plan="starter"), Call(admin, rid()))
     for _ in range(4):
-        key = billing.create_key(tenant["id"], CreateKey(), admin, rid())
+        key = billing.create_key(tenant["id"], CreateKey(), Call(admin, rid()))
         assert admit(container, key["key"]) is Verdict.OK
         barrier = threading.Barrier(2)
         outcome: dict[str, object] = {}
 
         def revoke(key_id=key["id"], barrier=barrier):
             barrier.wait()
-            billing.revoke_key(key_id, admin, rid())
+            billing.revoke_key(key_id, Call(admin, rid()))
 
         def rotate(key_id=key["id"], barrier=barrier, outcome=outcome):
             barrier.wait()
             try:
-                outcome["new"] = billing.rotate_key(key_id, RotateKey(grace_seconds=3600), admin, rid())
+                outcome["new"] = billing.rotate_key(key_id, RotateKey(grace_seconds=3600), Call(admin, rid()))
             except (ConflictError, InvalidRequestError) as error:
                 outcome["error"] = error
 
@@ -191,23 +195,23 @@ def test_concurrent_revoke_and_rotate_never_lose_the_revocation(container, admin
 
 def test_suspension_and_reactivation_reach_admission(container, admin):
     billing = container.billing
-    tenant = billing.create_tenant(CreateTenant(name="acme", plan="starter"), admin, rid())
-    key = billing.create_key(tenant["id"], CreateKey(), admin, rid())
+    tenant = billing.create_tenant(CreateTenant(name="acme", plan="starter"), Call(admin, rid()))
+    key = billing.create_key(tenant["id"], CreateKey(), Call(admin, rid()))
     assert admit(container, key["key"]) is Verdict.OK
-    billing.update_tenant(tenant["id"], UpdateTenant(status="suspended"), admin, rid())
+    billing.update_tenant(tenant["id"], UpdateTenant(status="suspended"), Call(admin, rid()))
     assert admit(container, key["key"]) is Verdict.SUSPENDED
-    billing.update_tenant(tenant["id"], UpdateTenant(status="active"), admin, rid())
+    billing.update_tenant(tenant["id"], UpdateTenant(status="active"), Call(admin, rid()))
     assert admit(container, key["key"]) is Verdict.OK
 
 
 def test_every_admin_action_is_audited_newest_first(container, admin):
     billing = container.billing
     request_ids = [rid() for _ in range(5)]
-    tenant = billing.create_tenant(CreateTenant(name="acme", plan="starter"), admin, request_ids[0])
-    billing.update_tenant(tenant["id"], UpdateTenant(status="suspended"), admin, request_ids[1])
-    key = billing.create_key(tenant["id"], CreateKey(), admin, request_ids[2])
-    new = billing.rotate_key(key["id"], RotateKey(grace_seconds=60), admin, request_ids[3])
-    billing.revoke_key(new["id"], admin, request_ids[4])
+    tenant = billing.create_tenant(CreateTenant(name="acme", plan="starter"), Call(admin, request_ids[0]))
+    billing.update_tenant(tenant["id"], UpdateTenant(status="suspended"), Call(admin, request_ids[1]))
+    key = billing.create_key(tenant["id"], CreateKey(), Call(admin, request_ids[2]))
+    new = billing.rotate_key(key["id"], RotateKey(grace_seconds=60), Call(admin, request_ids[3]))
+    billing.revoke_key(new["id"], Call(admin, request_ids[4]))
 
     entries, _ = billing.list_audit(None, 100)
     assert [e["action"] for e in entries[:5]] == ["key.revoke", "key.rotate", "key.create", "tenant.update",

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from gateway.adapters.inference import Embeddings
-from gateway.adapters.redis_store import tenant_key, usage_stream
+from gateway.adapters.redis_store import month_key, tenant_key, usage_stream
 from gateway.errors import UpstreamError
 from gateway.models.api import EmbeddingsRequest
 from gateway.wiring import Container
@@ -41,7 +41,7 @@ def test_a_container_that_disagrees_on_the_token_count_is_a_502_and_nothing_is_c
         c.embeddings.create(EmbeddingsRequest(model="all-MiniLM-L6-v2", input="hello world"), caller, uuid.uuid4().hex)
     # THEN it fails as the upstream's fault, and the reservation is refunded: nothing was charged
     assert refused.value.status == 502
-    assert int(c.redis.get(tenant_key(caller.tenant.id, f"quota:{month}")) or 0) == 0
+    assert int(c.redis.hget(month_key(caller.tenant.id, month), "tok") or 0) == 0
     assert c.redis.xlen(usage_stream(caller.tenant.id)) == 0
     assert c.redis.zcard(tenant_key(caller.tenant.id, "inflight")) == 0
 

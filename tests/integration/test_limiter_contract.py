@@ -13,8 +13,9 @@ import redis
 
 from gateway.adapters.local_limits import LocalLimiter
 from gateway.adapters.redis_store import RedisLimiter
-from gateway.domain.admission import Limiter, Ticket, Verdict
+from gateway.domain.admission import Decision, Limiter, Ticket, Verdict
 from gateway.domain.plans import Limits
+from tests.integration.conftest import seed_empty
 
 LIMITS = Limits(requests_per_minute=5, tokens_per_minute=100, monthly_tokens=10**9, max_concurrent_requests=2)
 
@@ -38,21 +39,28 @@ def limiter(request: pytest.FixtureRequest, clock: Clock) -> Iterator[Limiter]:
         yield LocalLimiter(clock_ms=clock)
         return
     client = redis.Redis.from_url(request.getfixturevalue("redis_url"))
-    yield RedisLimiter(client, lease_ms=60_000, clock_ms=clock)
+    limiter = RedisLimiter(client, lease_ms=60_000, clock_ms=clock)
+    seed_empty(limiter, "ten_a", "ten_busy", "ten_quiet")
+    yield limiter
     client.close()
 
 
 def ticket(cost: int = 10, limits: Limits = LIMITS, tenant: str = "ten_a") -> Ticket:
-    return Ticket(tenant_id=tenant, key_id="key_a", key_expires_ms=0, limits=limits, cost=cost,
+    return Ticket(tenant_id=tenant, key_id="key_a", key_expires_ms=0, limits=limits, tokens=cost,
                   request_id=uuid.uuid4().hex, month="2026-11")
+
+
+def settle(limiter: Limiter, t: Ticket, decision: Decision, *, charge: bool = False) -> None:
+    limiter.settle(t, decision, charge=charge)
 
 
 def test_request_bucket_admits_its_capacity_then_refuses_with_retry_after(limiter: Limiter) -> None:
     verdicts = []
     for _ in range(5):
         t = ticket(cost=1)
-        verdicts.append(limiter.admit(t).verdict)
-        limiter.settle(t, charge=False)
+        decision = limiter.admit(t)
+        verdicts.append(decision.verdict)
+        settle(limiter, t, decision)
     assert verdicts == [Verdict.OK] * 5
     refused = limiter.admit(ticket(cost=1))
     assert refused.verdict is Verdict.REQUESTS and not refused.admitted
@@ -63,8 +71,7 @@ def test_request_bucket_admits_its_capacity_then_refuses_with_retry_after(limite
 def test_the_bucket_refills_at_its_rate(limiter: Limiter, clock: Clock) -> None:
     for _ in range(5):
         t = ticket(cost=1)
-        limiter.admit(t)
-        limiter.settle(t, charge=False)
+        settle(limiter, t, limiter.admit(t))
     clock.ms += 11_999
     assert limiter.admit(ticket(cost=1)).verdict is Verdict.REQUESTS
     clock.ms += 1
@@ -80,10 +87,11 @@ def test_token_bucket_takes_the_exact_cost(limiter: Limiter) -> None:
 
 def test_concurrency_slots_are_held_until_settled(limiter: Limiter) -> None:
     a, b = ticket(cost=1), ticket(cost=1)
-    assert limiter.admit(a).verdict is Verdict.OK
+    first = limiter.admit(a)
+    assert first.verdict is Verdict.OK
     assert limiter.admit(b).verdict is Verdict.OK
     assert limiter.admit(ticket(cost=1)).verdict is Verdict.CONCURRENCY
-    limiter.settle(a, charge=False)
+    settle(limiter, a, first)
     assert limiter.admit(ticket(cost=1)).verdict is Verdict.OK
 
 
@@ -97,7 +105,8 @@ def test_a_refused_request_takes_nothing(limiter: Limiter) -> None:
 def test_tenants_do_not_share_buckets(limiter: Limiter) -> None:
     for _ in range(5):
         t = ticket(cost=1, tenant="ten_busy")
-        assert limiter.admit(t).admitted
-        limiter.settle(t, charge=False)
+        decision = limiter.admit(t)
+        assert decision.admitted
+        settle(limiter, t, decision)
     assert limiter.admit(ticket(cost=1, tenant="ten_busy")).verdict is Verdict.REQUESTS
     assert limiter.admit(ticket(cost=1, tenant="ten_quiet")).verdict is Verdict.OK

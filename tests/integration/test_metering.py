@@ -17,7 +17,9 @@ def event(tenant_id: str, tokens: int = 5, ts_ms: int | None = None) -> UsageEve
 
 
 def make_tenant(container, tenant_id: str = "ten_m") -> str:
+    """A tenant as the billing API creates it: its record, and its (empty) state seeded in Redis."""
     container.accounts.create_tenant(TenantRecord(id=tenant_id, name="m", plan="starter", created_at=rfc3339(utcnow())))
+    container.seeder.seed(tenant_id)
     return tenant_id
 
 

@@ -36,6 +36,7 @@ TS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 def seed(container, n: int, tenant_id: str | None = None) -> tuple[str, list[UsageEvent]]:
     tenant_id = tenant_id or f"ten_{uuid.uuid4().hex[:8]}"
     container.accounts.create_tenant(TenantRecord(id=tenant_id, name="f", plan="starter", created_at=rfc3339(utcnow())))
+    container.seeder.seed(tenant_id)
     events = [UsageEvent(request_id=uuid.uuid4().hex, tenant_id=tenant_id, key_id="k", model="all-MiniLM-L6-v2",
                          prompt_tokens=1 + i % 7, timestamp_ms=TS + i * 60_000) for i in range(n)]
     pipe = container.redis.pipeline(transaction=False)

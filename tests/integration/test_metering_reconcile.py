@@ -30,12 +30,12 @@ def books(container) -> str:
 def corrupt(container, tid: str) -> None:
     table, client = container.settings.table_name, container.dynamodb
     # one rollup counted twice, one lost, one that no ledger item backs
-    client.update_item(TableName=table, Key={"pk": {"S": f"USAGE#{tid}"}, "sk": {"S": "2026-01-01#other"}},
+    client.update_item(TableName=table, Key={"pk": {"S": f"USAGE#{tid}"}, "sk": {"S": "2026-01-01#other#k"}},
                        UpdateExpression="ADD requests :r, prompt_tokens :t",
                        ExpressionAttributeValues={":r": {"N": "1"}, ":t": {"N": "5"}})
-    client.delete_item(TableName=table, Key={"pk": {"S": f"USAGE#{tid}"}, "sk": {"S": "2026-01-02#other"}})
-    client.put_item(TableName=table, Item={"pk": {"S": f"USAGE#{tid}"}, "sk": {"S": "2026-01-20#ghost"},
-                                           "date": {"S": "2026-01-20"}, "model": {"S": "ghost"},
+    client.delete_item(TableName=table, Key={"pk": {"S": f"USAGE#{tid}"}, "sk": {"S": "2026-01-02#other#k"}})
+    client.put_item(TableName=table, Item={"pk": {"S": f"USAGE#{tid}"}, "sk": {"S": "2026-01-20#ghost#k"},
+                                           "date": {"S": "2026-01-20"}, "model": {"S": "ghost"}, "key_id": {"S": "k"},
                                            "requests": {"N": "2"}, "prompt_tokens": {"N": "9"}})
 
 
@@ -68,4 +68,4 @@ def test_drift_is_found_reported_and_fixed(container, monkeypatch, capsys, moto)
     assert "0 drifting" in capsys.readouterr().out
     rollups = container.usage.rollups(tid, "2026-01-01", "2026-01-31")
     assert sorted((r["sk"], int(r["requests"]), int(r["prompt_tokens"])) for r in rollups) == sorted(
-        (f"2026-01-0{d + 1}#{m}", 4, 20) for d in range(3) for m in ("all-MiniLM-L6-v2", "other"))
+        (f"2026-01-0{d + 1}#{m}#k", 4, 20) for d in range(3) for m in ("all-MiniLM-L6-v2", "other"))

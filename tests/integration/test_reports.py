@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import pytest
 
+from gateway.domain.money import tiered_cost
 from gateway.domain.usage import UsageEvent
 from gateway.errors import InvalidRequestError
 from gateway.models.records import TenantRecord, rfc3339, utcnow
@@ -27,8 +28,11 @@ def tenant(container, plan: str, name: str) -> str:
 
 
 def charge(container, tid: str, tokens: list[int], day: int = 0) -> list[UsageEvent]:
+    """Charged requests, each with the cost admission fixed for it (the plan's flat price)."""
+    plan = container.limits.plan(container.accounts.get_tenant(tid).plan)
     events = [UsageEvent(request_id=uuid.uuid4().hex, tenant_id=tid, key_id="key_1", model=MODEL,
-                         prompt_tokens=n, timestamp_ms=JAN1 + day * DAY + i * 1000) for i, n in enumerate(tokens)]
+                         prompt_tokens=n, timestamp_ms=JAN1 + day * DAY + i * 1000,
+                         cost_nano=tiered_cost(0, n, plan.pricing(MODEL))[0]) for i, n in enumerate(tokens)]
     container.usage.record_usage(events)
     return events
 
@@ -109,7 +113,8 @@ def test_invoice_has_a_line_per_tenant_and_model_subtotals_and_totals(books):
     assert (lines[a]["requests"], lines[a]["prompt_tokens"], lines[a]["unit_price_per_1k_tokens"],
             lines[a]["amount"]) == (4, 1009, "0.005", "0.01")  # 0.005045 -> 0.01
     assert (lines[b]["prompt_tokens"], lines[b]["amount"]) == (5000, "0.01")
-    assert invoice["totals"] == [{"currency": "USD", "requests": 6, "prompt_tokens": 6009, "amount": "0.02"}]
+    assert invoice["totals"] == [{"currency": "USD", "requests": 6, "prompt_tokens": 6009, "amount": "0.02",
+                                  "credits_applied": "0.00", "amount_due": "0.02"}]
     assert sum(Decimal(s["amount"]) for s in invoice["subtotals"]) == Decimal("0.02")
     assert reports.invoices(month="2026-03")["lines"] == []
     with pytest.raises(InvalidRequestError):

@@ -9,7 +9,7 @@ from fractions import Fraction
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.domain.money import fmt, fmt_cents, line_amount, total, usage_cost
+from gateway.domain.money import fmt, fmt_cents, fmt_minor, line_amount, total, usage_cost
 from gateway.services.reports import invoice_totals
 
 tokens = st.integers(min_value=0, max_value=10**12)
@@ -49,12 +49,16 @@ def test_ties_go_to_the_even_cent():
     assert fmt_cents(line_amount(0, Decimal("0.0050"))) == "0.00"
 
 
-line = st.builds(
-    lambda tenant, model, currency, n, price: {
-        "month": "2026-01", "tenant_id": tenant, "tenant_name": tenant, "model": model, "currency": currency,
-        "requests": 1 + n % 97, "prompt_tokens": n, "amount": fmt_cents(line_amount(n, price))},
-    st.sampled_from(["ten_a", "ten_b", "ten_c"]), st.sampled_from(["m1", "m2"]), st.sampled_from(["USD", "EUR"]),
-    tokens, prices)
+def _line(tenant: str, model: str, currency: str, n: int, price: Decimal, prepaid_share: float) -> dict:
+    exact = usage_cost(n, price)
+    credit = exact * Decimal(str(prepaid_share))
+    return {"month": "2026-01", "tenant_id": tenant, "tenant_name": tenant, "model": model, "currency": currency,
+            "requests": 1 + n % 97, "prompt_tokens": n, "amount": fmt_minor(exact, currency),
+            "credits_applied": fmt_minor(credit, currency), "amount_due": fmt_minor(exact - credit, currency)}
+
+
+line = st.builds(_line, st.sampled_from(["ten_a", "ten_b", "ten_c"]), st.sampled_from(["m1", "m2"]),
+                 st.sampled_from(["USD", "EUR", "JPY"]), tokens, prices, st.sampled_from([0.0, 0.5, 1.0]))
 
 
 @settings(max_examples=200)
@@ -66,8 +70,12 @@ def test_invoice_totals_are_the_sums_of_their_lines(lines):
         assert Decimal(row["amount"]) == sum((Decimal(x["amount"]) for x in mine), Decimal(0))
         assert row["prompt_tokens"] == sum(x["prompt_tokens"] for x in mine)
         assert row["requests"] == sum(x["requests"] for x in mine)
+        assert Decimal(row["credits_applied"]) == sum((Decimal(x["credits_applied"]) for x in mine), Decimal(0))
+        assert Decimal(row["amount_due"]) == sum((Decimal(x["amount_due"]) for x in mine), Decimal(0))
         subtotals = [s for s in result["subtotals"] if s["currency"] == row["currency"]]
         assert Decimal(row["amount"]) == sum((Decimal(s["amount"]) for s in subtotals), Decimal(0))
+        places = 0 if row["currency"] == "JPY" else 2  # the currency's minor unit, always shown
+        assert len(row["amount"].partition(".")[2]) == places
     for sub in result["subtotals"]:
         mine = [x for x in lines if (x["tenant_id"], x["currency"]) == (sub["tenant_id"], sub["currency"])]
         assert Decimal(sub["amount"]) == total(Decimal(x["amount"]) for x in mine)

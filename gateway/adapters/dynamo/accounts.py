@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from gateway.adapters.dynamo.table import GSI1, Item, Table, Write, item_key
 from gateway.domain.plans import Plan
-from gateway.models.records import KeyRecord, TenantRecord
+from gateway.models.records import KeyRecord, TenantRecord, rfc3339
 
 
 def _tenant_item(tenant: TenantRecord) -> Item:
@@ -83,6 +85,16 @@ class Accounts:
     def put_key(self, key: KeyRecord, *, expected: KeyRecord | None = None) -> None:
         self.table.write(self.key_write(key, expected=expected),
                          conflict=f"key {key.id} changed concurrently or is gone", code="concurrent_update")
+
+    @staticmethod
+    def expiry_index_write(key: KeyRecord) -> Write | None:
+        """An entry in the day partition of the key's expiry (``KEYEXP#<YYYY-MM-DD>``), which
+        the key.expiring sweeper reads; None for a key that never expires."""
+        stops = key.stops_at()
+        if stops is None:
+            return None
+        return Table.put_write({"pk": item_key("KEYEXP", stops.astimezone(UTC).strftime("%Y-%m-%d")), "sk": key.id,
+                                "tenant_id": key.tenant_id, "expires_at": rfc3339(stops)})
 
     def get_key(self, key_id: str, *, consistent: bool = False) -> KeyRecord | None:
         item = self.table.get(item_key("KEY", key_id), "KEY", consistent=consistent)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -15,16 +16,46 @@ from gateway.domain.usage import UsageEvent
 from gateway.models.records import rfc3339
 
 _CONFLICT_RETRIES = 3
-Cell = tuple[str, str, str]  # tenant, day, model
+Cell = tuple[str, str, str, str]  # tenant, day, model, key
 
 
 def _cell(event: UsageEvent) -> Cell:
-    return (event.tenant_id, event.date, event.model)
+    return (event.tenant_id, event.date, event.model, event.key_id)
+
+
+def rollup_sk(date: str, model: str, key_id: str) -> str:
+    return item_key(date, model, key_id)
+
+
+def grant_attribute(grant_id: str) -> str:
+    """The rollup attribute that sums the credit a cell took from one grant."""
+    return f"g_{grant_id}"
+
+
+@dataclass
+class CellSums:
+    requests: int = 0
+    tokens: int = 0
+    cost_nano: int = 0
+    credit_nano: int = 0
+    tiers: list[int] = field(default_factory=list)
+    grants: dict[str, int] = field(default_factory=dict)
+
+    def add(self, event: UsageEvent) -> None:
+        self.requests += 1
+        self.tokens += event.prompt_tokens
+        self.cost_nano += event.cost_nano
+        for i, n in enumerate(event.tier_tokens):
+            self.tiers += [0] * (i + 1 - len(self.tiers))
+            self.tiers[i] += n
+        for grant, amount in event.debited().items():
+            self.grants[grant] = self.grants.get(grant, 0) + amount
+            self.credit_nano += amount
 
 
 def pack_transactions(events: Iterable[UsageEvent]) -> list[list[UsageEvent]]:
     """Group events (one per request id) into transactions of at most 100 items, counting
-    one rollup update per tenant x day x model cell in each. First fit by cell, largest
+    one rollup update per tenant x day x model x key cell in each. First fit by cell, largest
     first: a cell is split only when it alone has more than 99 events."""
     cells: dict[Cell, dict[str, UsageEvent]] = defaultdict(dict)
     for event in events:
@@ -48,6 +79,19 @@ def pack_transactions(events: Iterable[UsageEvent]) -> list[list[UsageEvent]]:
     return chunks
 
 
+def sums_of(item: Item) -> CellSums:
+    """What one rollup item holds (its tier and grant attributes included)."""
+    tiers = sorted((int(name.removeprefix("tier_")), int(value)) for name, value in item.items()
+                   if name.startswith("tier_"))
+    dense = [0] * (tiers[-1][0] + 1 if tiers else 0)
+    for index, n in tiers:
+        dense[index] = n
+    return CellSums(requests=int(item.get("requests", 0)), tokens=int(item.get("prompt_tokens", 0)),
+                    cost_nano=int(item.get("cost_nano", 0)), credit_nano=int(item.get("credit_nano", 0)), tiers=dense,
+                    grants={name.removeprefix("g_"): int(value) for name, value in item.items()
+                            if name.startswith("g_")})
+
+
 class UsageLedger:
     def __init__(self, table: Table) -> None:
         self.table = table
@@ -63,32 +107,44 @@ class UsageLedger:
             "model": event.model,
             "prompt_tokens": event.prompt_tokens,
             "timestamp_ms": event.timestamp_ms,
+            "cost_nano": event.cost_nano,
+            "debits": event.debits or None,
+            "tier_tokens": list(event.tier_tokens) or None,
         }
 
     @staticmethod
     def _rollup_key(cell: Cell) -> dict[str, Any]:
-        tenant_id, date, model = cell
-        return {"pk": item_key("USAGE", tenant_id), "sk": item_key(date, model)}
+        tenant_id, date, model, key_id = cell
+        return {"pk": item_key("USAGE", tenant_id), "sk": rollup_sk(date, model, key_id)}
 
-    def _rollup_update(self, cell: Cell, requests: int, tokens: int) -> Write:
-        _, date, model = cell
+    def _rollup_update(self, cell: Cell, sums: CellSums) -> Write:
+        _, date, model, key_id = cell
+        names = {"#d": "date", "#m": "model", "#k": "key_id"}
+        values: dict[str, Any] = {":r": sums.requests, ":t": sums.tokens, ":c": sums.cost_nano,
+                                  ":cr": sums.credit_nano, ":d": date, ":m": model, ":k": key_id}
+        adds = ["requests :r", "prompt_tokens :t", "cost_nano :c", "credit_nano :cr"]
+        for i, n in enumerate(sums.tiers):
+            adds.append(f"tier_{i} :t{i}")
+            values[f":t{i}"] = n
+        for i, (grant, amount) in enumerate(sorted(sums.grants.items())):
+            names[f"#g{i}"] = grant_attribute(grant)
+            adds.append(f"#g{i} :g{i}")
+            values[f":g{i}"] = amount
         return {"Update": {
             "Key": dump(self._rollup_key(cell)),
-            "UpdateExpression": "ADD requests :r, prompt_tokens :t SET #d = :d, #m = :m",
-            "ExpressionAttributeNames": {"#d": "date", "#m": "model"},
-            "ExpressionAttributeValues": dump({":r": requests, ":t": tokens, ":d": date, ":m": model}),
+            "UpdateExpression": "ADD " + ", ".join(adds) + " SET #d = :d, #m = :m, #k = :k",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": dump(values),
         }}
 
     def _writes(self, events: list[UsageEvent]) -> list[Write]:
         """Ledger puts first (write i is events[i], so cancellation reasons map back to
-        events), then one rollup increment per tenant x day x model present."""
+        events), then one rollup increment per tenant x day x model x key present."""
         writes = [Table.new_write(self._ledger_item(event)) for event in events]
-        sums: dict[Cell, list[int]] = defaultdict(lambda: [0, 0])
+        sums: dict[Cell, CellSums] = defaultdict(CellSums)
         for event in events:
-            cell = sums[_cell(event)]
-            cell[0] += 1
-            cell[1] += event.prompt_tokens
-        return writes + [self._rollup_update(cell, requests, tokens) for cell, (requests, tokens) in sums.items()]
+            sums[_cell(event)].add(event)
+        return writes + [self._rollup_update(cell, cell_sums) for cell, cell_sums in sums.items()]
 
     def _commit(self, events: list[UsageEvent]) -> int:
         """One transaction. Events whose ledger item exists already (a redelivery) are
@@ -123,25 +179,28 @@ class UsageLedger:
         up to 99 events costs one rollup write per cell. Returns how many events were new."""
         return sum(self._commit(chunk) for chunk in pack_transactions(events))
 
-    def set_rollup(self, tenant_id: str, date: str, model: str, *, requests: int, prompt_tokens: int,
-                   expected: tuple[int, int] | None) -> None:
+    def set_rollup(self, tenant_id: str, date: str, model: str, key_id: str, *, sums: CellSums,
+                   expected: CellSums | None) -> None:
         """Overwrite one rollup cell with what the ledger says (reconcile --fix), only if it
-        still holds ``expected`` (requests, tokens; None = absent): a flush that lands in
-        between makes this a ConflictError rather than a lost increment."""
-        key = self._rollup_key((tenant_id, date, model))
-        conflict = f"rollup {tenant_id} {date} {model} changed during reconcile"
+        still holds ``expected`` (None = absent): a flush that lands in between makes this a
+        ConflictError rather than a lost increment."""
+        key = self._rollup_key((tenant_id, date, model, key_id))
+        conflict = f"rollup {tenant_id} {date} {model} {key_id} changed during reconcile"
         if expected is None:
             condition, values = "attribute_not_exists(pk)", None
         else:
             condition = "requests = :er AND prompt_tokens = :et"
-            values = {":er": expected[0], ":et": expected[1]}
-        if requests == 0 and prompt_tokens == 0:
+            values = {":er": expected.requests, ":et": expected.tokens}
+        if sums.requests == 0:
             if expected is not None:
                 self.table.write({"Delete": {"Key": dump(key), "ConditionExpression": condition,
                                              "ExpressionAttributeValues": dump(values or {})}},
                                  conflict=conflict, code="concurrent_update")
             return
-        item = {**key, "date": date, "model": model, "requests": requests, "prompt_tokens": prompt_tokens}
+        item = {**key, "date": date, "model": model, "key_id": key_id, "requests": sums.requests,
+                "prompt_tokens": sums.tokens, "cost_nano": sums.cost_nano, "credit_nano": sums.credit_nano,
+                **{f"tier_{i}": n for i, n in enumerate(sums.tiers)},
+                **{grant_attribute(g): n for g, n in sums.grants.items()}}
         self.table.write(Table.put_write(item, condition=condition, values=values),
                          conflict=conflict, code="concurrent_update")
 

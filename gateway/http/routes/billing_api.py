@@ -1,4 +1,4 @@
-"""Billing API (scope admin): plans, tenants, keys, audit.
+"""Billing API (scope admin): plans, tenants, keys, credit, balances, audit.
 
 Every route authenticates and checks the scope first, before it looks at the path, the
 query or the body: a caller without ``admin`` learns nothing, not even whether a tenant or
@@ -14,16 +14,31 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from gateway.domain.keys import is_key_id
 from gateway.domain.scopes import Scope
 from gateway.errors import InvalidRequestError, NotFoundError
-from gateway.http.resolver import body, container_of, principal, query, request_id
+from gateway.http.resolver import body, container_of, header, principal, query, request_id
 from gateway.http.responses import json_response, list_body
-from gateway.models.api import CreateKey, CreateTenant, RotateKey, UpdateTenant
+from gateway.models.api import CreateCredit, CreateKey, CreateTenant, RotateKey, UpdateKey, UpdateTenant
 from gateway.services.auth import Principal
+from gateway.services.billing import Call
 
 router = Router()
 
 
 def _admin() -> Principal:
     return principal(router, Scope.ADMIN)
+
+
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def _call() -> Call:
+    """The admin caller, this request's id and its Idempotency-Key (checked after the
+    credential, before anything else)."""
+    actor = _admin()
+    key = header(router, "Idempotency-Key")
+    if key is not None and not _IDEMPOTENCY_KEY.match(key):
+        raise InvalidRequestError("'Idempotency-Key' is 1 to 255 printable ASCII characters.",
+                                  param="Idempotency-Key")
+    return Call(actor=actor, request_id=request_id(router), idempotency_key=key)
 
 
 _TENANT_ID = re.compile(r"^ten_[0-9A-Za-z_]{1,64}$")
@@ -63,9 +78,8 @@ def list_plans() -> Response:
 
 @router.post("/billing/tenants")
 def create_tenant() -> Response:
-    actor = _admin()
-    tenant = container_of(router).billing.create_tenant(body(router, CreateTenant), actor, request_id(router))
-    return json_response(tenant, status=201)
+    call = _call()
+    return json_response(container_of(router).billing.create_tenant(body(router, CreateTenant), call), status=201)
 
 
 @router.get("/billing/tenants")
@@ -84,18 +98,16 @@ def get_tenant(tenant_id: str) -> Response:
 
 @router.patch("/billing/tenants/<tenant_id>")
 def update_tenant(tenant_id: str) -> Response:
-    actor = _admin()
+    call = _call()
     update = body(router, UpdateTenant)
-    billing = container_of(router).billing
-    return json_response(billing.update_tenant(_tenant_id(tenant_id), update, actor, request_id(router)))
+    return json_response(container_of(router).billing.update_tenant(_tenant_id(tenant_id), update, call))
 
 
 @router.post("/billing/tenants/<tenant_id>/keys")
 def create_key(tenant_id: str) -> Response:
-    actor = _admin()
+    call = _call()
     request = body(router, CreateKey)
-    billing = container_of(router).billing
-    return json_response(billing.create_key(_tenant_id(tenant_id), request, actor, request_id(router)), status=201)
+    return json_response(container_of(router).billing.create_key(_tenant_id(tenant_id), request, call), status=201)
 
 
 @router.get("/billing/tenants/<tenant_id>/keys")
@@ -105,19 +117,45 @@ def list_keys(tenant_id: str) -> Response:
     return json_response(list_body(keys, cursor))
 
 
+@router.patch("/billing/keys/<key_id>")
+def update_key(key_id: str) -> Response:
+    call = _call()
+    update = body(router, UpdateKey)
+    return json_response(container_of(router).billing.update_key(_key_id(key_id), update, call))
+
+
 @router.delete("/billing/keys/<key_id>")
 def revoke_key(key_id: str) -> Response:
-    actor = _admin()
-    container_of(router).billing.revoke_key(_key_id(key_id), actor, request_id(router))
+    call = _call()
+    container_of(router).billing.revoke_key(_key_id(key_id), call)
     return Response(status_code=204, body=None)
 
 
 @router.post("/billing/keys/<key_id>/rotate")
 def rotate_key(key_id: str) -> Response:
-    actor = _admin()
+    call = _call()
     request = body(router, RotateKey)
-    return json_response(container_of(router).billing.rotate_key(_key_id(key_id), request, actor, request_id(router)),
+    return json_response(container_of(router).billing.rotate_key(_key_id(key_id), request, call), status=201)
+
+
+@router.post("/billing/tenants/<tenant_id>/credits")
+def grant_credits(tenant_id: str) -> Response:
+    call = _call()
+    request = body(router, CreateCredit)
+    return json_response(container_of(router).billing.grant_credits(_tenant_id(tenant_id), request, call),
                          status=201)
+
+
+@router.get("/billing/tenants/<tenant_id>/credits")
+def list_credits(tenant_id: str) -> Response:
+    _admin()
+    return json_response(list_body(container_of(router).billing.list_credits(_tenant_id(tenant_id))))
+
+
+@router.get("/billing/tenants/<tenant_id>/balance")
+def tenant_balance(tenant_id: str) -> Response:
+    _admin()
+    return json_response(container_of(router).billing.balance(_tenant_id(tenant_id)))
 
 
 @router.get("/billing/audit")

@@ -1,4 +1,4 @@
-"""Tenant API (OpenAI-compatible): embeddings, models, own usage, health."""
+"""Tenant API (OpenAI-compatible): embeddings, models, own usage and balance, health."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def render_embeddings(result: EmbeddingsResult) -> dict[str, Any]:
     )
     data = [{"object": "embedding", "index": i, "embedding": encode(i)} for i in range(vectors.count)]
     return {"object": "list", "model": result.model, "data": data,
-            "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens}}
+            "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens, "cost": result.cost}}
 
 
 @router.post("/v1/embeddings")
@@ -41,7 +41,8 @@ def create_embeddings() -> Response:
     context = router.lambda_context
     time_left_s = context.get_remaining_time_in_millis() / 1000 if context is not None else None
     result = container_of(router).embeddings.create(request, caller, request_id(router), time_left_s=time_left_s)
-    return json_response(render_embeddings(result), headers=ratelimit_headers(result.limits, result.decision))
+    return json_response(render_embeddings(result),
+                         headers=ratelimit_headers(result.limits, result.decision, result.key_limits))
 
 
 @router.get("/v1/models")
@@ -59,6 +60,12 @@ def own_usage() -> Response:
     rows = container_of(router).reports.usage(start=query(router, "start"), end=query(router, "end"),
                                               tenant_id=caller.tenant.id, group_by=query(router, "group_by"))
     return json_response(list_body(rows))
+
+
+@router.get("/v1/balance")
+def own_balance() -> Response:
+    caller = principal(router, Scope.USAGE_READ)
+    return json_response(container_of(router).billing.balance(caller.tenant.id))
 
 
 @router.get("/health")
