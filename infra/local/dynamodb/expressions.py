@@ -87,6 +87,8 @@ class Path:
     elements: tuple[str | int, ...]
 
     def resolve(self, names: dict[str, str]) -> tuple[str | int, ...]:
+        if not names:
+            return self.elements  # Bindings made sure no placeholder is left unbound
         return tuple(names[e] if isinstance(e, str) and e.startswith("#") else e for e in self.elements)
 
 
@@ -165,12 +167,16 @@ class Update:
 
 @dataclass(frozen=True, slots=True)
 class Parsed:
-    """One expression: its kind (as DynamoDB names it in errors), tree and placeholders."""
+    """One expression: its kind (as DynamoDB names it in errors), tree and placeholders,
+    and what the per-request checks look at (found once, when the text is parsed)."""
 
     kind: str
     tree: Any
     names: frozenset[str]
     values: frozenset[str]
+    paths: tuple[Path, ...]
+    betweens: tuple[Between, ...]
+    type_checks: tuple[Call, ...]  # attribute_type(path, :type)
 
 
 _CONDITION_FUNCTIONS = {"attribute_exists": 1, "attribute_not_exists": 1, "attribute_type": 2,
@@ -349,10 +355,11 @@ def parse(grammar: str, kind: str, text: str) -> Parsed:
         built = tuple(built.children)
         _check_overlaps(kind, [p.elements for p in built])
     nodes = list(_walk(built))
-    names = frozenset(e for n in nodes if isinstance(n, Path) for e in n.elements
-                      if isinstance(e, str) and e.startswith("#"))
+    paths = tuple(n for n in nodes if isinstance(n, Path))
+    names = frozenset(e for n in paths for e in n.elements if isinstance(e, str) and e.startswith("#"))
     values = frozenset(n.name for n in nodes if isinstance(n, Placeholder))
-    return Parsed(kind, built, names, values)
+    return Parsed(kind, built, names, values, paths, tuple(n for n in nodes if isinstance(n, Between)),
+                  tuple(n for n in nodes if isinstance(n, Call) and n.function == "attribute_type"))
 
 
 def _update(kind: str, clauses: list[tuple[str, list[Any]]]) -> Update:
@@ -435,9 +442,8 @@ class Bindings:
 
     def _check(self, parsed: Parsed) -> None:
         """What DynamoDB checks once names and values are known, before reading any item."""
-        nodes = list(_walk(parsed.tree))
-        for node in nodes:
-            if isinstance(node, Between) and isinstance(node.low, Placeholder) and isinstance(node.high, Placeholder):
+        for node in parsed.betweens:
+            if isinstance(node.low, Placeholder) and isinstance(node.high, Placeholder):
                 low, high = self.values[node.low.name], self.values[node.high.name]
                 order = av.compare(low, high)
                 if order is None and av.type_of(low) != av.type_of(high):
@@ -450,7 +456,8 @@ class Bindings:
                         f"Invalid {parsed.kind}: The BETWEEN operator requires upper bound to be greater than or "
                         f"equal to lower bound; lower bound operand: AttributeValue: {_show(low)}, upper bound "
                         f"operand: AttributeValue: {_show(high)}")
-            if isinstance(node, Call) and node.function == "attribute_type" and isinstance(node.args[1], Placeholder):
+        for node in parsed.type_checks:
+            if isinstance(node.args[1], Placeholder):
                 wanted = self.values[node.args[1].name]
                 if av.type_of(wanted) != "S" or wanted["S"] not in av.TYPES:
                     raise ValidationException(
@@ -465,7 +472,7 @@ class Bindings:
                         raise ValidationException(
                             f"Invalid UpdateExpression: Incorrect operand type for operator or function; operator: "
                             f"{operator}, operand type: {_TYPE_WORDS[kind]}")
-        if isinstance(parsed.tree, (Update, tuple)):
+        if parsed.names and isinstance(parsed.tree, (Update, tuple)):  # without names, parse() checked this
             paths = parsed.tree.paths() if isinstance(parsed.tree, Update) else list(parsed.tree)
             _check_overlaps(parsed.kind, [p.resolve(self.names) for p in paths])
 
@@ -715,7 +722,7 @@ def apply_update(parsed: Parsed, item: Item, bindings: Bindings,
             raise ValidationException(f"One or more parameter values were invalid: Cannot update attribute {first}. "
                                       "This attribute is part of the key")
     old = item
-    new = copy.deepcopy(item)
+    new = dict(item)  # nested values are copied only on the way to a change (_parent_for_write)
     assignments = [(bindings.path(p), _set_value(v, old, bindings)) for p, v in plan.set]
     for elements, value in assignments:
         _assign(new, elements, value)
@@ -771,35 +778,58 @@ def _set_value(node: Any, item: Item, bindings: Bindings) -> AttributeValue:
     return value
 
 
+def _container_copy(value: AttributeValue | None) -> AttributeValue:
+    if value is not None and "M" in value:
+        return {"M": dict(value["M"])}
+    if value is not None and "L" in value:
+        return {"L": list(value["L"])}
+    raise ValidationException(_BAD_PATH)
+
+
+def _parent_for_write(item: Item, elements: tuple[str | int, ...]) -> AttributeValue:
+    """The map or list holding ``elements[-1]``, copied along the way from the top: the
+    item's nested values are shared with the old item, so they are never changed in place."""
+    first = elements[0]
+    current = item[first] = _container_copy(item.get(first))  # type: ignore[index,arg-type]
+    for element in elements[1:-1]:
+        if isinstance(element, int):
+            members = current.get("L")
+            if members is None or element >= len(members):
+                raise ValidationException(_BAD_PATH)
+            current = members[element] = _container_copy(members[element])
+        else:
+            members = current.get("M")
+            if members is None or element not in members:
+                raise ValidationException(_BAD_PATH)
+            current = members[element] = _container_copy(members[element])
+    return current
+
+
 def _assign(item: Item, elements: tuple[str | int, ...], value: AttributeValue) -> None:
     if len(elements) == 1:
-        item[elements[0]] = copy.deepcopy(value)  # type: ignore[index]
+        item[elements[0]] = value  # type: ignore[index]
         return
-    parent = get_path(item, elements[:-1])
-    last = elements[-1]
-    if parent is None:
-        raise ValidationException(_BAD_PATH)
+    parent, last = _parent_for_write(item, elements), elements[-1]
     if isinstance(last, int):
         if "L" not in parent:
             raise ValidationException(_BAD_PATH)
         if last < len(parent["L"]):
-            parent["L"][last] = copy.deepcopy(value)
+            parent["L"][last] = value
         else:
-            parent["L"].append(copy.deepcopy(value))
+            parent["L"].append(value)
     else:
         if "M" not in parent:
             raise ValidationException(_BAD_PATH)
-        parent["M"][last] = copy.deepcopy(value)
+        parent["M"][last] = value
 
 
 def _remove(item: Item, elements: tuple[str | int, ...]) -> None:
     if len(elements) == 1:
         item.pop(elements[0], None)  # type: ignore[call-overload]
         return
-    parent = get_path(item, elements[:-1])
-    last = elements[-1]
-    if parent is None:
-        return
+    if get_path(item, elements[:-1]) is None:
+        return  # nothing there to remove
+    parent, last = _parent_for_write(item, elements), elements[-1]
     if isinstance(last, int) and "L" in parent:
         if last < len(parent["L"]):
             del parent["L"][last]
@@ -807,4 +837,3 @@ def _remove(item: Item, elements: tuple[str | int, ...]) -> None:
         parent["M"].pop(last, None)
     else:
         raise ValidationException(_BAD_PATH)
-

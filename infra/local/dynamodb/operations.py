@@ -417,7 +417,7 @@ def Query(db: Database, request: Request, region: str) -> Response:  # noqa: N80
     key_range = ex.key_range(expressions.parsed["KeyConditionExpression"], expressions.bindings, keys.hash,
                              keys.range)
     if "FilterExpression" in expressions.parsed:
-        for path in (n for n in ex._walk(expressions.parsed["FilterExpression"].tree) if isinstance(n, ex.Path)):
+        for path in expressions.parsed["FilterExpression"].paths:
             if (name := expressions.bindings.path(path)[0]) in keys.names:
                 raise ValidationException(f"Filter Expression can only contain non-primary key attributes: "
                                           f"Primary key attribute: {name}")

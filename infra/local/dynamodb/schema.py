@@ -10,6 +10,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from infra.local.dynamodb import values as av
 from infra.local.dynamodb.errors import ValidationException
 from infra.local.dynamodb.values import AttributeValue, Item, invalid
@@ -269,7 +271,8 @@ class TableSchema:
 
     def check_item(self, item: Item, *, update: bool = False) -> tuple[int, bytes, bytes]:
         """Everything DynamoDB checks of an item before it writes it; its storage key."""
-        if av.item_size(item) > av.MAX_ITEM_BYTES:
+        # an item's JSON is never smaller than its DynamoDB size: count exactly only near the limit
+        if len(orjson.dumps(item)) > av.MAX_ITEM_BYTES and av.item_size(item) > av.MAX_ITEM_BYTES:
             raise ValidationException("Item size to update has exceeded the maximum allowed size" if update
                                       else "Item size has exceeded the maximum allowed size")
         key = self.key_of_item(item)

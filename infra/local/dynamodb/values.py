@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import decimal
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -33,6 +34,16 @@ def invalid(message: str) -> ValidationException:
 
 
 # -- numbers ---------------------------------------------------------------------------------
+_PLAIN_INTEGER = re.compile(r"-?[1-9][0-9]{0,37}")
+
+
+def canonical_number(text: Any) -> str:
+    """The number's canonical text; plain integers (most numbers) skip Decimal."""
+    if isinstance(text, str) and _PLAIN_INTEGER.fullmatch(text):
+        return text
+    return format_number(parse_number(text))
+
+
 def parse_number(text: Any) -> Decimal:
     if not isinstance(text, str):
         raise SerializationException("NUMBER_VALUE cannot be converted to String")
@@ -105,7 +116,7 @@ def normalize(value: Any) -> AttributeValue:
             raise SerializationException("STRING_VALUE can not be converted to a String")
         return value
     if kind == "N":
-        return {"N": format_number(parse_number(data))}
+        return {"N": canonical_number(data)}
     if kind == "B":
         _binary(data)
         return value
@@ -131,7 +142,7 @@ def normalize(value: Any) -> AttributeValue:
         if not data:
             kind_name = {"SS": "string", "NS": "number", "BS": "binary"}[kind]
             raise invalid(f"An {kind_name} set  may not be empty")
-        members = [format_number(parse_number(n)) for n in data] if kind == "NS" else list(data)
+        members = [canonical_number(n) for n in data] if kind == "NS" else list(data)
         if kind == "SS" and not all(isinstance(m, str) for m in members):
             raise SerializationException("STRING_VALUE can not be converted to a String")
         if kind == "BS":
