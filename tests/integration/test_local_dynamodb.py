@@ -422,6 +422,12 @@ def test_update_expressions(ddb, table):
     assert "tags" not in item  # a set emptied by DELETE is removed
 
 
+def test_update_of_a_path_under_a_missing_map_is_refused(ddb, table):
+    _update(ddb, table, "SET m = :m", {":m": {"M": {}}})
+    assert _update(ddb, table, "SET m.a = :one", {":one": N(1)})["m"] == {"M": {"a": N(1)}}
+    fails_validation(lambda: _update(ddb, table, "SET nope.a = :one", {":one": N(1)}), "document path")
+
+
 def test_update_return_values(ddb, table):
     _update(ddb, table, "SET a = :one, b = :one", {":one": N(1)})
     assert _update(ddb, table, "SET a = :two", {":two": N(2)}, returns="UPDATED_OLD") == {"a": N(1)}
@@ -601,6 +607,23 @@ def test_scan_an_index(ddb, ledger):
     assert response["Count"] == 10 and all(i["gsi1pk"] == S("even") for i in response["Items"])
 
 
+def test_scan_count_and_projection(ddb, ledger):
+    counted = ddb.scan(TableName=ledger, Select="COUNT", FilterExpression="n < :five",
+                       ExpressionAttributeValues={":five": N(5)})
+    assert counted["Count"] == 5 and "Items" not in counted
+    projected = ddb.scan(TableName=ledger, ProjectionExpression="sk", FilterExpression="n = :seven",
+                         ExpressionAttributeValues={":seven": N(7)})
+    assert projected["Items"] == [{"sk": S("k07")}]
+
+
+def test_update_table_deletes_an_index(ddb, table):
+    ddb.update_table(TableName=table, GlobalSecondaryIndexUpdates=[{"Delete": {"IndexName": "gsi1"}}])
+    ddb.get_waiter("table_exists").wait(TableName=table)
+    assert ddb.describe_table(TableName=table)["Table"].get("GlobalSecondaryIndexes", []) == []
+    fails_validation(lambda: ddb.query(TableName=table, IndexName="gsi1", KeyConditionExpression="gsi1pk = :p",
+                                       ExpressionAttributeValues={":p": S("p")}), "gsi1")
+
+
 # == batches ====================================================================================
 def test_batch_write_and_get(ddb, table):
     other = new_table(ddb, gsi=False)
@@ -657,6 +680,22 @@ def test_transaction_cancellation_reasons(ddb, table):
     items = ddb.query(TableName=table, KeyConditionExpression="pk = :t",
                       ExpressionAttributeValues={":t": S("t")})["Items"]
     assert _sort_keys(items) == ["exists"]  # nothing of a cancelled transaction is written
+
+
+def test_an_update_that_cannot_apply_cancels_its_transaction(ddb, table, moto_deviates):
+    """A type mismatch found while applying an update is a cancellation reason
+    (ValidationError), not a failure of the whole request."""
+    moto_deviates("fails the whole request with ValidationException instead of a ValidationError reason")
+    ddb.put_item(TableName=table, Item={"pk": S("t"), "sk": S("text"), "s": S("words")})
+    with pytest.raises(ClientError) as raised:
+        ddb.transact_write_items(TransactItems=[
+            {"Put": {"TableName": table, "Item": {"pk": S("t"), "sk": S("fresh")}}},
+            {"Update": {"TableName": table, "Key": {"pk": S("t"), "sk": S("text")}, "UpdateExpression": "ADD s :one",
+                        "ExpressionAttributeValues": {":one": N(1)}}},
+        ])
+    assert raised.value.response["Error"]["Code"] == "TransactionCanceledException"
+    assert [r["Code"] for r in raised.value.response["CancellationReasons"]] == ["None", "ValidationError"]
+    assert "Item" not in ddb.get_item(TableName=table, Key={"pk": S("t"), "sk": S("fresh")})
 
 
 def test_transaction_client_request_token_is_idempotent(ddb, table, moto_deviates):
