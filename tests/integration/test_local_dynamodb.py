@@ -10,7 +10,6 @@ spuriously, acknowledged writes that survive SIGKILL, and the project's own Stor
 
 from __future__ import annotations
 
-import base64
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -281,8 +280,10 @@ def test_not_equal_holds_for_a_missing_attribute(ddb, table):
 
 def test_condition_on_an_absent_item(ddb, table):
     ddb.put_item(TableName=table, Item=ITEM, ConditionExpression="attribute_not_exists(pk)")
-    again = lambda: ddb.put_item(TableName=table, Item=ITEM, ConditionExpression="attribute_not_exists(pk)")  # noqa: E731
-    assert error_code(again) == "ConditionalCheckFailedException"
+    def put_again() -> None:
+        ddb.put_item(TableName=table, Item=ITEM, ConditionExpression="attribute_not_exists(pk)")
+
+    assert error_code(put_again) == "ConditionalCheckFailedException"
 
 
 def test_failed_condition_returns_the_old_item_when_asked(ddb, table):
@@ -602,9 +603,13 @@ def test_scan_pages_filters_and_segments(ddb, ledger):
     fails_validation(lambda: ddb.scan(TableName=ledger, Segment=3, TotalSegments=3))
 
 
-def test_scan_an_index(ddb, ledger):
+def test_scan_an_index_in_pages(ddb, ledger):
     response = ddb.scan(TableName=ledger, IndexName="gsi1")
     assert response["Count"] == 10 and all(i["gsi1pk"] == S("even") for i in response["Items"])
+    first = ddb.scan(TableName=ledger, IndexName="gsi1", Limit=4)
+    assert set(first["LastEvaluatedKey"]) == {"pk", "sk", "gsi1pk", "gsi1sk"}
+    rest = ddb.scan(TableName=ledger, IndexName="gsi1", ExclusiveStartKey=first["LastEvaluatedKey"])
+    assert sorted(i["sk"]["S"] for i in first["Items"] + rest["Items"]) == [f"k{i:02d}" for i in range(0, 20, 2)]
 
 
 def test_scan_count_and_projection(ddb, ledger):
@@ -825,10 +830,6 @@ def test_a_query_page_stops_at_one_megabyte(local):
     items, pages = query_all(local, TableName=table, KeyConditionExpression="pk = :p",
                              ExpressionAttributeValues={":p": S("big")})
     assert len(items) == 30 and pages == 3
-
-
-def base64_of(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 # == the project's Store on the new server ======================================================
