@@ -78,6 +78,12 @@ class Session:
         (gsk, pk, sk) for an index."""
         sort, params = ("sk", [schema.id, partition_hash(partition), partition]) if index is None else \
             ("e.gsk", [schema.id, index.name, partition_hash(partition), partition])
+        # a start key inside the range replaces the bound it passed, so SQLite seeks straight to it
+        if after is not None and forward and (low is None or after[0] > low or (after[0] == low and low_inclusive)):
+            low = None
+        if after is not None and not forward and (
+                high is None or after[0] < high or (after[0] == high and high_inclusive)):
+            high = None
         where = []
         if low is not None:
             where.append(f"{sort} {'>=' if low_inclusive else '>'} ?")
@@ -106,21 +112,30 @@ class Session:
     def scan(self, schema: TableSchema, index: Index | None, *, low_hash: int, high_hash: int,
              after: tuple[Any, ...] | None = None) -> Iterator[bytes]:
         """Items whose partition hash is in [low_hash, high_hash), in Scan order, strictly
-        after ``after``: (hash, pk, sk) for the table, (ghash, gpk, gsk, pk, sk) for an index."""
+        after ``after``: (hash, pk, sk) for the table, (ghash, gpk, gsk, pk, sk) for an index.
+        The row-value bound alone lets SQLite seek to ``after`` instead of reading up to it."""
+        if after is not None and after[0] < low_hash:
+            after = None  # a start key from below this segment
         if index is None:
-            sql = "SELECT item FROM items WHERE tid = ? AND hash >= ? AND hash < ?"
-            params: list[Any] = [schema.id, low_hash, high_hash]
+            sql = "SELECT item FROM items WHERE tid = ? AND hash < ?"
+            params: list[Any] = [schema.id, high_hash]
             if after is not None:
                 sql += " AND (hash, pk, sk) > (?, ?, ?)"
                 params.extend(after)
+            else:
+                sql += " AND hash >= ?"
+                params.append(low_hash)
             sql += " ORDER BY hash, pk, sk"
         else:
             sql = ("SELECT i.item FROM index_entries e JOIN items i ON i.tid = e.tid AND i.hash = e.hash "
-                   "AND i.pk = e.pk AND i.sk = e.sk WHERE e.tid = ? AND e.idx = ? AND e.ghash >= ? AND e.ghash < ?")
-            params = [schema.id, index.name, low_hash, high_hash]
+                   "AND i.pk = e.pk AND i.sk = e.sk WHERE e.tid = ? AND e.idx = ? AND e.ghash < ?")
+            params = [schema.id, index.name, high_hash]
             if after is not None:
                 sql += " AND (e.ghash, e.gpk, e.gsk, e.pk, e.sk) > (?, ?, ?, ?, ?)"
                 params.extend(after)
+            else:
+                sql += " AND e.ghash >= ?"
+                params.append(low_hash)
             sql += " ORDER BY e.ghash, e.gpk, e.gsk, e.pk, e.sk"
         for (item,) in self.connection.execute(sql, params):
             yield item
