@@ -215,18 +215,19 @@ class Database:
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
         self._write_lock = threading.Lock()
-        self._writer = self._connect()
+        self._writer = self._connect(cache_mib=32)
         self._writer.executescript(_SCHEMA)
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._tables: dict[str, TableSchema] = {}
         for name, table_id, definition in self._writer.execute("SELECT name, id, definition FROM tables"):
             self._tables[name] = TableSchema.from_json(table_id, orjson.loads(definition))
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, cache_mib: int = 8) -> sqlite3.Connection:
+        """Page caches stay small (the OS caches the file too): one per pooled reader."""
         connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60)
         connection.execute("PRAGMA journal_mode = WAL")
         connection.execute("PRAGMA synchronous = FULL")
-        connection.execute("PRAGMA cache_size = -32768")  # 32 MiB of pages per connection
+        connection.execute(f"PRAGMA cache_size = -{cache_mib * 1024}")
         return connection
 
     def table(self, name: Any) -> TableSchema:
