@@ -1,5 +1,5 @@
 """Shared fixtures: real local services on free ports (redis-server, moto's DynamoDB
-server), started by the tests so the tests can also kill them."""
+server, the project's own DynamoDB), started by the tests so the tests can also kill them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from infra.local.services import Service, create_table, free_port, moto_service, redis_service
+from infra.local.services import (
+    Service,
+    create_table,
+    dynamodb_service,
+    free_port,
+    moto_service,
+    redis_service,
+)
 
 # boto3 needs credentials and a region even for a local endpoint; never real ones in tests.
 os.environ.update({
@@ -55,6 +62,15 @@ def own_redis(tmp_path: Path) -> Iterator[Service]:
 @pytest.fixture(scope="session")
 def moto(service_logs: Path) -> Iterator[Service]:
     service = moto_service(free_port(), service_logs).start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def local_dynamodb(tmp_path_factory: pytest.TempPathFactory, service_logs: Path) -> Iterator[Service]:
+    """infra/local/dynamodb, SQLite-backed (not yet what the other tests use: see dynamodb_endpoint)."""
+    db_path = tmp_path_factory.mktemp("dynamodb") / "dynamodb.sqlite3"
+    service = dynamodb_service(free_port(), db_path, service_logs).start()
     yield service
     service.stop()
 

@@ -114,6 +114,18 @@ def moto_service(port: int, log_dir: Path) -> Service:
     )
 
 
+def dynamodb_service(port: int, db_path: Path, log_dir: Path) -> Service:
+    """The project's own DynamoDB (infra/local/dynamodb): SQLite-backed, durable in ``db_path``."""
+    return Service(
+        name="dynamodb",
+        argv=[sys.executable, "-m", "infra.local.dynamodb", "--host", "127.0.0.1", "--port", str(port),
+              "--db", str(db_path), "--log-level", "WARNING"],
+        port=port,
+        ready=lambda: http_ok(f"http://127.0.0.1:{port}/"),
+        log_path=log_dir / "dynamodb.log",
+    )
+
+
 def inference_service(port: int, model_dir: Path, log_dir: Path, extra_env: dict[str, str] | None = None) -> Service:
     return Service(
         name="inference",
