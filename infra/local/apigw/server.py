@@ -178,7 +178,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 if name.lower() not in ("content-length", "connection", "transfer-encoding"):
                     self.send_header(name, value)
             self.send_header("Content-Length", str(len(response.body)))
-            if close:
+            if close or self.close_connection:  # say so whenever this answer ends the connection
                 self.send_header("Connection", "close")
                 self.close_connection = True
             self.end_headers()
