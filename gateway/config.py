@@ -26,6 +26,7 @@ class Settings(BaseModel):
     redis_cluster: bool = False
     redis_username: str | None = None
     redis_password_secret_arn: str | None = None
+    redis_password: str | None = None  # only locally (the stack's generated one); AWS uses the secret
     redis_timeout_s: float = 0.5
 
     # Local inference server, or a SageMaker endpoint name in AWS.

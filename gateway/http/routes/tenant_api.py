@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from gateway.domain.registry import MINILM
@@ -54,5 +57,11 @@ def health():  # type: ignore[no-untyped-def]
         except Exception:  # a health check reports, it never raises
             checks[name] = "unavailable"
     ready = all(state == "ok" for state in checks.values())
-    return json_response({"status": "ok" if ready else "unavailable", "checks": checks},
-                         status=200 if ready else 503)
+    result = {"status": "ok" if ready else "unavailable", "checks": checks}
+    try:  # the local stack's supervisor: each service's state and restarts (infra/local/supervisor.py)
+        with open(os.environ["MAAS_LOCAL_STATUS_FILE"], encoding="utf-8") as status_file:
+            result["services"] = {name: {k: v for k, v in service.items() if k != "pids"}
+                                  for name, service in json.load(status_file)["services"].items()}
+    except (KeyError, OSError, ValueError, AttributeError):  # not on the local stack, or not published yet
+        pass
+    return json_response(result, status=200 if ready else 503)

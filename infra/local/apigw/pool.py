@@ -76,6 +76,7 @@ class FunctionPool:
         self._idle: list[Handler] = []
         self._all: list[Handler] = []
         self._created = 0
+        self._closed = False
         self._dead: list[Handler] = []  # dropped copies whose processes are not joined yet
         self._lost: list[int | None] = []  # exit statuses of dead copies, until take_lost()
 
@@ -109,7 +110,9 @@ class FunctionPool:
 
     def release(self, handler: Handler) -> None:
         with self._cond:
-            if _alive(handler):
+            if self._closed:  # the pool closed while this copy worked or started
+                self._dead.append(handler)
+            elif _alive(handler):
                 self._idle.append(handler)
             else:  # its process died (as a Lambda environment can): the next request gets a new one
                 self._forget(handler)
@@ -134,7 +137,7 @@ class FunctionPool:
         started = 0
         for _ in range(count):
             with self._cond:
-                if self._created >= self.max_copies:
+                if self._closed or self._created >= self.max_copies:
                     break
                 self._created += 1
             handler = self._new_copy()
@@ -144,6 +147,7 @@ class FunctionPool:
 
     def close(self) -> None:
         with self._cond:
+            self._closed = True
             copies, self._all, self._idle, self._created = self._all + self._dead, [], [], 0
             self._dead = []
         for handler in copies:
