@@ -27,9 +27,15 @@ def service_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("logs")
 
 
+def _dies_with_the_session(service: Service) -> Service:
+    # Started from pytest's main thread: a test run killed with -9 leaves no server behind.
+    service.die_with_parent = True
+    return service
+
+
 @pytest.fixture(scope="session")
 def redis_service_session(tmp_path_factory: pytest.TempPathFactory, service_logs: Path) -> Iterator[Service]:
-    service = redis_service(free_port(), tmp_path_factory.mktemp("redis"), service_logs).start()
+    service = _dies_with_the_session(redis_service(free_port(), tmp_path_factory.mktemp("redis"), service_logs)).start()
     yield service
     service.stop()
 
@@ -54,7 +60,7 @@ def own_redis(tmp_path: Path) -> Iterator[Service]:
 
 @pytest.fixture(scope="session")
 def moto(service_logs: Path) -> Iterator[Service]:
-    service = moto_service(free_port(), service_logs).start()
+    service = _dies_with_the_session(moto_service(free_port(), service_logs)).start()
     yield service
     service.stop()
 

@@ -330,6 +330,16 @@ def _stop_on(*signals: signal.Signals) -> None:
         signal.signal(sig, interrupt)
 
 
+def _stop_resource_tracker() -> None:
+    """multiprocessing's helper process (started with the first Lambda copy) ends when this
+    process does, a moment later; end it now, so nothing the stack started outlives it."""
+    from multiprocessing import resource_tracker
+
+    stop = getattr(resource_tracker._resource_tracker, "_stop", None)  # noqa: SLF001 - no public API
+    if stop is not None:
+        stop()
+
+
 def reset(config: StackConfig) -> None:
     state = StateDir(config.state_dir)
     lock = StateLock(state.lock_file).acquire()  # never under a running stack
@@ -391,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, signal.SIG_IGN)
         print("\n[maas] stopping", flush=True)
         stack.stop()
+        _stop_resource_tracker()
         print("[maas] stopped", flush=True)
     return 0
 

@@ -40,6 +40,10 @@ class Unit(Protocol):
 
     name: str
 
+    @property
+    def stopped(self) -> bool:
+        """Its owner stopped it on purpose: not a crash, nothing to restart."""
+
     def pids(self) -> list[int]: ...
 
     def crashed(self) -> str | None:
@@ -70,6 +74,10 @@ class ServiceUnit:
         self.after_restart = after_restart
         self._reported: object = None  # the process whose end was reported
 
+    @property
+    def stopped(self) -> bool:
+        return not self.service.wanted
+
     def pids(self) -> list[int]:
         pid = self.service.pid
         return [pid] if pid is not None else []
@@ -95,6 +103,10 @@ class WorkerPoolUnit:
         self.pool = pool
         self.name = name or f"lambda:{pool.spec.logical_id}"
         self._missing = 0
+
+    @property
+    def stopped(self) -> bool:
+        return self.pool.closed
 
     def pids(self) -> list[int]:
         return self.pool.pids()
@@ -189,6 +201,8 @@ class Supervisor:
             status = {name: (s.state, s.restarts, s.last_restart, s.last_exit) for name, s in self.status.items()}
         services = {}
         for name, (state, restarts, last_restart, last_exit) in status.items():
+            if units[name].stopped:
+                state = "stopped"
             services[name] = {"state": state, "pids": units[name].pids() if state != "stopped" else [],
                               "restarts": restarts, "last_restart": last_restart, "last_exit": last_exit}
         return {"version": STATUS_VERSION, "stack_pid": os.getpid(), "updated_at": rfc3339(), "services": services}
@@ -231,7 +245,7 @@ class Supervisor:
                 attempt = 0
             self._set(unit.name, state="restarting", last_exit=reason)
             self.log(f"{unit.name} went down ({reason})")
-            while not self._stop.is_set():
+            while not self._stop.is_set() and not unit.stopped:  # its owner may stop it meanwhile
                 delay = self.backoff.delay(attempt)
                 attempt += 1
                 self.log(f"{unit.name}: restarting in {delay:.1f} s")
@@ -250,3 +264,6 @@ class Supervisor:
                           up_since=time.monotonic())
                 self.log(f"{unit.name} is back (restart {restarts}, pids {unit.pids()})")
                 break
+            else:
+                if unit.stopped:  # its owner took over: shown as stopped, then running once started
+                    self._set(unit.name, state="running", up_since=time.monotonic())

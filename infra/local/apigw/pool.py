@@ -85,6 +85,10 @@ class FunctionPool:
         with self._cond:
             return self._created
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def pids(self) -> list[int]:
         """The worker processes of the live copies (none for module copies)."""
         with self._cond:
