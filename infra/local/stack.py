@@ -372,7 +372,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[maas] {error}", file=sys.stderr, flush=True)
         return 1
     try:
-        stack.start(progress=lambda line: print(f"[maas] {line}", flush=True))
+        stack.start(progress=lambda line: print(f"[maas] {line}", flush=True))  # stops what it started on failure
+    except KeyboardInterrupt:
+        print("\n[maas] stopped", flush=True)
+        return 0
+    except (RuntimeError, TimeoutError) as error:
+        print(f"[maas] the stack could not start: {error}", file=sys.stderr, flush=True)
+        return 1
+    try:
         memory_only = " (moto keeps it in memory: tenants and keys are gone after a restart)" \
             if config.dynamodb == "moto" else ""
         print(
@@ -381,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  inference server            http://127.0.0.1:{config.inference_port}\n"
             f"  redis                       redis://{REDIS_USERNAME}@127.0.0.1:{config.redis_port}/0"
             f"   (password in {stack.state.redis_password})\n"
-            f"  DynamoDB ({config.dynamodb})           http://127.0.0.1:{config.dynamodb_port}{memory_only}\n"
+            f"  {'DynamoDB (' + config.dynamodb + ')':<28}http://127.0.0.1:{config.dynamodb_port}{memory_only}\n"
             f"  admin key (also in {stack.state.admin_key}): {stack.admin_key}\n"
             f"  state: {config.state_dir} (kept across restarts; `make dev-reset` starts clean)\n"
             f"  supervisor: {stack.status_file}, logs in {stack.logs}\n"
@@ -392,9 +399,6 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(3600)
     except KeyboardInterrupt:
         pass
-    except (RuntimeError, TimeoutError) as error:
-        print(f"[maas] the stack could not start: {error}", file=sys.stderr, flush=True)
-        return 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave children behind
         for sig in (signal.SIGTERM, signal.SIGHUP):
