@@ -96,12 +96,21 @@ class Service:
         return self._await_ready(process, timeout_s)
 
     def restart(self, timeout_s: float | None = None) -> Service:
-        """The supervisor's start: only while still wanted (never after its owner's stop)."""
+        """The supervisor's start: only while still wanted (never after its owner's stop),
+        and not twice (its owner may have started it again meanwhile)."""
         with self._lock:
             if not self.wanted:
                 raise RuntimeError(f"{self.name} was stopped")
-            process = self._spawn()
+            process = self.process if self.alive and self.process is not None else self._spawn()
         return self._await_ready(process, timeout_s)
+
+    def ended_while_wanted(self) -> subprocess.Popen | None:
+        """The current process, if it ended though nobody stopped it: a crash."""
+        with self._lock:  # wanted and process change together (start, stop, kill)
+            process = self.process
+            if self.wanted and process is not None and process.poll() is not None:
+                return process
+        return None
 
     def _spawn(self) -> subprocess.Popen:
         if self.alive:

@@ -83,8 +83,8 @@ class ServiceUnit:
         return [pid] if pid is not None else []
 
     def crashed(self) -> str | None:
-        process = self.service.process
-        if not self.service.wanted or process is None or process is self._reported or process.poll() is None:
+        process = self.service.ended_while_wanted()
+        if process is None or process is self._reported:
             return None
         self._reported = process
         return describe_exit(process.returncode)

@@ -23,7 +23,7 @@ from infra.local.supervisor import Backoff, ServiceUnit, Supervisor, WorkerPoolU
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "apigw" / "template.yaml"
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
-FAILS = [sys.executable, "-c", "raise SystemExit(3)"]
+FAILS = ["sh", "-c", "exit 3"]  # ends at once, well within settle_s even on a loaded machine
 
 
 def sleeper(tmp_path: Path, name: str = "sleeper") -> Service:
