@@ -82,7 +82,9 @@ def dynamodb_backend(kind: str, port: int, state_dir: Path, log_dir: Path) -> Se
     if kind == "sqlite":
         from infra.local.services import dynamodb_service  # type: ignore[attr-defined]  # infra/local/dynamodb
 
-        service: Service = dynamodb_service(port, state_dir / "dynamodb" / "maas.sqlite3", log_dir)
+        db_path = state_dir / "dynamodb" / "maas.sqlite3"
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        service: Service = dynamodb_service(port, db_path, log_dir)
         return service
     raise ValueError(f"unknown DynamoDB backend {kind!r}: 'moto' or 'sqlite'")
 
