@@ -1,4 +1,4 @@
-"""The API Gateway emulator (infra/local/apigw.py) against a fixture template and handler.
+"""The API Gateway emulator (infra/local/apigw/) against a fixture template and handler.
 
 Only loopback HTTP: the emulator runs on a free port in a thread of the test process."""
 
@@ -7,8 +7,11 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
+import signal
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -543,3 +546,34 @@ def test_keep_alive_survives_a_good_request_and_an_error_closes_only_its_own_con
         conn.close()
     raw_exchange(server, b"BREW /echo HTTP/1.1\r\n\r\n")
     assert echo(server, "GET", "/echo")["event"]["resource"] == "/echo"
+
+
+def test_a_copy_killed_while_idle_is_never_handed_out():
+    # GIVEN a warm copy whose process is killed between requests (kill -9, OOM)
+    app = build_app(FIXTURE, max_copies=2)
+    srv = serve(app, "127.0.0.1", 0, block=False)
+    try:
+        pool = app.pools["EchoFunction"]
+        assert pool.warm(1) == 1
+        [victim] = pool.pids()
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while victim in pool.pids():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        # WHEN the next request comes, THEN a live copy answers it, not the dead one (no 502)
+        assert echo(srv, "GET", "/echo")["event"]["resource"] == "/echo"
+        assert pool.take_lost() == [-signal.SIGKILL]  # reported once, for the stack's supervisor
+        assert pool.take_lost() == []
+        assert pool.size == 1 and victim not in pool.pids()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        app.close()
+
+
+def test_a_closed_pool_starts_no_copy():
+    app = build_app(FIXTURE, max_copies=2)
+    pool = app.pools["EchoFunction"]
+    app.close()
+    assert pool.warm(2) == 0 and pool.pids() == [] and pool.closed
