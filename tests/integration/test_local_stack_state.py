@@ -11,11 +11,18 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from infra.local.services import free_port, redis_service
 from infra.local.stack import StackConfig, StateDir, StateLock, ensure_admin_key, local_secret, reset
 
 PASSWORD = "local-test-password"
+
+
+def refused_client(port: int, **credentials: str) -> redis.Redis:
+    # A refused AUTH is a ConnectionError to redis-py, which it retries with backoff: once is enough.
+    return redis.Redis(port=port, retry=Retry(NoBackoff(), 0), **credentials)
 
 
 # ------------------------------------------------------------------------------ durable Redis
@@ -48,11 +55,11 @@ def test_acknowledged_writes_survive_kill_9(durable_redis):
 
 def test_only_the_configured_user_gets_in(durable_redis):
     with pytest.raises(redis.exceptions.AuthenticationError):
-        redis.Redis(port=durable_redis.port).ping()
+        refused_client(durable_redis.port).ping()
     with pytest.raises(redis.exceptions.AuthenticationError):
-        redis.Redis(port=durable_redis.port, username="maas", password="wrong").ping()
+        refused_client(durable_redis.port, username="maas", password="wrong").ping()
     with pytest.raises(redis.exceptions.AuthenticationError):
-        redis.Redis(port=durable_redis.port, username="default", password="").ping()
+        refused_client(durable_redis.port, username="default", password="").ping()
     assert redis.Redis(port=durable_redis.port, username="maas", password=PASSWORD).ping()
 
 
