@@ -117,19 +117,21 @@ def test_backoff_starts_over_once_it_stayed_up(supervisor, tmp_path):
 
 def test_what_its_owner_stops_stays_down(supervisor, tmp_path):
     service = sleeper(tmp_path).start()
-    supervisor.watch(ServiceUnit(service))
-    supervisor.start()
-    service.kill()  # the owner's kill (as the fault-injection tests do): not a crash
-    time.sleep(0.5)
-    assert not service.alive
-    assert published(supervisor, "sleeper")["state"] == "stopped"
-    assert "went down" not in log_of(supervisor)
-    service.start()  # and the owner's start puts it back under watch
-    wait_for("running", lambda: published(supervisor, "sleeper") == {
-        "state": "running", "pids": [service.pid], "restarts": 0, "last_restart": None, "last_exit": None})
-    os.kill(service.pid, signal.SIGKILL)
-    wait_for("restarted", lambda: published(supervisor, "sleeper")["restarts"] == 1)
-    service.stop()
+    try:
+        supervisor.watch(ServiceUnit(service))
+        supervisor.start()
+        service.kill()  # the owner's kill (as the fault-injection tests do): not a crash
+        time.sleep(0.5)
+        assert not service.alive
+        assert published(supervisor, "sleeper")["state"] == "stopped"
+        assert "went down" not in log_of(supervisor)
+        service.start()  # and the owner's start puts it back under watch
+        wait_for("running", lambda: published(supervisor, "sleeper") == {
+            "state": "running", "pids": [service.pid], "restarts": 0, "last_restart": None, "last_exit": None})
+        os.kill(service.pid, signal.SIGKILL)
+        wait_for("restarted", lambda: published(supervisor, "sleeper")["restarts"] == 1)
+    finally:
+        service.stop()
 
 
 def test_nothing_restarts_after_halt_and_stop_publishes_stopped(supervisor, tmp_path):
