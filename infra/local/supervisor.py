@@ -243,8 +243,8 @@ class Supervisor:
                 continue
             if time.monotonic() - self.status[unit.name].up_since >= self.backoff.reset_after_s:
                 attempt = 0
+            self.log(f"{unit.name} went down ({reason})")  # logged before published, for readers of both
             self._set(unit.name, state="restarting", last_exit=reason)
-            self.log(f"{unit.name} went down ({reason})")
             while not self._stop.is_set() and not unit.stopped:  # its owner may stop it meanwhile
                 delay = self.backoff.delay(attempt)
                 attempt += 1
@@ -260,9 +260,9 @@ class Supervisor:
                     continue
                 with self._lock:
                     restarts = self.status[unit.name].restarts + 1
+                self.log(f"{unit.name} is back (restart {restarts}, pids {unit.pids()})")
                 self._set(unit.name, state="running", restarts=restarts, last_restart=rfc3339(),
                           up_since=time.monotonic())
-                self.log(f"{unit.name} is back (restart {restarts}, pids {unit.pids()})")
                 break
             else:
                 if unit.stopped:  # its owner took over: shown as stopped, then running once started
