@@ -292,6 +292,7 @@ def test_server_keeps_serving_after_errors(server):
 
 
 def test_two_slow_requests_run_in_parallel_on_two_copies(server):
+    server.app.pools["EchoFunction"].warm(2)  # no cold start (seconds on a loaded machine) inside the overlap
     results: list[dict[str, Any]] = []
 
     def call() -> None:
