@@ -13,7 +13,7 @@ MODEL  := .maas/model/model.onnx
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install redis model dev test test-fast bench bench-inference bench-gateway lint typecheck sam-build clean
+.PHONY: help install redis model dev dev-reset test test-fast bench bench-inference bench-gateway lint typecheck sam-build clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -54,8 +54,11 @@ model: $(MODEL) ## export all-MiniLM-L6-v2 to ONNX and validate it against sente
 $(MODEL): $(STAMP) inference_image/export.py
 	@$(PY) -m inference_image.export --out .maas/model
 
-dev: install model ## run the local stack in the foreground (Ctrl-C stops it)
+dev: install model ## run the local stack in the foreground (Ctrl-C stops it; its state in .maas is kept)
 	@$(PY) -m infra.local.stack
+
+dev-reset: install model ## delete the local state (Redis, DynamoDB, pepper, admin key, logs; not the model), then run the stack
+	@$(PY) -m infra.local.stack --reset
 
 test: install model $(SAM) typecheck ## run the whole test suite against real local components
 	@if [ -n "$(PY312)" ]; then $(MAKE) --no-print-directory sam-build; \

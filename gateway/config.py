@@ -26,6 +26,7 @@ class Settings(BaseModel):
     redis_cluster: bool = False
     redis_username: str | None = None
     redis_password_secret_arn: str | None = None
+    redis_password: str | None = None  # only locally (the stack's generated one); AWS uses the secret
     redis_timeout_s: float = 0.5
 
     # Local inference server, or a SageMaker endpoint name in AWS.
@@ -56,6 +57,9 @@ class Settings(BaseModel):
     flusher_claim_idle_ms: int = Field(default=30_000, ge=0)
     flusher_max_batches: int = Field(default=50, ge=1)
     flusher_concurrency: int = Field(default=1, ge=1, le=64)
+
+    # Locally only: the stack supervisor's status file, shown by GET /health.
+    local_status_file: str | None = None
 
     def to_env(self) -> dict[str, str]:
         """The environment that ``from_env`` reads back as these settings (what the local

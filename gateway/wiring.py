@@ -57,7 +57,7 @@ class Container:
     def redis(self) -> redis.Redis | redis.RedisCluster:
         from gateway.adapters.redis_store import connect
 
-        password = None
+        password = self.settings.redis_password
         if self.settings.redis_password_secret_arn:
             secrets = self.boto_session.client("secretsmanager")
             password = secrets.get_secret_value(SecretId=self.settings.redis_password_secret_arn)["SecretString"]

@@ -34,9 +34,15 @@ def service_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("logs")
 
 
+def _dies_with_the_session(service: Service) -> Service:
+    # Started from pytest's main thread: a test run killed with -9 leaves no server behind.
+    service.die_with_parent = True
+    return service
+
+
 @pytest.fixture(scope="session")
 def redis_service_session(tmp_path_factory: pytest.TempPathFactory, service_logs: Path) -> Iterator[Service]:
-    service = redis_service(free_port(), tmp_path_factory.mktemp("redis"), service_logs).start()
+    service = _dies_with_the_session(redis_service(free_port(), tmp_path_factory.mktemp("redis"), service_logs)).start()
     yield service
     service.stop()
 
@@ -61,14 +67,15 @@ def own_redis(tmp_path: Path) -> Iterator[Service]:
 
 @pytest.fixture(scope="session")
 def moto(service_logs: Path) -> Iterator[Service]:
-    service = moto_service(free_port(), service_logs).start()
+    service = _dies_with_the_session(moto_service(free_port(), service_logs)).start()
     yield service
     service.stop()
 
 
 @pytest.fixture(scope="session")
 def local_dynamodb(tmp_path_factory: pytest.TempPathFactory, service_logs: Path) -> Iterator[Service]:
-    """infra/local/dynamodb, SQLite-backed (not yet what the other tests use: see dynamodb_endpoint)."""
+    """infra/local/dynamodb, SQLite-backed: the DynamoDB every test talks to (moto's server is
+    kept as the reference the conformance suite compares it with)."""
     db_path = tmp_path_factory.mktemp("dynamodb") / "dynamodb.sqlite3"
     service = dynamodb_service(free_port(), db_path, service_logs).start()
     yield service
@@ -76,8 +83,8 @@ def local_dynamodb(tmp_path_factory: pytest.TempPathFactory, service_logs: Path)
 
 
 @pytest.fixture
-def dynamodb_endpoint(moto: Service) -> str:
-    return f"http://127.0.0.1:{moto.port}"
+def dynamodb_endpoint(local_dynamodb: Service) -> str:
+    return f"http://127.0.0.1:{local_dynamodb.port}"
 
 
 def make_settings(redis_url: str, dynamodb_endpoint: str, **overrides):  # type: ignore[no-untyped-def]

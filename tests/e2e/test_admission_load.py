@@ -8,7 +8,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import redis
 import requests
 
 from gateway.adapters.redis_store import month_key, tenant_key
@@ -56,7 +55,7 @@ def make_tenant(admin: Api, limits: dict) -> tuple[str, str]:
 def test_limits_hold_under_multi_process_load(stack, admin):
     tenants = [make_tenant(admin, limits) for limits in (RATE, QUOTA, CONCURRENCY)]
     keys = [key for _, key in tenants]
-    r = redis.Redis(port=stack.config.redis_port)
+    r = stack.redis_client()
     inflight_key = tenant_key(tenants[2][0], "inflight")
     peak = {"inflight": 0}
     stop = threading.Event()

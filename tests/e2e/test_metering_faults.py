@@ -12,8 +12,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 
-import redis
-
 from gateway.adapters.redis_store import tenant_key
 from tests.e2e.conftest import Api
 
@@ -62,7 +60,7 @@ def test_redis_killed_during_settle_loses_nothing_and_charges_no_failure(stack, 
     assert books.call("x " * 400) == 400  # too long, not truncated: refused, never charged
 
     # GIVEN requests admitted by Redis whose inference is held (the inference server paused)
-    probe = redis.Redis(port=stack.redis.port)
+    probe = stack.redis_client()
     inference = os.getpgid(stack.inference.process.pid)
     os.killpg(inference, signal.SIGSTOP)
     try:
@@ -72,7 +70,7 @@ def test_redis_killed_during_settle_loses_nothing_and_charges_no_failure(stack, 
             while probe.zcard(tenant_key(tenant["id"], "inflight")) < IN_FLIGHT:
                 assert time.monotonic() < deadline, "the requests were not admitted"
                 time.sleep(0.05)
-            # WHEN Redis dies (kept on disk first: MemoryDB is durable, this local one is not)
+            # WHEN Redis dies (saved first, though the stack's Redis is durable as MemoryDB is)
             probe.save()
             stack.redis.kill()
             os.killpg(inference, signal.SIGCONT)

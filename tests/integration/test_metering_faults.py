@@ -1,7 +1,7 @@
 """Fault injection on the metering path, with real processes: the flusher runs as its own
 process and is SIGKILLed between read and commit, halfway through a commit, and between
 commit and acknowledge (the MAAS_FLUSHER_CRASH_AT test hook), or at a random moment from
-outside; DynamoDB fails at the HTTP level (a forwarding proxy in front of moto's server
+outside; DynamoDB fails at the HTTP level (a forwarding proxy in front of the local DynamoDB
 answering 500, throttling, or committing and then losing the reply), for the flusher and
 for a request whose settle finds Redis dead (its usage goes straight to DynamoDB). After
 recovery and a final flush: every event is in the ledger exactly once, the rollups equal
@@ -101,7 +101,7 @@ def test_flusher_killed_from_outside_at_a_random_moment(container):
 
 # -- DynamoDB failing at the HTTP level ---------------------------------------------------
 class FaultyDynamo:
-    """A forwarding proxy in front of moto's server that can fail the next N
+    """A forwarding proxy in front of the local DynamoDB that can fail the next N
     TransactWriteItems calls: ``500`` (not forwarded), ``throttle`` (400
     ThrottlingException, not forwarded) or ``lost_reply`` (forwarded and committed, then
     answered 500, as when a response is lost)."""
@@ -165,11 +165,11 @@ class FaultyDynamo:
 
 
 @pytest.fixture
-def faulty(moto, container):  # type: ignore[no-untyped-def]
+def faulty(local_dynamodb, container):  # type: ignore[no-untyped-def]
     """The test's container, plus a second one whose DynamoDB is reached through the proxy."""
     from gateway.wiring import Container
 
-    proxy = FaultyDynamo(moto.port)
+    proxy = FaultyDynamo(local_dynamodb.port)
     through = Container(container.settings.model_copy(update={"dynamodb_endpoint": proxy.url}))
     yield proxy, through
     proxy.server.shutdown()
@@ -195,7 +195,9 @@ def test_dynamodb_errors_leave_the_batch_pending_and_it_is_retried(container, fa
     # every ledger item present, so nothing is counted twice
     proxy.fail("lost_reply", 1)
     result = flusher.flush([tenant_id])
-    assert result.errors == [] and result.written == 51  # the 99 of the lost reply were already in
+    # botocore retries the lost reply with the same ClientRequestToken, which DynamoDB (and the
+    # local one) answers as the success it was: the 99 count as written again, and are in once.
+    assert result.errors == [] and result.written == 150
     assert_exactly_once(container, tenant_id, events)
     assert proxy.remaining == 0
 
@@ -219,13 +221,13 @@ class KillsRedisWhileRunning:
         return True
 
 
-def test_usage_written_directly_is_charged_once_or_not_at_all(container, own_redis, moto):
+def test_usage_written_directly_is_charged_once_or_not_at_all(container, own_redis, local_dynamodb):
     from gateway.errors import ServiceUnavailableError
     from gateway.models.api import EmbeddingsRequest
     from gateway.wiring import Container
     from tests.integration.conftest import make_principal
 
-    proxy = FaultyDynamo(moto.port)
+    proxy = FaultyDynamo(local_dynamodb.port)
     try:
         c = Container(container.settings.model_copy(update={
             "dynamodb_endpoint": proxy.url, "redis_url": f"redis://127.0.0.1:{own_redis.port}/0"}),

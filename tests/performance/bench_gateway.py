@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         print("[bench] starting the local stack", flush=True)
         stack = LocalStack(config).start(progress=lambda line: print(f"[bench] {line}", flush=True))
         try:
-            client = redis.Redis(port=config.redis_port)
+            client = stack.redis_client()
             print("[bench] admission vs pipelined INCR", flush=True)
             admission = bench_admission(client, args.seconds)
             api = urllib3.PoolManager()

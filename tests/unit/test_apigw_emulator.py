@@ -1,4 +1,4 @@
-"""The API Gateway emulator (infra/local/apigw.py) against a fixture template and handler.
+"""The API Gateway emulator (infra/local/apigw/) against a fixture template and handler.
 
 Only loopback HTTP: the emulator runs on a free port in a thread of the test process."""
 
@@ -7,8 +7,11 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
+import signal
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -289,6 +292,7 @@ def test_server_keeps_serving_after_errors(server):
 
 
 def test_two_slow_requests_run_in_parallel_on_two_copies(server):
+    server.app.pools["EchoFunction"].warm(2)  # no cold start (seconds on a loaded machine) inside the overlap
     results: list[dict[str, Any]] = []
 
     def call() -> None:
@@ -354,3 +358,223 @@ def test_only_api_events_become_routes():
     routes = read_routes(load_template(FIXTURE))
     assert {r.function_id for r in routes} == {"EchoFunction"}
     assert ("ANY", "/files/{path+}") in {(r.method, r.resource) for r in routes}
+
+
+# ------------------------------------------------------------------------ the HTTP layer's own errors
+# Raw sockets: what a broken client (or an attacker) sends, byte for byte.
+
+MARKER = "zq7marker"  # put into requests; must never come back in an error
+
+
+def raw_exchange(server, data: bytes, *, shut_write: bool = False, timeout: float = 10) -> tuple[int, dict, bytes]:
+    """Send bytes, read until the server closes; the status, headers and body of the answer."""
+    host, port = server.server_address[:2]
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(data)
+        if shut_write:
+            sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    assert received, "the connection closed without an answer"
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    assert status_line.startswith("HTTP/1.1 "), status_line
+    headers: dict[str, str] = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), headers, body
+
+
+def assert_own_error(answer: tuple[int, dict, bytes], status: int, code: str | None) -> dict:
+    got, headers, body = answer
+    assert got == status, body
+    assert int(headers["content-length"]) == len(body)  # exactly the body, nothing after it
+    assert headers["content-type"] == "application/json"
+    assert headers["x-request-id"] and headers["connection"] == "close"
+    error = json.loads(body)["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["code"] == code
+    assert MARKER not in body.decode() and "<" not in body.decode()  # no echo, no HTML
+    return error
+
+
+@pytest.mark.parametrize(("request_bytes", "status", "code"), [
+    (f"{MARKER}\r\n\r\n", 400, "bad_request"),  # one word
+    (f"GET /echo HTTP/1.1 {MARKER}\r\n\r\n", 400, "bad_request"),  # four words
+    (f"GET /echo {MARKER}/1.1\r\n\r\n", 400, "bad_request"),  # not HTTP
+    (f"GET /echo HTTP/1.{MARKER}\r\n\r\n", 400, "bad_request"),
+    (f"GET /echo?{MARKER}\r\n\r\n", 400, "bad_request"),  # HTTP/0.9
+    (f"POST /echo?{MARKER}\r\n\r\n", 400, "bad_request"),
+    (f"GET /echo?{MARKER} HTTP/2.0\r\n\r\n", 505, "http_version_not_supported"),
+    (f"{MARKER.upper()} /echo HTTP/1.1\r\nHost: x\r\n\r\n", 501, "not_implemented"),  # unknown method
+    ("TRACE /echo HTTP/1.1\r\nHost: x\r\n\r\n", 501, "not_implemented"),
+])
+def test_malformed_request_lines_get_json_errors(server, request_bytes, status, code):
+    assert_own_error(raw_exchange(server, request_bytes.encode()), status, code)
+
+
+def test_request_line_over_64_kib_is_414(server):
+    answer = raw_exchange(server, f"GET /echo?{MARKER}={'x' * 70_000} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert_own_error(answer, 414, "uri_too_long")
+
+
+def test_header_line_over_64_kib_is_431(server):
+    answer = raw_exchange(server, f"GET /echo HTTP/1.1\r\nHost: x\r\nX-{MARKER}: {'y' * 70_000}\r\n\r\n".encode())
+    assert_own_error(answer, 431, "headers_too_large")
+
+
+def test_more_than_100_headers_is_431(server):
+    many = "".join(f"X-{MARKER}-{i}: v\r\n" for i in range(120))
+    assert_own_error(raw_exchange(server, f"GET /echo HTTP/1.1\r\nHost: x\r\n{many}\r\n".encode()), 431,
+                     "headers_too_large")
+
+
+@pytest.mark.parametrize("chunks", [
+    f"{MARKER}\r\nabc\r\n0\r\n\r\n",  # not hex
+    "-3\r\nabc\r\n0\r\n\r\n",  # a sign: int(..., 16) would take it
+    "0x3\r\nabc\r\n0\r\n\r\n",
+    " \r\nabc\r\n0\r\n\r\n",  # empty
+    "3\r\nabcdef\r\n0\r\n\r\n",  # more data than the size says
+    "ffffffffffffffffff\r\n",  # 18 hex digits
+])
+def test_bad_chunk_size_is_400_not_a_dropped_connection(server, chunks):
+    request_bytes = f"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{chunks}".encode()
+    assert_own_error(raw_exchange(server, request_bytes), 400, "bad_request")
+
+
+def test_chunked_body_with_extensions_and_trailers_passes(server):
+    host, port = server.server_address[:2]
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                     b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n")
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert json.loads(body)["event"]["body"] == "hello world"
+
+
+def test_chunked_body_over_10_mib_is_413(server):
+    chunk = b"x" * (1 << 20)
+    host, port = server.server_address[:2]
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        try:
+            for _ in range(11):
+                sock.sendall(b"100000\r\n" + chunk + b"\r\n")
+        except ConnectionError:
+            pass  # the server answered and closed before the last chunk
+        received = b""
+        while data := sock.recv(65536):
+            received += data
+    assert received.startswith(b"HTTP/1.1 413")
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert json.loads(body)["error"]["code"] == "request_too_large"
+
+
+@pytest.mark.parametrize("framing", [
+    f"Content-Length: {MARKER}",
+    "Content-Length: -1",
+    "Content-Length: +3",
+    "Content-Length: 3\r\nContent-Length: 4",  # two different lengths
+    "Content-Length: 3, 4",
+    "Content-Length: 3\r\nTransfer-Encoding: chunked",  # both framings: request smuggling
+])
+def test_bad_content_length_is_400(server, framing):
+    request_bytes = f"POST /echo HTTP/1.1\r\nHost: x\r\n{framing}\r\n\r\nabc".encode()
+    assert_own_error(raw_exchange(server, request_bytes), 400, "bad_request")
+
+
+def test_unknown_transfer_coding_is_501(server):
+    request_bytes = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"
+    assert_own_error(raw_exchange(server, request_bytes), 501, "not_implemented")
+
+
+def test_body_shorter_than_its_content_length_is_400(server):
+    answer = raw_exchange(server, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc", shut_write=True)
+    assert_own_error(answer, 400, "bad_request")
+
+
+def test_expect_100_with_a_bad_length_is_refused_before_the_body(server):
+    request_bytes = b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 99999999999\r\n\r\n"
+    assert_own_error(raw_exchange(server, request_bytes), 413, "request_too_large")
+
+
+def test_404_and_413_echo_nothing_and_carry_a_correct_length(server):
+    assert_own_error(raw_exchange(server, f"GET /{MARKER}?q={MARKER} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                                  .encode()), 404, "unknown_route")
+    assert_own_error(raw_exchange(server, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n"),
+                     413, "request_too_large")
+
+
+def test_head_of_an_error_has_the_length_of_the_body_it_leaves_out(server):
+    host, port = server.server_address[:2]
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(b"HEAD /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 404") and body == b""
+    assert int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0]) > 0
+
+
+def test_a_body_that_stops_arriving_is_408():
+    app = build_app(FIXTURE, max_copies=1)
+    srv = serve(app, "127.0.0.1", 0, block=False, idle_timeout_s=0.5)
+    try:
+        answer = raw_exchange(srv, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        assert_own_error(answer, 408, "request_timeout")
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        app.close()
+
+
+def test_keep_alive_survives_a_good_request_and_an_error_closes_only_its_own_connection(server):
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        for _ in range(2):  # one connection, two requests
+            conn.request("GET", "/echo")
+            response = conn.getresponse()
+            assert response.status == 200 and not response.will_close
+            response.read()
+    finally:
+        conn.close()
+    raw_exchange(server, b"BREW /echo HTTP/1.1\r\n\r\n")
+    assert echo(server, "GET", "/echo")["event"]["resource"] == "/echo"
+
+
+def test_a_copy_killed_while_idle_is_never_handed_out():
+    # GIVEN a warm copy whose process is killed between requests (kill -9, OOM)
+    app = build_app(FIXTURE, max_copies=2)
+    srv = serve(app, "127.0.0.1", 0, block=False)
+    try:
+        pool = app.pools["EchoFunction"]
+        assert pool.warm(1) == 1
+        [victim] = pool.pids()
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while victim in pool.pids():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        # WHEN the next request comes, THEN a live copy answers it, not the dead one (no 502)
+        assert echo(srv, "GET", "/echo")["event"]["resource"] == "/echo"
+        assert pool.take_lost() == [-signal.SIGKILL]  # reported once, for the stack's supervisor
+        assert pool.take_lost() == []
+        assert pool.size == 1 and victim not in pool.pids()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        app.close()
+
+
+def test_a_closed_pool_starts_no_copy():
+    app = build_app(FIXTURE, max_copies=2)
+    pool = app.pools["EchoFunction"]
+    app.close()
+    assert pool.warm(2) == 0 and pool.pids() == [] and pool.closed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -84,5 +85,17 @@ def health() -> Response:
         except Exception:  # a health check reports, it never raises
             checks[name] = "unavailable"
     ready = all(state == "ok" for state in checks.values())
-    return json_response({"status": "ok" if ready else "unavailable", "checks": checks},
-                         status=200 if ready else 503)
+    result: dict[str, Any] = {"status": "ok" if ready else "unavailable", "checks": checks}
+    if c.settings.local_status_file:
+        result["services"] = _local_services(c.settings.local_status_file)
+    return json_response(result, status=200 if ready else 503)
+
+
+def _local_services(path: str) -> dict[str, Any]:
+    """The local stack's supervisor's view: each service's state and restarts (infra/local/supervisor.py)."""
+    try:
+        with open(path, encoding="utf-8") as status_file:
+            return {name: {k: v for k, v in service.items() if k != "pids"}
+                    for name, service in json.load(status_file)["services"].items()}
+    except (KeyError, OSError, ValueError, AttributeError):  # not published yet
+        return {}

@@ -2,7 +2,8 @@
 
 Handlers keep per-invocation state in process-wide places (Powertools stores the current
 event on a class attribute), so two concurrent invocations must never share a process.
-The emulator's pool holds one worker process per copy; each serves one request at a time.
+The emulator's pool (infra/local/apigw/pool.py) holds one worker process per copy; each
+serves one request at a time.
 With MAAS_LAMBDA_LOG set, a worker's stdout and stderr (logs, EMF metrics) go to that file.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import multiprocessing
 import os
+import signal
 import sys
 import time
 import traceback
@@ -33,6 +35,9 @@ class _Context:
 
 
 def _serve(conn: Connection, module_path: str, attr: str, search_path: list[str]) -> None:
+    # Ctrl-C reaches the whole foreground process group: the emulator, not the terminal,
+    # decides when a copy ends (a request in flight finishes, then the pipe closes).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.path[:0] = [p for p in search_path if p not in sys.path]
     log_path = os.environ.get("MAAS_LAMBDA_LOG")
     if log_path:  # what CloudWatch Logs would get: the handler's stdout and stderr
@@ -73,7 +78,11 @@ class ProcessHandler:
                                          daemon=True, name=f"lambda:{module_path.parent.name}")
         self._process.start()
         child.close()
-        ok, detail = self._conn.recv()
+        try:
+            ok, detail = self._conn.recv()
+        except (EOFError, OSError):
+            self._process.join(timeout=1)
+            ok, detail = False, f"the process ended during init (exit status {self._process.exitcode})"
         if not ok:
             self.close()
             raise ImportError(f"init of {module_path} failed:\n{detail}")
@@ -93,6 +102,15 @@ class ProcessHandler:
     @property
     def alive(self) -> bool:
         return not self._lost and self._process.is_alive()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    @property
+    def exitcode(self) -> int | None:
+        """The exit status once the process ended and was joined (-N: killed by signal N)."""
+        return self._process.exitcode
 
     def close(self) -> None:
         self._conn.close()
