@@ -6,7 +6,7 @@ server. Where moto departs from DynamoDB, the case asserts DynamoDB's behaviour 
 moto run is an expected failure (strict, with the reason), so a moto fix shows up.
 
 Then what only the new server promises: concurrent transactions that never fail
-spuriously, acknowledged writes that survive SIGKILL, and the project's own Store on it."""
+spuriously, acknowledged writes that survive SIGKILL, and the project's own repositories on it."""
 
 from __future__ import annotations
 
@@ -832,18 +832,21 @@ def test_a_query_page_stops_at_one_megabyte(local):
     assert len(items) == 30 and pages == 3
 
 
-# == the project's Store on the new server ======================================================
+# == the project's repositories on the new server ===============================================
 @pytest.fixture
 def store(local: Any) -> Iterator[Any]:
-    from gateway.adapters.dynamo import Store
+    from types import SimpleNamespace
+
+    from gateway.adapters.dynamo import Accounts, Table, UsageLedger
 
     name = f"maas-{uuid.uuid4().hex[:8]}"
     create_table(local, name)
-    yield Store(local, name)
+    table = Table(local, name)
+    yield SimpleNamespace(table=name, accounts=Accounts(table), usage=UsageLedger(table))
 
 
 def usage_event(tenant: str, tokens: int = 5, ts_ms: int = 1_790_000_000_000, request_id: str | None = None) -> Any:
-    from gateway.models.records import UsageEvent
+    from gateway.domain.usage import UsageEvent
 
     return UsageEvent(request_id=request_id or uuid.uuid4().hex, tenant_id=tenant, key_id="key_x",
                       model="all-MiniLM-L6-v2", prompt_tokens=tokens, timestamp_ms=ts_ms)
@@ -859,26 +862,26 @@ def test_store_table_from_the_template(local, store):
 def test_store_record_usage_batches_drop_redelivered_events(store):
     tenants = [f"ten_{i}" for i in range(7)]
     events = [usage_event(tenants[i % 7], tokens=i + 1, ts_ms=1_790_000_000_000 + i) for i in range(99 * 3)]
-    assert store.record_usage(events) == len(events)
+    assert store.usage.record_usage(events) == len(events)
     redelivered = events[:40] + [usage_event(tenants[0], tokens=1000)]
-    assert store.record_usage(redelivered) == 1  # 40 transactions items cancelled, then dropped
+    assert store.usage.record_usage(redelivered) == 1  # 40 transactions items cancelled, then dropped
     for i, tenant in enumerate(tenants):
         mine = [e for e in events if e.tenant_id == tenant]
         extra = 1000 if i == 0 else 0
-        rows = store.rollups(tenant, "2026-01-01", "2027-01-01", consistent=True)
+        rows = store.usage.rollups(tenant, "2026-01-01", "2027-01-01", consistent=True)
         assert sum(int(r["requests"]) for r in rows) == len(mine) + (1 if extra else 0)
         assert sum(int(r["prompt_tokens"]) for r in rows) == sum(e.prompt_tokens for e in mine) + extra
-        ledger = list(store.ledger_all(tenant, "2026-01-01", "2027-01-01"))
+        ledger = list(store.usage.ledger_all(tenant, "2026-01-01", "2027-01-01"))
         assert sorted(r["request_id"] for r in ledger) == sorted(
             [e.request_id for e in mine] + ([redelivered[-1].request_id] if extra else []))
 
 
 def test_store_ledger_pages(store):
     events = [usage_event("ten_pages", ts_ms=1_790_000_000_000 + i * 1000) for i in range(25)]
-    store.record_usage(events)
+    store.usage.record_usage(events)
     seen, cursor = [], None
     while True:
-        page = store.ledger("ten_pages", "2026-01-01", "2027-01-01", cursor=cursor, limit=10)
+        page = store.usage.ledger("ten_pages", "2026-01-01", "2027-01-01", cursor=cursor, limit=10)
         seen += [row["request_id"] for row in page.items]
         cursor = page.next_cursor
         if not cursor:
@@ -891,20 +894,20 @@ def test_store_admin_listings_paginate(store):
     from gateway.models.records import KeyRecord, TenantRecord
 
     for i in range(12):
-        store.create_tenant(TenantRecord(id=f"ten_{i:02d}", name=f"t{i}", plan="starter",
+        store.accounts.create_tenant(TenantRecord(id=f"ten_{i:02d}", name=f"t{i}", plan="starter",
                                          created_at=f"2026-01-01T00:00:{i:02d}Z"))
     for i in range(5):
-        store.create_key(KeyRecord(id=f"key_{i}", tenant_id="ten_00", scopes=["inference"], key_hash="h",
+        store.accounts.create_key(KeyRecord(id=f"key_{i}", tenant_id="ten_00", scopes=["inference"], key_hash="h",
                                    created_at=f"2026-01-02T00:00:0{i}Z"))
     listed, cursor = [], None
     while True:
-        tenants, cursor = store.list_tenants(cursor=cursor, limit=5)
+        tenants, cursor = store.accounts.list_tenants(cursor=cursor, limit=5)
         listed += [t.id for t in tenants]
         if not cursor:
             break
     assert listed == [f"ten_{i:02d}" for i in range(12)]
-    keys, cursor = store.list_keys("ten_00", limit=3)
-    more, end = store.list_keys("ten_00", cursor=cursor, limit=3)
+    keys, cursor = store.accounts.list_keys("ten_00", limit=3)
+    more, end = store.accounts.list_keys("ten_00", cursor=cursor, limit=3)
     assert [k.id for k in keys + more] == [f"key_{i}" for i in range(5)] and end is None
     with pytest.raises(InvalidRequestError):
-        store.list_keys("ten_01", cursor=cursor)  # a cursor of another tenant's listing
+        store.accounts.list_keys("ten_01", cursor=cursor)  # a cursor of another tenant's listing

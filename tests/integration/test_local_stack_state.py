@@ -1,5 +1,5 @@
 """What the local stack keeps across restarts, against real parts: the durable Redis with its
-ACL user (redis-server, kill -9), the admin key reused while it is valid (moto's DynamoDB),
+ACL user (redis-server, kill -9), the admin key reused while it is valid (the local DynamoDB),
 and the state dir with its --reset and its one-stack lock."""
 
 from __future__ import annotations
@@ -84,12 +84,12 @@ def test_the_admin_key_is_reused_while_valid_and_plans_kept_current(container, t
     # GIVEN a plan changed in the table behind the catalog's back
     catalog = load_catalog()
     plan = catalog.plans[0]
-    container.store.put_plan(plan.model_copy(update={"description": "stale"}), catalog.version)
+    container.accounts.put_plan(plan.model_copy(update={"description": "stale"}), catalog.version)
     # WHEN the stack starts again
     again, issued = ensure_admin_key(container, key_file)
     # THEN the same key, and the plan as the catalog says
     assert (again, issued) == (first, False)
-    assert container.store.get_plan(plan.name).description == plan.description
+    assert container.accounts.get_plan(plan.name).description == plan.description
 
 
 def test_a_revoked_or_unknown_admin_key_is_replaced(container, tmp_path):
@@ -98,8 +98,8 @@ def test_a_revoked_or_unknown_admin_key_is_replaced(container, tmp_path):
 
     key_file = tmp_path / "admin_key"
     first, _ = ensure_admin_key(container, key_file)
-    record = container.store.get_key(parse_key(first).key_id, consistent=True)
-    container.store.put_key(record.model_copy(update={"revoked_at": rfc3339(utcnow())}), expected=record)
+    record = container.accounts.get_key(parse_key(first).key_id, consistent=True)
+    container.accounts.put_key(record.model_copy(update={"revoked_at": rfc3339(utcnow())}), expected=record)
     second, issued = ensure_admin_key(container, key_file)
     assert issued and second != first and key_file.read_text().strip() == second
     key_file.write_text("maas_not_a_key_of_this_table\n")  # e.g. DynamoDB came back empty
@@ -157,4 +157,4 @@ def test_stack_config_reads_the_environment_when_made(monkeypatch, tmp_path):
     monkeypatch.setenv("MAAS_STATE_DIR", str(tmp_path))
     config = StackConfig()
     assert (config.api_port, config.state_dir) == (3999, tmp_path)
-    assert config.dynamodb == "moto" and config.redis_durable
+    assert config.dynamodb == "sqlite" and config.redis_durable  # the durable local DynamoDB by default
