@@ -47,7 +47,7 @@ def request_id(router: BaseRouter) -> str:
     return router.current_event.request_context.request_id
 
 
-def principal(router: BaseRouter, scope: Scope, *, fresh: bool = True) -> Principal:
+def principal(router: BaseRouter, scope: Scope | None, *, fresh: bool = True) -> Principal:
     from gateway.wiring import container
 
     event = router.current_event
