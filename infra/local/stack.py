@@ -139,6 +139,7 @@ def main() -> int:
         print(
             "\nmaas-gateway local stack is up\n"
             f"  API (API Gateway emulator)  {stack.api_url}   (GET /health)\n"
+            f"  web console                 {stack.api_url}/console/   (sign in with an API key)\n"
             f"  inference server            http://127.0.0.1:{stack.config.inference_port}\n"
             f"  redis                       redis://127.0.0.1:{stack.config.redis_port}/0\n"
             f"  DynamoDB (moto)             http://127.0.0.1:{stack.config.dynamodb_port}\n"

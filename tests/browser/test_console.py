@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.browser.conftest import PHONE, create_key, create_tenant, spend, wait_for_tokens
+from tests.browser.conftest import DESKTOP, PHONE, create_key, create_tenant, spend, wait_for_tokens
 from tests.e2e.conftest import Api
 
 KEY_TEXT = re.compile(r"maas_[0-9A-Za-z]{16}_[0-9A-Za-z]{38}")
@@ -150,9 +150,13 @@ def test_a_tenant_sees_only_its_own_usage(console, stack, admin, usage):
         assert trace not in body
     assert "Balance and budget" in body  # shown, or "not available" until GET /v1/balance exists
     console.screenshot("tenant-usage")
+    # at a phone's width (reloaded: the session survives a reload, the layout is drawn anew)
     page.set_viewport_size(PHONE)
+    page.reload()
+    page.get_by_role("heading", level=1, name="Usage").wait_for()
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]  # nothing sideways
     console.screenshot("tenant-usage-phone")
-    page.set_viewport_size({"width": 1280, "height": 800})
+    page.set_viewport_size(DESKTOP)
 
     # its own keys, and only those
     console.go("My keys")
@@ -195,6 +199,7 @@ def test_finance_downloads_the_apis_own_csv_and_signs_out(console, stack, admin,
     assert console.session_storage()
     console.sign_out()
     assert console.session_storage() == {}
+    console.screenshot("signed-out", full_page=False)
     assert page.get_by_role("navigation").count() == 0
     page.reload()
     page.get_by_label("API key").wait_for()  # still signed out after a reload
@@ -222,3 +227,12 @@ def test_a_wrong_key_is_refused_with_a_message(console, stack):
     page.get_by_role("alert").filter(has_text="not accepted").wait_for()
     assert console.session_storage() == {}
     console.recorder.errors.clear()  # the 401 is the expected answer here
+
+
+def test_a_key_without_console_scopes_is_told_what_it_can_do(console, stack, admin):
+    tenant = create_tenant(admin, unique("hooli"))
+    key = create_key(admin, tenant["id"], ["inference"])
+    page = console.open().sign_in(key).page
+    page.get_by_role("heading", level=1, name="This key").wait_for()
+    assert "usage:read" in page.locator("main").text_content()
+    console.screenshot("inference-only")

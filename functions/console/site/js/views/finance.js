@@ -57,11 +57,14 @@ function replaceBody(card, ...nodes) {
 function summary(rows, invoice) {
   const invoiced = invoice && invoice.totals && invoice.totals.length
     ? invoice.totals.map((t) => fmtMoney(t.amount, t.currency)).join(" + ")
-    : "0.00";
-  return h("div.kpis", {},
+    : "—";
+  const currency = soleCurrency(rows);
+  const cost = !rows.length ? "0.00" : currency ? fmtMoney(sumDecimals(rows.map((r) => r.cost)), currency) : "see the table";
+  return h("div.kpis.kpis-4", {},
     kpi("Tenants with usage", fmtInt(new Set(rows.map((r) => r.tenant_id)).size)),
     kpi("Tokens", fmtInt(rows.reduce((n, r) => n + r.prompt_tokens, 0))),
-    kpi("Invoiced", invoiced));
+    kpi("Cost (exact)", cost),
+    kpi("Invoiced (rounded)", invoiced));
 }
 
 function tenantLabel(names, id) {
