@@ -27,6 +27,7 @@ DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 MODEL = "all-MiniLM-L6-v2"
 ROUTES = read_routes(load_template())
+AXE = ROOT / "functions" / "console" / "node_modules" / "axe-core" / "axe.min.js"
 
 
 @pytest.fixture(scope="package")
@@ -36,7 +37,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     model_dir = ROOT / ".maas" / "model"
     if not (model_dir / "model.onnx").exists():
         pytest.fail("the ONNX model is missing: run `make model` (make test does it)")
-    if not (ROOT / "functions" / "console" / "site" / "vendor" / "chart.umd.min.js").exists():
+    if not (ROOT / "functions" / "console" / "site" / "vendor" / "chart.umd.min.js").exists() or not AXE.exists():
         pytest.fail("the console's libraries are missing: run `make console` (make test does it)")
     config = StackConfig(
         api_port=free_port(), inference_port=free_port(), redis_port=free_port(), dynamodb_port=free_port(),
@@ -134,6 +135,18 @@ class ConsolePage:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         self.settled()
         self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page, animations="disabled")
+
+    def accessibility_violations(self) -> list[str]:
+        """axe-core's WCAG 2 A and AA violations of the page as it is now (serious and
+        critical ones; axe comes from npm with the console's other libraries, tests only)."""
+        self.settled()
+        if not self.page.evaluate("typeof window.axe === 'object'"):
+            self.page.evaluate(AXE.read_text())
+        results = self.page.evaluate(
+            "axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})")
+        assert len(results["passes"]) > 10, "axe ran no rules"
+        return [f"{v['id']} ({v['impact']}): {v['help']}: {[n['target'] for n in v['nodes']][:3]}"
+                for v in results["violations"] if v["impact"] in ("serious", "critical")]
 
     def session_storage(self) -> dict[str, str]:
         return self.page.evaluate("Object.fromEntries(Object.entries(sessionStorage))")

@@ -236,3 +236,24 @@ def test_a_key_without_console_scopes_is_told_what_it_can_do(console, stack, adm
     page.get_by_role("heading", level=1, name="This key").wait_for()
     assert "usage:read" in page.locator("main").text_content()
     console.screenshot("inference-only")
+
+
+def test_every_view_passes_axe_wcag_aa_checks(console, stack, admin, usage):
+    # GIVEN each view with data in it WHEN axe-core checks it (WCAG 2.1 A and AA)
+    # THEN nothing serious: labels, names, contrast, table headers, landmarks, dialog
+    page = console.open().page
+    found = {"sign-in": console.accessibility_violations()}
+    console.sign_in(stack.admin_key)
+    page.get_by_role("link", name=usage["globex"]["name"]).click()
+    page.get_by_role("heading", level=2, name=usage["globex"]["name"]).wait_for()
+    found["tenants"] = console.accessibility_violations()
+    for section in ("Finance", "Webhooks", "Audit log"):
+        console.go(section)
+        found[section] = console.accessibility_violations()
+    console.sign_out()
+    console.sign_in(usage["globex"]["key"])
+    page.get_by_role("heading", level=1, name="Usage").wait_for()
+    found["usage"] = console.accessibility_violations()
+    console.go("My keys")
+    found["keys"] = console.accessibility_violations()
+    assert {view: v for view, v in found.items() if v} == {}
