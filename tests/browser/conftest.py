@@ -105,8 +105,8 @@ class ConsolePage:
         self.url = f"{stack.api_url}/console/"
         self.recorder = recorder
 
-    def open(self) -> ConsolePage:
-        self.page.goto(self.url)
+    def open(self, url: str | None = None) -> ConsolePage:
+        self.document = self.page.goto(url or self.url)
         self.page.get_by_label("API key").wait_for()
         return self
 

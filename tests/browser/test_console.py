@@ -14,6 +14,7 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser.conftest import DESKTOP, PHONE, create_key, create_tenant, spend, wait_for_tokens
 from tests.e2e.conftest import Api
@@ -91,19 +92,40 @@ def test_admin_creates_a_tenant_and_a_key_sees_the_secret_once_and_revokes_it(co
     assert Api(stack.api_url, secret).get("/v1/me").status_code == 401
 
 
-def test_admin_suspends_and_reactivates_a_tenant(console, stack, admin):
+def test_admin_rotates_a_key_sets_limits_and_suspends_a_tenant(console, stack, admin):
     tenant = create_tenant(admin, unique("umbrella"))
-    key = create_key(admin, tenant["id"])
+    key = create_key(admin, tenant["id"], name="svc")
     page = console.open().sign_in(stack.admin_key).page
     page.get_by_role("link", name=tenant["name"]).click()
+    page.get_by_role("heading", level=2, name=tenant["name"]).wait_for()
+
+    # WHEN the key is rotated with a grace period THEN the new secret is shown once, and both
+    # keys work until the grace ends
+    page.get_by_role("row").filter(has_text="svc").get_by_role("button", name="Rotate").click()
+    page.get_by_role("dialog").get_by_label("Grace period for the old key").select_option("3600")
+    page.get_by_role("dialog").get_by_role("button", name="Rotate key").click()
+    successor = page.locator("#new-secret").text_content()
+    assert KEY_TEXT.fullmatch(successor) and successor != key
+    assert Api(stack.api_url, successor).get("/v1/me").status_code == 200
+    assert Api(stack.api_url, key).get("/v1/me").status_code == 200
+    page.get_by_text("→ key_").wait_for()  # the old key points at its successor
+
+    # WHEN a limit is overridden THEN the tenant has it
+    page.get_by_label("Requests per minute").fill("42")
+    page.get_by_role("button", name="Save plan and limits").click()
+    page.get_by_role("heading", level=2, name=tenant["name"]).wait_for()
+    expect(page.get_by_label("Requests per minute")).to_have_value("42")  # drawn anew from the API
+    assert admin.get(f"/billing/tenants/{tenant['id']}").json()["limits"]["requests_per_minute"] == 42
+
+    # WHEN it is suspended (with confirmation) THEN its keys are refused, until reactivated
     page.get_by_role("button", name="Suspend tenant").click()
     page.get_by_role("dialog").get_by_role("button", name="Suspend").click()
     page.get_by_role("button", name="Reactivate tenant").wait_for()
-    assert Api(stack.api_url, key).get("/v1/me").status_code == 403
+    assert Api(stack.api_url, successor).get("/v1/me").status_code == 403
     page.get_by_role("button", name="Reactivate tenant").click()
     page.get_by_role("dialog").get_by_role("button", name="Reactivate").click()
     page.get_by_role("button", name="Suspend tenant").wait_for()
-    assert Api(stack.api_url, key).get("/v1/me").status_code == 200
+    assert Api(stack.api_url, successor).get("/v1/me").status_code == 200
 
 
 def test_a_tenant_named_like_markup_is_shown_as_text(console, stack, admin, usage):
@@ -206,8 +228,6 @@ def test_finance_downloads_the_apis_own_csv_and_signs_out(console, stack, admin,
 
 
 def test_keyboard_only_sign_in_and_navigation(console, stack):
-    from playwright.sync_api import expect
-
     page = console.open().page
     page.keyboard.type(stack.admin_key)  # the key field has the focus
     page.keyboard.press("Enter")
@@ -221,7 +241,13 @@ def test_keyboard_only_sign_in_and_navigation(console, stack):
 
 
 def test_a_wrong_key_is_refused_with_a_message(console, stack):
-    page = console.open().page
+    # GIVEN /console without its slash THEN the browser lands on /console/, with the headers
+    page = console.open(f"{stack.api_url}/console").page
+    assert page.url == f"{stack.api_url}/console/"
+    headers = console.document.all_headers()
+    assert headers["content-security-policy"].startswith("default-src 'self'; script-src 'self'; style-src 'self'")
+    assert headers["x-content-type-options"] == "nosniff" and headers["referrer-policy"] == "no-referrer"
+    assert "access-control-allow-origin" not in headers
     page.get_by_label("API key").fill("maas_notakey")
     page.get_by_role("button", name="Sign in").click()
     page.get_by_role("alert").filter(has_text="not accepted").wait_for()
