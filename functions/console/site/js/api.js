@@ -22,8 +22,13 @@ export class ApiError extends Error {
 export const session = {
   get key() { return sessionStorage.getItem(KEY); },
   set key(value) { sessionStorage.setItem(KEY, value); },
-  clear() { sessionStorage.clear(); },
+  clear() { sessionStorage.clear(); pending.clear(); },
 };
+
+// Idempotency keys of POSTs not yet known to have succeeded, by request: the same request
+// sent again (the user clicks again after a timeout) reuses its key, so the API applies it
+// once (never two credit grants); a changed request gets a new key.
+const pending = new Map();
 
 async function request(method, path, { body, key = session.key, query, idempotent = false, accept } = {}) {
   const url = new URL(path.replace(/^\//, ""), API_ROOT);
@@ -33,8 +38,11 @@ async function request(method, path, { body, key = session.key, query, idempoten
   const headers = { Authorization: `Bearer ${key}` };
   if (accept) headers.Accept = accept;
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  // A retried POST (the same Idempotency-Key) is applied once: never two credit grants.
-  if (idempotent) headers["Idempotency-Key"] = crypto.randomUUID();
+  const attempt = `${method} ${path} ${JSON.stringify(body)}`;
+  if (idempotent) {
+    if (!pending.has(attempt)) pending.set(attempt, crypto.randomUUID());
+    headers["Idempotency-Key"] = pending.get(attempt);
+  }
   let response;
   try {
     response = await fetch(url, {
@@ -44,6 +52,8 @@ async function request(method, path, { body, key = session.key, query, idempoten
   } catch {
     throw new ApiError(0, "The API could not be reached. Check the connection and try again.");
   }
+  // Answered (success or a definite refusal): a new attempt is a new request.
+  if (idempotent && response.status < 500 && response.status !== 429) pending.delete(attempt);
   return response;
 }
 

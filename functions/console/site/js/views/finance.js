@@ -79,18 +79,23 @@ function fillUsage(card, rows, names, month) {
   const tenants = [...new Set(rows.map((r) => r.tenant_id))]
     .sort((a, b) => total(rows, b) - total(rows, a));
   const models = [...new Set(rows.map((r) => r.model))].sort();
+  // The largest tenants get a bar each, the rest one "others" bar; the table lists everyone.
+  const shown = tenants.length > CHART_TENANTS ? tenants.slice(0, CHART_TENANTS - 1) : tenants;
+  const others = tenants.slice(shown.length);
+  const tokens = (ids, model) => rows.filter((r) => ids.includes(r.tenant_id) && r.model === model)
+    .reduce((n, r) => n + r.prompt_tokens, 0);
   const series = models.map((model) => ({
     name: model,
-    values: tenants.map((t) => rows.filter((r) => r.tenant_id === t && r.model === model).reduce((n, r) => n + r.prompt_tokens, 0)),
+    values: [...shown.map((t) => tokens([t], model)), ...(others.length ? [tokens(others, model)] : [])],
   }));
+  const labels = [...shown.map((t) => truncate(tenantLabel(names, t), 28)),
+    ...(others.length ? [`${others.length} other tenants`] : [])];
   const top = tenants.slice(0, 3).map((t) => `${tenantLabel(names, t)} ${fmtInt(total(rows, t))}`).join(", ");
   const text = `Stacked bar chart of tokens by tenant in ${monthLabel(month)}, one bar per tenant stacked by model `
-    + `(${models.join(", ")}): ${tenants.length} tenant${tenants.length === 1 ? "" : "s"}, `
+    + `(${models.join(", ")})${others.length ? `, the smallest ${others.length} together` : ""}: `
+    + `${tenants.length} tenant${tenants.length === 1 ? "" : "s"}, `
     + `${fmtInt(rows.reduce((n, r) => n + r.prompt_tokens, 0))} tokens in all; largest: ${top}. The table below has the same numbers.`;
-  const chart = stackedBars({
-    labels: tenants.map((t) => truncate(tenantLabel(names, t), 28)), series, summary: text, valueLabel: "tokens",
-    horizontal: true, tall: tenants.length > 8,
-  });
+  const chart = stackedBars({ labels, series, summary: text, valueLabel: "tokens", horizontal: true, tall: labels.length > 8 });
   const ordered = [...rows].sort((a, b) => tenants.indexOf(a.tenant_id) - tenants.indexOf(b.tenant_id) || a.model.localeCompare(b.model));
   const currencies = [...new Set(rows.map((r) => r.currency))];
   const currency = soleCurrency(rows);
@@ -113,6 +118,7 @@ function fillUsage(card, rows, names, month) {
   replaceBody(card, chart, usageTable);
 }
 
+const CHART_TENANTS = 15;
 const total = (rows, tenant) => rows.filter((r) => r.tenant_id === tenant).reduce((n, r) => n + r.prompt_tokens, 0);
 const truncate = (text, n) => (text.length > n ? `${text.slice(0, n - 1)}…` : text);
 
