@@ -48,5 +48,14 @@ function details(fields) {
   const shown = Object.entries(fields || {}).filter(([, value]) => value !== null && value !== undefined);
   if (!shown.length) return "—";
   return h("span.details", {}, shown.map(([name, value]) => h("span.detail", {}, h("span.muted", {}, `${name}: `),
-    Array.isArray(value) ? value.join(", ") : typeof value === "object" ? JSON.stringify(value) : String(value))));
+    text(value))));
+}
+
+function text(value) {
+  if (Array.isArray(value)) return value.join(", ");
+  if (typeof value === "object") {
+    // e.g. limits {"requests_per_minute": 42, "monthly_tokens": null} -> "requests_per_minute 42, monthly_tokens —"
+    return Object.entries(value).map(([k, v]) => `${k} ${v === null ? "—" : text(v)}`).join(", ");
+  }
+  return String(value);
 }
