@@ -1,5 +1,6 @@
 # maas-gateway: `make dev` runs the whole stack locally, `make test` runs every test.
-# Both install what is missing first (venv, packages, the exported ONNX model, redis-server).
+# Both install what is missing first (venv, packages, the console's browser libraries, the
+# exported ONNX model, redis-server; chromium for the browser tests).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
@@ -13,7 +14,7 @@ MODEL  := .maas/model/model.onnx
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install redis model dev dev-reset test test-fast bench bench-inference bench-gateway lint typecheck sam-build clean
+.PHONY: help install redis node console chromium model dev dev-reset test test-fast bench bench-inference bench-gateway lint typecheck sam-build clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -25,7 +26,7 @@ $(STAMP): pyproject.toml
 	@$(PY) -c "import gateway, onnxruntime, torch, moto, redis" || (echo "[maas] package install failed" >&2; exit 1)
 	@touch $@
 
-install: $(STAMP) redis ## venv and packages (idempotent)
+install: $(STAMP) redis console ## venv and packages (idempotent)
 
 $(SAM):
 	@echo "[maas] installing aws-sam-cli into .venv-sam"
@@ -49,6 +50,27 @@ redis: ## make sure redis-server exists (installs it with apt-get when missing)
 	    echo "[maas] redis-server is missing: install it (sudo apt-get install redis-server, brew install redis)" >&2; exit 1; \
 	  fi; }
 
+# $(call apt_install,COMMAND,PACKAGES): installs PACKAGES with apt-get when COMMAND is missing
+# (as for redis-server above).
+define apt_install
+	@command -v $(1) >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "[maas] installing $(2) with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(2) >/dev/null; \
+	  else \
+	    echo "[maas] $(1) is missing: install it (sudo apt-get install $(2))" >&2; exit 1; \
+	  fi; }
+endef
+
+node: ## make sure node and npm exist (the console's libraries come from npm)
+	$(call apt_install,npm,nodejs npm)
+
+console: node ## the console's browser libraries: npm ci, copied into functions/console/site/vendor/
+	@$(MAKE) --no-print-directory -s -C functions/console vendor
+
+chromium: ## make sure Debian's chromium exists (the browser tests drive it; no browser download)
+	$(call apt_install,chromium,chromium fonts-liberation)
+
 model: $(MODEL) ## export all-MiniLM-L6-v2 to ONNX and validate it against sentence-transformers
 
 $(MODEL): $(STAMP) inference_image/export.py
@@ -60,7 +82,7 @@ dev: install model ## run the local stack in the foreground (Ctrl-C stops it; it
 dev-reset: install model ## delete the local state (Redis, DynamoDB, pepper, admin key, logs; not the model), then run the stack
 	@$(PY) -m infra.local.stack --reset
 
-test: install model $(SAM) typecheck ## run the whole test suite against real local components
+test: install model chromium $(SAM) typecheck ## run the whole test suite against real local components
 	@if [ -n "$(PY312)" ]; then $(MAKE) --no-print-directory sam-build; \
 	  else echo "[maas] python3.12 not found: sam build and its tests are not run"; fi
 	@MAAS_SAM=$(SAM) $(PY) -m pytest $(if $(PY312),,--deselect tests/unit/test_sam_build.py) $(PYTEST_ARGS)
@@ -87,7 +109,7 @@ lint: install typecheck ## ruff, mypy, import contracts and cfn-lint
 	@$(VENV)/bin/cfn-lint template.yaml -a cfn_lint_serverless.rules -i W1030 WS1004 ES1007 ES4000 ES7000
 
 clean: ## remove the venv, the exported model and local state
-	rm -rf $(VENV) .venv-sam .maas .aws-sam
+	rm -rf $(VENV) .venv-sam .maas .aws-sam functions/console/node_modules functions/console/site/vendor
 
 # `sam build` builds the shared layer with this target (BuildMethod: makefile): wheels for
 # the functions' runtime (Python 3.12 on arm64), whatever Python and machine build it.

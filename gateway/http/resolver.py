@@ -76,7 +76,8 @@ def request_id(router: BaseRouter) -> str:
     return str(event_of(router).request_context.request_id)
 
 
-def principal(router: BaseRouter, scope: Scope, *, fresh: bool = True) -> Principal:
+def principal(router: BaseRouter, scope: Scope | None, *, fresh: bool = True) -> Principal:
+    """The caller; ``scope`` None: any valid key (GET /v1/me)."""
     event = event_of(router)
     credential = credential_from(event.headers, event.multi_value_headers)
     return container_of(router).authenticator.authenticate(credential, scope, fresh=fresh)

@@ -31,10 +31,11 @@ class Authenticator:
         self.keys: TtlCache[str, KeyRecord] = TtlCache(key_ttl_s, accounts.get_key)
         self.tenants: TtlCache[str, TenantRecord] = TtlCache(tenant_ttl_s, accounts.get_tenant)
 
-    def authenticate(self, credential: str, scope: Scope, *, fresh: bool) -> Principal:
+    def authenticate(self, credential: str, scope: Scope | None, *, fresh: bool) -> Principal:
         """``fresh`` reads the records with strongly consistent reads (admin, finance and
         usage routes); the hot path uses the caches, and the admission script re-checks
-        revocation, expiry and suspension in Redis on every request."""
+        revocation, expiry and suspension in Redis on every request. ``scope=None``: any
+        valid key (``GET /v1/me``)."""
         parsed = parse_key(credential)
         if parsed is None:
             raise AuthenticationError(INVALID_KEY)
@@ -49,7 +50,7 @@ class Authenticator:
                   else self.tenants.get(key.tenant_id))
         if tenant is None:
             raise AuthenticationError(INVALID_KEY)
-        if not grants(key.scopes, scope):
+        if scope is not None and not grants(key.scopes, scope):
             raise PermissionDeniedError(f"This API key lacks the '{scope}' scope.")
         if tenant.status != "active":
             raise PermissionDeniedError("This tenant is suspended.", code="tenant_suspended")

@@ -387,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "\nmaas-gateway local stack is up\n"
             f"  API (API Gateway emulator)  {stack.api_url}   (GET /health)\n"
+            f"  web console                 {stack.api_url}/console/   (sign in with an API key)\n"
             f"  inference server            http://127.0.0.1:{config.inference_port}\n"
             f"  redis                       redis://{REDIS_USERNAME}@127.0.0.1:{config.redis_port}/0"
             f"   (password in {stack.state.redis_password})\n"

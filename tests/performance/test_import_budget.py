@@ -29,7 +29,7 @@ def imported_by(module_dir: str) -> set[str]:
     return set(json.loads(out.stdout.splitlines()[-1]))
 
 
-@pytest.mark.parametrize("function", ["invoke", "billing", "reports"])
+@pytest.mark.parametrize("function", ["invoke", "billing", "reports", "console"])
 def test_handlers_import_nothing_heavy(function):
     assert sorted(imported_by(function) & set(NEVER_ON_THE_HOT_PATH)) == []
 

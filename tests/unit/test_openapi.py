@@ -17,10 +17,14 @@ ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = {"InvokeFunction": "invoke", "BillingFunction": "billing", "ReportsFunction": "reports"}
 
 
+# The console serves static files, not API operations: it is not in the OpenAPI document.
+STATIC_FUNCTIONS = {"ConsoleFunction"}
+
+
 def template_routes() -> set[tuple[str, str]]:
     routes = set()
-    for resource in load_template()["Resources"].values():
-        if resource.get("Type") != "AWS::Serverless::Function":
+    for name, resource in load_template()["Resources"].items():
+        if resource.get("Type") != "AWS::Serverless::Function" or name in STATIC_FUNCTIONS:
             continue
         for event in (resource["Properties"].get("Events") or {}).values():
             if event.get("Type") == "Api":

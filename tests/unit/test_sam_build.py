@@ -41,3 +41,12 @@ def test_each_function_is_its_entry_module(build):
         if resource["Type"] != "AWS::Serverless::Function":
             continue
         assert (build / name / "app.py").exists(), name
+
+
+def test_console_holds_its_site_and_bundled_libraries(build):
+    # GIVEN functions/console/Makefile (BuildMethod: makefile) THEN the same files as locally:
+    # the static site with the npm libraries copied in, and nothing of the build's inputs
+    console = build / "ConsoleFunction"
+    assert (console / "site" / "index.html").exists()
+    assert (console / "site" / "vendor" / "chart.umd.min.js").stat().st_size > 100_000
+    assert not (console / "node_modules").exists() and not (console / "package.json").exists()

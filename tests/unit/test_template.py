@@ -26,6 +26,8 @@ CONTRACT_ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/v1/usage"): "InvokeFunction",
     ("GET", "/v1/balance"): "InvokeFunction",
     ("GET", "/health"): "InvokeFunction",
+    ("GET", "/v1/me"): "InvokeFunction",
+    ("GET", "/v1/keys"): "InvokeFunction",
     ("GET", "/billing/plans"): "BillingFunction",
     ("GET", "/billing/tenants"): "BillingFunction",
     ("POST", "/billing/tenants"): "BillingFunction",
@@ -43,13 +45,20 @@ CONTRACT_ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/billing/usage"): "ReportsFunction",
     ("GET", "/billing/usage/events"): "ReportsFunction",
     ("GET", "/billing/invoices"): "ReportsFunction",
+    # The web console (§9): static files on the API's own origin. /console/ reaches the
+    # /console resource too: API Gateway REST routes it there, keeping the slash in `path`.
+    ("GET", "/console"): "ConsoleFunction",
+    ("GET", "/console/{proxy+}"): "ConsoleFunction",
 }
 FUNCTION_DIRS = {
     "InvokeFunction": "invoke",
     "BillingFunction": "billing",
     "ReportsFunction": "reports",
     "FlusherFunction": "flusher",
+    "ConsoleFunction": "console",
 }
+# Functions that read none of the gateway's settings (env.json.example leaves them empty).
+STATIC_FUNCTIONS = {"ConsoleFunction"}
 # What the gateway code reads (gateway/config.py, Powertools), set for every function in AWS.
 CODE_ENV = {
     "MAAS_TABLE_NAME",
@@ -221,6 +230,8 @@ def test_functions_code_handler_layer(template):
     layer = template["Resources"]["GatewayLayer"]
     assert layer["Properties"]["ContentUri"] == "."
     assert layer["Metadata"]["BuildMethod"] == "makefile"
+    # The console's bundled libraries come from functions/console/Makefile (npm ci), as locally.
+    assert template["Resources"]["ConsoleFunction"]["Metadata"]["BuildMethod"] == "makefile"
 
 
 def test_environment_covers_what_the_code_reads(template):
@@ -241,7 +252,7 @@ def test_flusher_runs_every_minute_without_api(template):
 def test_policies_are_scoped(template):
     # No wildcard action or resource in what the functions may do.
     for name in FUNCTION_DIRS:
-        for policy in template["Resources"][name]["Properties"]["Policies"]:
+        for policy in template["Resources"][name]["Properties"].get("Policies", []):
             for stmt in policy.get("Statement", []) if isinstance(policy, dict) else []:
                 assert "*" not in json.dumps(stmt.get("Action")), (name, stmt)
                 assert stmt.get("Resource") != "*", (name, stmt)
@@ -251,6 +262,8 @@ def test_policies_are_scoped(template):
     assert sagemaker["Resource"] == {"Ref": "InferenceEndpoint"}
     reports = template["Resources"]["ReportsFunction"]["Properties"]["Policies"]
     assert not any("DynamoDBCrudPolicy" in p for p in reports if isinstance(p, dict)), "reports only read"
+    # The console serves files: no store, no secret, no endpoint (only the basic execution role).
+    assert "Policies" not in template["Resources"]["ConsoleFunction"]["Properties"]
 
 
 def test_gateway_responses_use_openai_error_shape(template):
@@ -321,6 +334,9 @@ def test_env_json_example_matches_the_template(template):
     specs = read_functions(template, ROOT)
     assert set(example) == set(specs)
     for name, variables in example.items():
+        if name in STATIC_FUNCTIONS:
+            assert variables == {}, name
+            continue
         declared = set(specs[name].environment)
         assert set(variables) <= declared, (name, set(variables) - declared)
         assert variables["MAAS_REDIS_URL"] == "redis://host.docker.internal:6380/0"

@@ -1,4 +1,5 @@
-"""Tenant API (OpenAI-compatible): embeddings, models, own usage and balance, health."""
+"""Tenant API (OpenAI-compatible): embeddings, models, own usage and balance, health; who the
+key is (``/v1/me``) and the tenant's own keys (``/v1/keys``), which the web console reads."""
 
 from __future__ import annotations
 
@@ -67,6 +68,23 @@ def own_usage() -> Response:
 def own_balance() -> Response:
     caller = principal(router, Scope.USAGE_READ)
     return json_response(container_of(router).billing.balance(caller.tenant.id))
+
+
+@router.get("/v1/me")
+def me() -> Response:
+    """Any valid key, whatever its scopes: the console learns from it what to show."""
+    caller = principal(router, None)
+    return json_response({"object": "principal", "key_id": caller.key.id, "tenant_id": caller.tenant.id,
+                          "tenant_name": caller.tenant.name, "scopes": caller.key.scopes})
+
+
+@router.get("/v1/keys")
+def own_keys() -> Response:
+    """The caller's own tenant's keys, as admins see them (never a secret or a hash)."""
+    caller = principal(router, Scope.USAGE_READ)
+    keys, cursor = container_of(router).billing.list_keys(caller.tenant.id, query(router, "cursor", max_length=1024),
+                                                          100)
+    return json_response(list_body(keys, cursor))
 
 
 @router.get("/health")
