@@ -113,6 +113,7 @@ def test_admin_rotates_a_key_sets_limits_and_suspends_a_tenant(console, stack, a
     # WHEN a limit is overridden THEN the tenant has it
     page.get_by_label("Requests per minute").fill("42")
     page.get_by_role("button", name="Save plan and limits").click()
+    page.get_by_text("Plan and limits saved.").wait_for()  # the API answered
     page.get_by_role("heading", level=2, name=tenant["name"]).wait_for()
     expect(page.get_by_label("Requests per minute")).to_have_value("42")  # drawn anew from the API
     assert admin.get(f"/billing/tenants/{tenant['id']}").json()["limits"]["requests_per_minute"] == 42
