@@ -29,7 +29,7 @@ class Container:
 
     @cached_property
     def redis(self) -> Any:
-        from gateway.adapters.redis_store import connect
+        from gateway.adapters.redis_client import connect
 
         password = None
         if self.settings.redis_password_secret_arn:
@@ -37,7 +37,8 @@ class Container:
             password = secrets.get_secret_value(SecretId=self.settings.redis_password_secret_arn)["SecretString"]
         return connect(self.settings.redis_url, cluster=self.settings.redis_cluster,
                        username=self.settings.redis_username, password=password,
-                       timeout_s=self.settings.redis_timeout_s)
+                       timeout_s=self.settings.redis_timeout_s,
+                       tls_check_hostname=self.settings.redis_tls_check_hostname)
 
     @cached_property
     def pepper(self) -> bytes:

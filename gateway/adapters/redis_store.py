@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import redis
 
+from gateway.adapters.redis_client import connect  # noqa: F401 - re-exported for existing callers
 from gateway.domain.plans import Limits
 
 QUOTA_TTL_S = 40 * 86400  # a month's counter outlives the month it counts
@@ -149,20 +150,6 @@ class RedisLimiter:
 
     def set_tenant_status(self, tenant_id: str, status: str) -> None:
         self.client.set(tenant_key(tenant_id, "status"), status)
-
-
-def connect(url: str, *, cluster: bool, username: str | None, password: str | None,
-            timeout_s: float) -> redis.Redis | redis.RedisCluster:
-    options: dict[str, Any] = {
-        "socket_timeout": timeout_s,
-        "socket_connect_timeout": timeout_s,
-        "username": username,
-        "password": password,
-        "health_check_interval": 30,
-    }
-    if cluster:
-        return redis.RedisCluster.from_url(url, **options)
-    return redis.Redis.from_url(url, **options)
 
 
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)

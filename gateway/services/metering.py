@@ -45,6 +45,7 @@ import redis
 
 from gateway.adapters.dynamo import Store
 from gateway.adapters.redis_store import STREAM_GROUP, usage_stream
+from gateway.adapters.stream_consumers import ConsumerPruner
 from gateway.models.records import UsageEvent
 from gateway.telemetry import logger
 
@@ -93,6 +94,7 @@ class Flusher:
         # Unique per instance: "own pending" is then exactly what this instance failed to write.
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.clock = clock
+        self.pruner = ConsumerPruner(redis_client, STREAM_GROUP, keep=self.consumer)
         self._groups: set[str] = set()
         self._crash_at = os.environ.get(CRASH_ENV) or None
         if self._crash_at is not None and self._crash_at not in CRASH_POINTS:
@@ -151,6 +153,10 @@ class Flusher:
             self._groups.discard(stream)
             self._ensure_group(stream)
             self._drain(stream, result, deadline)
+        try:  # housekeeping: a failure here must not fail the flush
+            self.pruner.maybe_prune(stream)
+        except redis.RedisError:
+            logger.exception("stale consumers not pruned", extra={"stream": stream})
 
     def _drain(self, stream: str, result: FlushResult, deadline: float | None) -> None:
         batches = 0
