@@ -57,8 +57,10 @@ class Container:
         if self.settings.sagemaker_endpoint:
             from botocore.config import Config
 
+            # One attempt ("max_attempts": 1 meant one retry: 2 x 20 s, past API Gateway's 29 s);
+            # connect + read stay under the function's timeout with time left to refund.
             config = Config(read_timeout=self.settings.inference_timeout_s, connect_timeout=2,
-                            retries={"max_attempts": 1})
+                            retries={"total_max_attempts": 1, "mode": "standard"})
             client = self.boto_session.client("sagemaker-runtime", config=config)
             return inference.SageMakerInferenceClient(self.settings.sagemaker_endpoint, client=client)
         if not self.settings.inference_url:
