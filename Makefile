@@ -80,8 +80,9 @@ lint: install ## ruff and cfn-lint
 clean: ## remove the venv, the exported model and local state
 	rm -rf $(VENV) .venv-sam .maas .aws-sam
 
-# `sam build` builds the shared layer with this target (BuildMethod: makefile): wheels for
-# the functions' runtime (Python 3.12 on arm64), whatever Python and machine build it.
+# `sam build` builds the shared layer with this target (BuildMethod: makefile, run in a copy
+# of layers/gateway/, whose links bring the gateway package and pyproject.toml): wheels for the
+# functions' runtime (Python 3.12 on arm64), whatever Python and machine build it.
 build-GatewayLayer:
 	$(PYTHON) -m pip wheel --quiet --no-deps . -w "$(ARTIFACTS_DIR)/.wheel"
 	$(PYTHON) -m pip install --quiet --no-compile --only-binary=:all: --platform manylinux2014_aarch64 \
