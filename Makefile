@@ -87,4 +87,9 @@ build-GatewayLayer:
 	$(PYTHON) -m pip wheel --quiet --no-deps . -w "$(ARTIFACTS_DIR)/.wheel"
 	$(PYTHON) -m pip install --quiet --no-compile --only-binary=:all: --platform manylinux2014_aarch64 \
 	  --implementation cp --python-version 3.12 -t "$(ARTIFACTS_DIR)/python" "$(ARTIFACTS_DIR)"/.wheel/*.whl
+	@# The Lambda runtime provides boto3 and botocore: without them the layer is 31 MB (43%)
+	@# smaller to download and unpack at cold start (docs/OPERATIONS.md, "The layer").
+	rm -rf "$(ARTIFACTS_DIR)"/python/boto3 "$(ARTIFACTS_DIR)"/python/boto3-*.dist-info \
+	  "$(ARTIFACTS_DIR)"/python/botocore "$(ARTIFACTS_DIR)"/python/botocore-*.dist-info \
+	  "$(ARTIFACTS_DIR)"/python/s3transfer "$(ARTIFACTS_DIR)"/python/s3transfer-*.dist-info
 	rm -rf "$(ARTIFACTS_DIR)/.wheel"

@@ -41,3 +41,12 @@ def test_each_function_is_its_entry_module(build):
         if resource["Type"] != "AWS::Serverless::Function":
             continue
         assert (build / name / "app.py").exists(), name
+
+
+def test_layer_leaves_the_sdk_to_the_runtime(build):
+    # The Lambda runtime provides boto3/botocore: the layer without them is about 11 MB zipped
+    # instead of 29 (docs/OPERATIONS.md, "The layer"). Only the layer's own directory is built.
+    python = build / "GatewayLayer" / "python"
+    assert not (python / "botocore").exists() and not (python / "boto3").exists()
+    assert not (python / "s3transfer").exists()
+    assert not any((python / name).exists() for name in ("tests", "infra", "inference_image", ".venv"))
