@@ -111,10 +111,16 @@ lint: install typecheck ## ruff, mypy, import contracts and cfn-lint
 clean: ## remove the venv, the exported model and local state
 	rm -rf $(VENV) .venv-sam .maas .aws-sam functions/console/node_modules functions/console/site/vendor
 
-# `sam build` builds the shared layer with this target (BuildMethod: makefile): wheels for
-# the functions' runtime (Python 3.12 on arm64), whatever Python and machine build it.
+# `sam build` builds the shared layer with this target (BuildMethod: makefile, run in a copy
+# of layers/gateway/, whose links bring the gateway package and pyproject.toml): wheels for the
+# functions' runtime (Python 3.12 on arm64), whatever Python and machine build it.
 build-GatewayLayer:
 	$(PYTHON) -m pip wheel --quiet --no-deps . -w "$(ARTIFACTS_DIR)/.wheel"
 	$(PYTHON) -m pip install --quiet --no-compile --only-binary=:all: --platform manylinux2014_aarch64 \
 	  --implementation cp --python-version 3.12 -t "$(ARTIFACTS_DIR)/python" "$(ARTIFACTS_DIR)"/.wheel/*.whl
+	@# The Lambda runtime provides boto3 and botocore: without them the layer is 31 MB (43%)
+	@# smaller to download and unpack at cold start (docs/OPERATIONS.md, "The layer").
+	rm -rf "$(ARTIFACTS_DIR)"/python/boto3 "$(ARTIFACTS_DIR)"/python/boto3-*.dist-info \
+	  "$(ARTIFACTS_DIR)"/python/botocore "$(ARTIFACTS_DIR)"/python/botocore-*.dist-info \
+	  "$(ARTIFACTS_DIR)"/python/s3transfer "$(ARTIFACTS_DIR)"/python/s3transfer-*.dist-info
 	rm -rf "$(ARTIFACTS_DIR)/.wheel"

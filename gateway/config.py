@@ -28,6 +28,9 @@ class Settings(BaseModel):
     redis_password_secret_arn: str | None = None
     redis_password: str | None = None  # only locally (the stack's generated one); AWS uses the secret
     redis_timeout_s: float = 0.5
+    # rediss:// always verifies the CA; MemoryDB cluster discovery may name nodes by IP, which
+    # its certificates do not cover (gateway/adapters/redis_client.py).
+    redis_tls_check_hostname: bool = True
 
     # Local inference server, or a SageMaker endpoint name in AWS.
     inference_url: str | None = "http://127.0.0.1:8080"

@@ -55,7 +55,7 @@ class Container:
 
     @cached_property
     def redis(self) -> redis.Redis | redis.RedisCluster:
-        from gateway.adapters.redis_store import connect
+        from gateway.adapters.redis_client import connect
 
         password = self.settings.redis_password
         if self.settings.redis_password_secret_arn:
@@ -63,7 +63,8 @@ class Container:
             password = secrets.get_secret_value(SecretId=self.settings.redis_password_secret_arn)["SecretString"]
         return connect(self.settings.redis_url, cluster=self.settings.redis_cluster,
                        username=self.settings.redis_username, password=password,
-                       timeout_s=self.settings.redis_timeout_s)
+                       timeout_s=self.settings.redis_timeout_s,
+                       tls_check_hostname=self.settings.redis_tls_check_hostname)
 
     @cached_property
     def pepper(self) -> bytes:
@@ -82,8 +83,10 @@ class Container:
         if self.settings.sagemaker_endpoint:
             from botocore.config import Config
 
+            # One attempt ("max_attempts": 1 meant one retry: 2 x 20 s, past API Gateway's 29 s);
+            # connect + read stay under the function's timeout with time left to refund.
             config = Config(read_timeout=self.settings.inference_timeout_s, connect_timeout=2,
-                            retries={"max_attempts": 1})
+                            retries={"total_max_attempts": 1, "mode": "standard"})
             client = self.boto_session.client("sagemaker-runtime", config=config)
             return inference.SageMakerInferenceClient(self.settings.sagemaker_endpoint, client=client)
         if not self.settings.inference_url:
@@ -171,15 +174,19 @@ class Container:
 
     @cached_property
     def reports(self) -> ReportsService:
+        from gateway.adapters.dynamo import Reconciliations
         from gateway.services.reports import ReportsService
 
-        return ReportsService(accounts=self.accounts, usage=self.usage, limits=self.limits)
+        return ReportsService(accounts=self.accounts, usage=self.usage, limits=self.limits,
+                              reconciliations=Reconciliations(self.table))
 
     @cached_property
     def reconciler(self) -> Reconciler:
+        from gateway.adapters.dynamo import Reconciliations
         from gateway.services.reconcile import Reconciler
 
-        return Reconciler(accounts=self.accounts, usage=self.usage, credits=self.credits)
+        return Reconciler(accounts=self.accounts, usage=self.usage, credits=self.credits,
+                          log=Reconciliations(self.table))
 
     @cached_property
     def flusher(self) -> Flusher:

@@ -259,16 +259,3 @@ class RedisLimiter:
             raise AdmissionUnavailable(type(error).__name__) from error
 
 
-def connect(url: str, *, cluster: bool, username: str | None, password: str | None,
-            timeout_s: float) -> redis.Redis | redis.RedisCluster:
-    options: dict[str, Any] = {
-        "socket_timeout": timeout_s,
-        "socket_connect_timeout": timeout_s,
-        "username": username,
-        "password": password,
-        "health_check_interval": 30,
-    }
-    if cluster:
-        return redis.RedisCluster.from_url(url, **options)
-    return redis.Redis.from_url(url, **options)
-

@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gateway.cli import admin, finance, keys, tenants
+from gateway.cli import admin, finance, keys, preflight, tenants
 
-GROUPS = [admin, tenants, keys, finance]
+# preflight adds `maas admin preflight`, so it comes after admin.
+GROUPS = [admin, preflight, tenants, keys, finance]
 
 
 def main(argv: list[str] | None = None) -> int:

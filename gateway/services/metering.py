@@ -38,6 +38,7 @@ import redis
 
 from gateway.adapters.dynamo import Accounts, UsageLedger
 from gateway.adapters.redis_store import STREAM_GROUP, events_stream, tenant_key, usage_stream
+from gateway.adapters.stream_consumers import ConsumerPruner
 from gateway.domain.events import Event, EventType
 from gateway.domain.usage import UsageEvent
 from gateway.telemetry import logger
@@ -101,6 +102,7 @@ class Flusher:
         # An unseeded tenant's stream is left alone (the seed reads it); ``seed`` seeds it.
         self.seed = seed
         self.events = events
+        self.pruner = ConsumerPruner(redis_client, STREAM_GROUP, keep=self.consumer)
         self._groups: set[str] = set()
 
     # -- one stream ----------------------------------------------------------------------
@@ -156,6 +158,10 @@ class Flusher:
             self._groups.discard(stream)
             self._ensure_group(stream)
             self._drain(stream, result, deadline)
+        try:  # housekeeping: a failure here must not fail the flush
+            self.pruner.maybe_prune(stream)
+        except redis.RedisError:
+            logger.exception("stale consumers not pruned", extra={"stream": stream})
 
     def _drain(self, stream: str, result: FlushResult, deadline: float | None) -> None:
         batches = 0

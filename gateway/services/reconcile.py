@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from gateway.adapters.dynamo import Accounts, CellSums, Credits, UsageLedger, sums_of
+from gateway.adapters.dynamo import Accounts, CellSums, Credits, Reconciliations, UsageLedger, sums_of
 from gateway.domain.money import fmt_nano, to_nano
 from gateway.domain.usage import UsageEvent
 from gateway.errors import ConflictError
@@ -93,18 +93,29 @@ def _same(a: CellSums | None, b: CellSums | None) -> bool:
 
 
 class Reconciler:
-    def __init__(self, *, accounts: Accounts, usage: UsageLedger, credits: Credits) -> None:
+    def __init__(self, *, accounts: Accounts, usage: UsageLedger, credits: Credits,
+                 log: Reconciliations | None = None) -> None:
         self.accounts = accounts
         self.usage = usage
         self.credits = credits
+        self.log = log
 
     def run(self, first: date, last: date, *, tenant_ids: list[str] | None = None,
             fix: bool = False) -> ReconcileResult:
+        """Check (and with ``fix``, repair) the month; a run over every tenant is recorded as
+        the month's reconciliation status."""
         result = ReconcileResult(month=first.strftime("%Y-%m"))
         for tenant_id in tenant_ids if tenant_ids is not None else self.accounts.all_tenant_ids():
             result.tenants += 1
             self._tenant(tenant_id, first, last, fix, result)
             self._grants(tenant_id, last, result)
+        if self.log is not None and tenant_ids is None:
+            summary = result.summary()
+            self.log.put(result.month, {
+                "status": "drift" if result.drift or result.overspent_grants else "ok",
+                **{k: summary[k] for k in ("tenants", "cells", "drift_cells", "drift_tokens")},
+                "unstable_cells": len(result.unstable), "overspent_grants": len(result.overspent_grants)},
+                checked_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"))
         return result
 
     def _tenant(self, tenant_id: str, first: date, last: date, fix: bool, result: ReconcileResult) -> None:

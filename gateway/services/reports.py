@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import IO, Any
 
-from gateway.adapters.dynamo import Accounts, UsageLedger, sums_of
+from gateway.adapters.dynamo import Accounts, Reconciliations, UsageLedger, sums_of
 from gateway.domain.money import fmt, fmt_minor, from_nano, total, usage_cost
 from gateway.errors import InvalidRequestError, NotFoundError
 from gateway.models.records import TenantRecord, rfc3339
@@ -120,10 +120,25 @@ def to_csv(rows: Iterable[dict[str, Any]], columns: list[str]) -> str:
 
 
 class ReportsService:
-    def __init__(self, *, accounts: Accounts, usage: UsageLedger, limits: LimitsResolver) -> None:
+    def __init__(self, *, accounts: Accounts, usage: UsageLedger, limits: LimitsResolver,
+                 reconciliations: Reconciliations | None = None) -> None:
         self.accounts = accounts
         self.ledger = usage
         self.limits = limits
+        self.reconciliations = reconciliations
+
+    def reconciliation(self, month: str | None) -> dict[str, Any]:
+        """When the month's books were last proved (ledger = rollups, no grant overspent) and
+        what was found; ``not_run`` before the first reconciliation of the month."""
+        first, _ = parse_month(month)
+        label = first.strftime("%Y-%m")
+        found = self.reconciliations.get(label) if self.reconciliations is not None else None
+        view: dict[str, Any] = {"object": "reconciliation", "month": label, "status": "not_run", "checked_at": None,
+                                "tenants": 0, "cells": 0, "drift_cells": 0, "drift_tokens": 0,
+                                "unstable_cells": 0, "overspent_grants": 0}
+        if found:
+            view |= {k: (int(v) if isinstance(v, Decimal) else v) for k, v in found.items() if k in view}
+        return view
 
     def _tenants(self, tenant_id: str | None) -> list[TenantRecord]:
         if tenant_id:

@@ -50,3 +50,12 @@ def test_console_holds_its_site_and_bundled_libraries(build):
     assert (console / "site" / "index.html").exists()
     assert (console / "site" / "vendor" / "chart.umd.min.js").stat().st_size > 100_000
     assert not (console / "node_modules").exists() and not (console / "package.json").exists()
+
+
+def test_layer_leaves_the_sdk_to_the_runtime(build):
+    # The Lambda runtime provides boto3/botocore: the layer without them is about 11 MB zipped
+    # instead of 29 (docs/OPERATIONS.md, "The layer"). Only the layer's own directory is built.
+    python = build / "GatewayLayer" / "python"
+    assert not (python / "botocore").exists() and not (python / "boto3").exists()
+    assert not (python / "s3transfer").exists()
+    assert not any((python / name).exists() for name in ("tests", "infra", "inference_image", ".venv"))

@@ -1,4 +1,5 @@
-"""Finance API (scope finance): usage, the request-level ledger, invoices; JSON or CSV.
+"""Finance API (scope finance): usage, the request-level ledger, invoices (JSON or CSV), and
+the month's reconciliation status.
 
 CSV responses are ``text/csv`` with a header row and CRLF line ends; where a JSON answer
 would carry ``next_cursor`` the CSV one carries it in the ``x-next-cursor`` header."""
@@ -53,6 +54,12 @@ def usage_events() -> Response:
     if output == "csv":
         return _csv(to_csv(rows, EVENT_COLUMNS), "usage_events.csv", cursor)
     return json_response(list_body(rows, cursor))
+
+
+@router.get("/billing/reconcile")
+def reconciliation() -> Response:
+    principal(router, Scope.FINANCE)
+    return json_response(container_of(router).reports.reconciliation(query(router, "month")))
 
 
 @router.get("/billing/invoices")
