@@ -17,13 +17,15 @@ import redis
 from redis.exceptions import NoPermissionError, RedisClusterException
 
 from gateway.adapters.redis_client import connect
-from gateway.adapters.redis_store import STREAM_GROUP, RedisLimiter, Ticket, Verdict, tenant_key, usage_stream
+from gateway.adapters.redis_store import STREAM_GROUP, RedisLimiter, events_stream, tenant_key, usage_stream
 from gateway.config import Settings
-from gateway.domain.plans import Limits
-from gateway.models.records import UsageEvent
+from gateway.domain.admission import Grant, KeySettings, MoneySettings, Ticket, Verdict
+from gateway.domain.plans import LimitOverrides, Limits
+from gateway.domain.usage import UsageEvent
 from gateway.services.metering import Flusher
 from gateway.wiring import Container
 from infra.local.template import load_template
+from tests.integration.conftest import seed_empty
 from tests.integration.tls_cluster import TlsCluster, start_tls_cluster
 
 LIMITS = Limits(requests_per_minute=100, tokens_per_minute=10_000, monthly_tokens=100_000,
@@ -136,21 +138,39 @@ def admin_client(cluster) -> Iterator[redis.RedisCluster]:
     client.close()
 
 
+MONTH = time.strftime("%Y-%m", time.gmtime())
+
+
 def ticket(tenant: str) -> Ticket:
-    return Ticket(tenant_id=tenant, key_id="key_a", key_expires_ms=0, limits=LIMITS, cost=7,
-                  request_id=uuid.uuid4().hex, month="2026-11")
+    return Ticket(tenant_id=tenant, key_id="key_a", key_expires_ms=0, limits=LIMITS, tokens=7,
+                  request_id=uuid.uuid4().hex, month=MONTH, pricing=((None, 1_000),))
 
 
 def test_acl_user_admits_settles_and_writes_state(cluster, acl_client):
+    # Every script, with the money paths on (prepaid credit, a budget with an alert, a key's own
+    # limits), as a user with exactly the template's access string, on a tenant of each master.
     limiter = RedisLimiter(acl_client)
     in_an_hour_ms = int(time.time() * 1000) + 3_600_000
     for tenant in tenant_on_each_master(acl_client):
+        seed_empty(limiter, tenant, month=MONTH)
+        limiter.set_money(tenant, MoneySettings(prepaid=True, budget_nano=10**12, hard=True, budget_text="1000",
+                                                thresholds=((1, "0.000000001"),), low_balance_nano=10**15))
+        limiter.add_grant(tenant, Grant("cr_a", 0, 10**12))
+        limiter.set_key_settings(tenant, "key_a", KeySettings(LimitOverrides(requests_per_minute=100)))
         limiter.set_tenant_status(tenant, "active")
         limiter.set_key_expiry(tenant, "key_a", in_an_hour_ms)  # a rotated key in its grace period
         admitted = ticket(tenant)
-        assert limiter.admit(admitted).verdict is Verdict.OK
-        limiter.settle(admitted, charge=True, event={"request_id": admitted.request_id})
+        decision = limiter.admit(admitted)
+        assert decision.verdict is Verdict.OK and decision.debits == "cr_a:7000"
+        event = UsageEvent(request_id=admitted.request_id, tenant_id=tenant, key_id="key_a", model="m",
+                           prompt_tokens=7, timestamp_ms=int(time.time() * 1000), cost_nano=decision.cost_nano,
+                           debits=decision.debits)
+        limiter.settle(admitted, decision, charge=True, event=event)
         assert acl_client.xlen(usage_stream(tenant)) >= 1
+        assert acl_client.xlen(events_stream(tenant)) == 2  # the budget's alert, and low credit
+        refunded = ticket(tenant)
+        limiter.settle(refunded, limiter.admit(refunded), charge=False)
+        assert limiter.money_state(tenant, MONTH).credits_remaining(0) == 10**12 - 7_000
         limiter.revoke_key(tenant, "key_a")
         assert limiter.admit(ticket(tenant)).verdict is Verdict.KEY_REVOKED
     # A failover or restart empties the script cache: the scripts are loaded again (SCRIPT LOAD).
@@ -167,7 +187,8 @@ def test_acl_user_runs_the_flusher(cluster, acl_client, admin_client, container)
     tenants = tenant_on_each_master(acl_client)
     now_ms = int(time.time() * 1000)
     for tenant in tenants:
-        admin_client.delete(usage_stream(tenant))
+        admin_client.delete(usage_stream(tenant), tenant_key(tenant, "cfg"))
+        seed_empty(RedisLimiter(acl_client), tenant, month=MONTH)  # as creating the tenant does
         for _ in range(3):
             event = UsageEvent(request_id=uuid.uuid4().hex, tenant_id=tenant, key_id="key_a",
                                model="all-MiniLM-L6-v2", prompt_tokens=4, timestamp_ms=now_ms)

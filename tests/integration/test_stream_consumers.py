@@ -10,6 +10,7 @@ import redis
 
 from gateway.adapters.redis_store import STREAM_GROUP, usage_stream
 from gateway.adapters.stream_consumers import ConsumerPruner
+from tests.integration.conftest import seed_empty
 
 STREAM = usage_stream("ten_prune")
 
@@ -71,6 +72,7 @@ def test_the_flusher_prunes_the_streams_it_drains(container):
     from gateway.services.metering import Flusher
 
     client = container.redis
+    seed_empty(container.limiter, "ten_f")  # as creating the tenant does
     client.xgroup_create(usage_stream("ten_f"), STREAM_GROUP, id="0", mkstream=True)
     client.xgroup_createconsumer(usage_stream("ten_f"), STREAM_GROUP, "gone-environment")
     flusher = Flusher(redis_client=client, usage=container.usage, accounts=container.accounts, consumer="current")
