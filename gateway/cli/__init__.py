@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gateway.cli import admin, finance, keys, tenants
+from gateway.cli import admin, finance, keys, tenants, webhooks
 
-GROUPS = [admin, tenants, keys, finance]
+GROUPS = [admin, tenants, keys, finance, webhooks]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """The local stack behind ``make dev`` (and the e2e tests): a private redis-server, moto's
-server as DynamoDB, the inference server, the flusher loop and the API Gateway emulator
-serving the real handlers on the routes of template.yaml.
+server as DynamoDB, the inference server, the flusher loop, the webhook delivery loop and the
+API Gateway emulator serving the real handlers on the routes of template.yaml.
 
     python -m infra.local.stack            # ports from MAAS_*_PORT or the defaults
 """
@@ -30,6 +30,7 @@ class StackConfig:
     model_dir: Path = Path(os.environ.get("MAAS_MODEL_DIR", ROOT / ".maas" / "model"))
     table_name: str = "maas-local"
     flush_interval_s: float = 1.0
+    webhook_interval_s: float = 0.5
     api_workers: int = int(os.environ.get("MAAS_API_WORKERS", 4))
     inference_env: dict[str, str] = field(default_factory=dict)
 
@@ -58,6 +59,7 @@ class LocalStack:
         self.admin_key: str | None = None
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
+        self._webhooks: threading.Thread | None = None
 
     @property
     def api_url(self) -> str:
@@ -73,6 +75,7 @@ class LocalStack:
             "MAAS_REDIS_URL": f"redis://127.0.0.1:{c.redis_port}/0",
             "MAAS_INFERENCE_URL": f"http://127.0.0.1:{c.inference_port}",
             "MAAS_KEY_PEPPER": _pepper(c.state_dir),
+            "MAAS_WEBHOOK_ALLOW_LOCAL_HTTP": "true",
             "AWS_REGION": "us-east-1",
             "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_ACCESS_KEY_ID": "local",
@@ -104,6 +107,11 @@ class LocalStack:
         self.inference.start(timeout_s=180)
         self._flusher = threading.Thread(target=self._flush_loop, name="flusher", daemon=True)
         self._flusher.start()
+        from gateway.cli.webhooks import run_forever
+
+        self._webhooks = threading.Thread(target=run_forever, name="webhooks", daemon=True,
+                                          args=(self.container, self.config.webhook_interval_s, self._stop))
+        self._webhooks.start()
         progress(f"starting the API Gateway emulator on :{self.config.api_port}")
         from infra.local.apigw import ApiGatewayEmulator
 
@@ -122,8 +130,9 @@ class LocalStack:
         self._stop.set()
         if self.api is not None:
             self.api.stop()
-        if self._flusher is not None:
-            self._flusher.join(timeout=5)
+        for loop in (self._flusher, self._webhooks):
+            if loop is not None:
+                loop.join(timeout=5)
         for service in (self.inference, self.dynamodb, self.redis):
             service.stop()
 
