@@ -37,6 +37,7 @@ from typing import Any, Protocol
 from gateway.adapters.dynamo import Accounts, AuditLog
 from gateway.adapters.dynamo.events import EventLog, event_json
 from gateway.adapters.dynamo.webhooks import DeliveryLog, Webhooks
+from gateway.adapters.secret_box import SealedSecretError
 from gateway.adapters.webhook_sender import Outcome, WebhookSender
 from gateway.domain.events import Event, EventType, event_id
 from gateway.domain.webhooks import (
@@ -138,7 +139,7 @@ class DeliveryPool:
     receiver, so a receiver that hangs holds only its own slots and never delays another's
     deliveries. Work that finds no room waits in the delivery log, due, for a later pass."""
 
-    def __init__(self, workers: int = 16, per_webhook: int = 4) -> None:
+    def __init__(self, workers: int = 32, per_webhook: int = 4) -> None:
         self.workers = workers
         self.per_webhook = per_webhook
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="webhook")
@@ -150,6 +151,10 @@ class DeliveryPool:
     def has_room(self, webhook_id: str) -> bool:
         with self._lock:
             return len(self._futures) < self.workers and self._running[webhook_id] < self.per_webhook
+
+    def full(self) -> bool:
+        with self._lock:
+            return len(self._futures) >= self.workers
 
     def start(self, webhook_id: str, job: Callable[[], AttemptResult]) -> None:
         with self._lock:
@@ -208,19 +213,23 @@ class Deliverer:
         were opened."""
         opened = 0
         for webhook in self.webhooks.all():
-            if event.type in webhook.events and self.deliveries.open(webhook.id, event, self._now_ms()):
+            if event.type not in webhook.events:
+                continue
+            delivery = self.deliveries.open(webhook.id, event, self._now_ms())
+            if delivery is not None:
                 opened += 1
-                delivery = self.deliveries.get(webhook.id, event.id)
-                if delivery is not None:
-                    self._start(delivery, pool)
+                self._start(delivery, pool)
         return opened
 
-    def retry_due(self, pool: DeliveryPool, limit: int = 100) -> int:
-        """Start the pending deliveries that are due, as far as the pool has room; returns
-        how many were started."""
+    def retry_due(self, pool: DeliveryPool, scan: int = 1000) -> int:
+        """Start the pending deliveries that are due, as far as the pool has room, looking
+        at up to ``scan`` of them (past those of receivers already at their limit, so one
+        receiver's backlog does not hide the others'); returns how many were started."""
         started = 0
-        for delivery in self.deliveries.due(self._now_ms(), limit):
+        for seen, delivery in enumerate(self.deliveries.due(self._now_ms()), start=1):
             started += self._start(delivery, pool)
+            if seen >= scan or pool.full():
+                break
         return started
 
     def _start(self, delivery: Delivery, pool: DeliveryPool) -> bool:
@@ -234,9 +243,15 @@ class Deliverer:
 
     def attempt(self, delivery: Delivery) -> AttemptResult:
         """One attempt of a claimed delivery, logged: POST the event, signed."""
-        found = self.webhooks.get_with_secret(delivery.webhook_id)
-        event = self.events.get(delivery.event_id)
         now_ms = self._now_ms()
+        try:
+            found = self.webhooks.get_with_secret(delivery.webhook_id)
+        except SealedSecretError:
+            # Sealed under another pepper (rotated): no signature we could send would verify.
+            return self._failed(delivery, Attempt(
+                at_ms=now_ms, status_code=None, duration_ms=0,
+                error="the signing secret cannot be unsealed (the pepper changed?); create the webhook again"))
+        event = self.events.get(delivery.event_id)
         if found is None or event is None:
             gone = Attempt(at_ms=now_ms, status_code=None, duration_ms=0,
                            error="the webhook was deleted" if found is None else "the event is gone")
@@ -252,6 +267,11 @@ class Deliverer:
         if outcome.delivered:
             logged = self.deliveries.record(delivery, attempt, next_attempt_ms=None, delivered=True)
             return AttemptResult.DELIVERED if logged else AttemptResult.LOST
+        return self._failed(delivery, attempt)
+
+    def _failed(self, delivery: Delivery, attempt: Attempt) -> AttemptResult:
+        """Log a failed attempt: retried after its backoff, or given up past the window."""
+        now_ms = attempt.at_ms
         first_ms = delivery.first_attempt_ms or now_ms
         retry_at = next_attempt_at(first_attempt_at=first_ms / 1000, now=self.clock(),
                                    attempts=delivery.attempts + 1, jitter=self.jitter())
@@ -259,8 +279,8 @@ class Deliverer:
         if not self.deliveries.record(delivery, attempt, next_attempt_ms=next_ms, delivered=False):
             return AttemptResult.LOST
         if next_ms is None:
-            logger.warning("webhook delivery given up", extra={"webhook_id": webhook.id, "event_id": event.id,
-                                                                "attempts": delivery.attempts + 1})
+            logger.warning("webhook delivery given up", extra={
+                "webhook_id": delivery.webhook_id, "event_id": delivery.event_id, "attempts": delivery.attempts + 1})
             return AttemptResult.FAILED
         return AttemptResult.RETRYING
 

@@ -20,7 +20,7 @@ from gateway.domain.scopes import Scope
 from gateway.errors import InvalidRequestError, NotFoundError
 from gateway.models.records import KeyRecord, rfc3339, utcnow
 from gateway.models.webhooks import CreateWebhook
-from gateway.services.webhooks import AttemptResult
+from gateway.services.webhooks import AttemptResult, DeliveryPool
 from gateway.wiring import Container
 from infra.local.services import ROOT
 from tests.integration.conftest import make_principal
@@ -169,6 +169,40 @@ def test_a_hanging_receiver_does_not_delay_another_receivers_delivery(hooks, rec
     assert AttemptResult.RETRYING in results
     log = delivery(hooks, slow_hook, event)
     assert log["status"] == "pending" and log["last_status_code"] is None and "timed out" in log["last_error"]
+
+
+def test_a_hanging_receivers_backlog_does_not_hide_another_receivers_retries(hooks, receiver):
+    # GIVEN a receiver that hangs with 6 deliveries due, older than another receiver's one
+    hanging, prompt = receiver(hang_s=TIMEOUT_S + 2), receiver()
+    slow_hook, quick_hook = subscribe(hooks, hanging), subscribe(hooks, prompt)
+    backlog = [an_event(f"backlog{n}") for n in range(6)]
+    for event in backlog:
+        hooks.deliveries.open(slow_hook["id"], event, now_ms=1_000 + len(event.id))
+    late = an_event("late")
+    hooks.event_log.record([*backlog, late])
+    hooks.event_log.mark_dispatched([*backlog, late])
+    hooks.deliveries.open(quick_hook["id"], late, now_ms=2_000_000)
+    # WHEN a retry pass runs with room for 2 attempts per receiver
+    pool = DeliveryPool(workers=8, per_webhook=2)
+    try:
+        assert hooks.deliverer.retry_due(pool) == 3
+        # THEN the other receiver's retry went out at once, and only 2 of the hanging one's
+        (request,) = prompt.wait_for(1, timeout_s=2)
+        assert request.event["id"] == late.id and len(hanging.wait_for(2)) == 2
+    finally:
+        pool.drain(timeout_s=TIMEOUT_S + 2)
+
+
+def test_a_secret_sealed_under_another_pepper_is_a_logged_failure(hooks, receiver):
+    target = receiver()
+    webhook = subscribe(hooks, target)
+    rotated = Container(hooks.settings.model_copy(update={"key_pepper": "another-pepper"}), dynamodb=hooks.dynamodb)
+    event = an_event("rotated")
+    rotated.event_log.record([event])
+    work_until(rotated, lambda: delivery(hooks, webhook, event)["attempts"] == 1)
+    log = delivery(hooks, webhook, event)
+    assert log["status"] == "pending" and "cannot be unsealed" in log["last_error"] and target.received == []
+    rotated.delivery_pool.drain(timeout_s=3)
 
 
 def test_an_event_stored_and_dispatched_twice_is_delivered_once_per_webhook(hooks, receiver):

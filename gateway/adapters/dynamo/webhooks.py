@@ -16,6 +16,7 @@ the attempt (a conditional update), so two workers never attempt it at once."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -97,8 +98,8 @@ class DeliveryLog:
     def __init__(self, table: Table) -> None:
         self.table = table
 
-    def open(self, webhook_id: str, event: Event, now_ms: int) -> bool:
-        """Start delivering ``event`` to a webhook: a pending delivery, due now. False when
+    def open(self, webhook_id: str, event: Event, now_ms: int) -> Delivery | None:
+        """Start delivering ``event`` to a webhook: a pending delivery, due now. None when
         this pair already has one (the event was dispatched before)."""
         item = _delivery_key(webhook_id, event.id) | {
             "gsi1pk": item_key("WEBHOOK", webhook_id, "DELIVERIES"), "gsi1sk": item_key(_iso_ms(now_ms), event.id),
@@ -111,22 +112,29 @@ class DeliveryLog:
                                        ConditionExpression="attribute_not_exists(pk)")
         except ClientError as error:
             if error_code(error) == "ConditionalCheckFailedException":
-                return False
+                return None
             raise
-        return True
+        return _delivery(item)
 
     def get(self, webhook_id: str, event_id: str) -> Delivery | None:
         key = _delivery_key(webhook_id, event_id)
         item = self.table.get(key["pk"], key["sk"], consistent=True)
         return _delivery(item) if item else None
 
-    def due(self, now_ms: int, limit: int = 100) -> list[Delivery]:
-        """Pending deliveries due by ``now_ms``, the longest-waiting first."""
-        response = self.table.client.query(
-            TableName=self.table.name, IndexName="gsi2", Limit=limit, ScanIndexForward=True,
-            KeyConditionExpression="gsi2pk = :retry AND gsi2sk <= :now",
-            ExpressionAttributeValues=dump({":retry": RETRY, ":now": _iso_ms(now_ms)}))
-        return [_delivery(load(item)) for item in response.get("Items", [])]
+    def due(self, now_ms: int, *, page: int = 100) -> Iterator[Delivery]:
+        """Pending deliveries due by ``now_ms``, the longest-waiting first, read ``page`` at a
+        time as the caller goes on."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table.name, "IndexName": "gsi2", "Limit": page, "ScanIndexForward": True,
+            "KeyConditionExpression": "gsi2pk = :retry AND gsi2sk <= :now",
+            "ExpressionAttributeValues": dump({":retry": RETRY, ":now": _iso_ms(now_ms)}),
+        }
+        while True:
+            response = self.table.client.query(**kwargs)
+            yield from (_delivery(load(item)) for item in response.get("Items", []))
+            if not response.get("LastEvaluatedKey"):
+                return
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
     def claim(self, delivery: Delivery, *, until_ms: int) -> Delivery | None:
         """Take a pending delivery for one attempt: nobody else claims it before ``until_ms``
