@@ -6,6 +6,7 @@ envelope, given to the function, reaches a real receiver on 127.0.0.1, signed.""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 
@@ -13,11 +14,13 @@ import boto3
 
 from gateway.adapters.dynamo.events import event_from_item
 from gateway.adapters.dynamo.table import load
+from gateway.domain.events import Event, EventType, event_id
 from gateway.domain.scopes import Scope
+from gateway.domain.webhooks import Attempt
 from gateway.models.webhooks import CreateWebhook
 from gateway.wiring import Container
 from tests.integration.conftest import make_principal
-from tests.lambdas import configure, context_for, handler_for
+from tests.lambdas import configure, context_for, emf_metrics, handler_for
 from tests.webhook_receiver import Receiver
 
 EVENTS = Path(__file__).resolve().parents[2] / "events" / "delivery"
@@ -74,5 +77,37 @@ def test_stream_bus_rule_and_delivery(container, moto, monkeypatch):
         assert handler(recorded("retry"), context) == {"dispatched": 0, "started": 0}
         assert handler(recorded("sweep"), context) == {"expiring": 0}
         assert len(receiver.received) == 1
+    finally:
+        receiver.close()
+
+
+def test_a_delivery_given_up_is_counted_in_webhook_delivery_failures(container, monkeypatch, capsys):
+    settings = container.settings.model_copy(update={"webhook_allow_local_http": True, "webhook_timeout_s": 2.0})
+    configure(monkeypatch, settings)
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    container = Container(settings, dynamodb=container.dynamodb, redis=container.redis)
+    receiver = Receiver(statuses=[500])
+    try:
+        admin = make_principal(container, scopes=(Scope.ADMIN,))[0]
+        webhook = container.webhook_service.create(CreateWebhook(url=receiver.url, events=["credits.low"]), admin,
+                                                   "req")
+        # GIVEN a delivery that has failed since more than a day ago, due again now
+        event = Event(id=event_id("metric", webhook["id"]), type=EventType.CREDITS_LOW, created=int(time.time()),
+                      tenant_id="ten_a")
+        container.event_log.record([event])
+        container.event_log.mark_dispatched([event])
+        now_ms = int(time.time() * 1000)
+        opened = container.deliveries.open(webhook["id"], event, now_ms=now_ms - 2 * 86_400_000)
+        claimed = container.deliveries.claim(opened, until_ms=now_ms)
+        long_ago = Attempt(at_ms=now_ms - 2 * 86_400_000, status_code=500, error="HTTP 500", duration_ms=3)
+        assert container.deliveries.record(claimed, long_ago, next_attempt_ms=now_ms - 1, delivered=False)
+        capsys.readouterr()
+        # WHEN the every-minute schedule retries it and the receiver fails again
+        result = handler_for("delivery")(recorded("retry"), context_for("delivery"))
+        # THEN it is given up, and the metric counts it
+        assert result == {"dispatched": 0, "started": 1, "failed": 1}
+        assert emf_metrics(capsys.readouterr().out)["WebhookDeliveryFailures"] == 1
+        log = container.deliveries.get(webhook["id"], event.id)
+        assert log is not None and (log.status, log.attempts) == ("failed", 2)
     finally:
         receiver.close()
