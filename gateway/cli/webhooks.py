@@ -138,5 +138,5 @@ def _deliver(args: argparse.Namespace) -> int:
         return 0
     done = container.webhook_worker.tick()
     results = container.delivery_pool.drain()
-    print(json.dumps(done | {"attempts": len(results)}))
+    print(json.dumps(done | {str(r): results.count(r) for r in set(results)}))
     return 0

@@ -401,6 +401,7 @@ class WebhookWorker:
         self._next_sweep = 0.0
 
     def tick(self) -> dict[str, int]:
+        """What this pass did, and the results of the attempts that finished since the last one."""
         done = {"dispatched": 0, "started": 0, "expiring": 0}
         steps: list[tuple[str, Callable[[], int]]] = [
             ("dispatched", self.dispatcher.dispatch_pending),
@@ -414,7 +415,8 @@ class WebhookWorker:
                 done[name] = step()
             except Exception:
                 logger.exception("webhook worker step failed", extra={"step": name})
-        return done
+        finished = self.pool.drain(timeout_s=0)
+        return done | {str(result): finished.count(result) for result in AttemptResult if result in finished}
 
     def run_forever(self, interval_s: float, stop: threading.Event | None = None) -> None:
         stop = stop or threading.Event()
