@@ -99,6 +99,8 @@ class WebhookSender:
                 response.read(MAX_ANSWER_BYTES)
             finally:
                 response.release_conn()
+        except urllib3.exceptions.NewConnectionError as error:  # (a ConnectTimeoutError subclass in urllib3 2)
+            return outcome(None, f"cannot connect: {str(error.__cause__ or error)[:200]}")
         except urllib3.exceptions.TimeoutError:
             return outcome(None, f"timed out after {self.timeout.read_timeout}s")
         except urllib3.exceptions.HTTPError as error:
