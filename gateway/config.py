@@ -58,7 +58,7 @@ class Settings(BaseModel):
     flusher_concurrency: int = Field(default=1, ge=1, le=64)
 
     # Webhooks. In AWS only https to public addresses; the local stack also delivers to
-    # http://127.0.0.1 and http://localhost (and skips the public-address check). Each attempt
+    # http://127.0.0.1 and http://localhost (loopback passes its address check). Each attempt
     # waits at most webhook_timeout_s. event_bus_name: the EventBridge bus stored events are
     # published to (AWS); unset, the webhook worker delivers them itself (local).
     webhook_allow_local_http: bool = False

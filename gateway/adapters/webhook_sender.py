@@ -5,8 +5,8 @@ changes nothing); TLS still verifies the certificate against the host name (SNI)
 attempt, a short timeout, no redirects followed, at most ``MAX_ANSWER_BYTES`` of the answer
 read.
 
-With ``allow_local_http`` (the local stack) the address check is off: receivers there are
-``http://127.0.0.1``."""
+With ``allow_local_http`` (the local stack, whose receivers are ``http://127.0.0.1``)
+loopback addresses pass the check too; private, link-local and metadata addresses never do."""
 
 from __future__ import annotations
 
@@ -63,13 +63,12 @@ class WebhookSender:
         addresses = self.resolver(target.host, target.port)
         if not addresses:
             raise UnsafeWebhookUrl(f"host {target.host!r} does not resolve")
-        if not self.allow_local_http:
-            # Every address, not just the first: a name with one public and one private
-            # address is refused rather than left to chance.
-            for address in addresses:
-                reason = address_refusal(address)
-                if reason:
-                    raise UnsafeWebhookUrl(f"resolves to a non-public address: {reason}")
+        # Every address, not just the first: a name with one public and one private address
+        # is refused rather than left to chance.
+        for address in addresses:
+            reason = address_refusal(address, allow_loopback=self.allow_local_http)
+            if reason:
+                raise UnsafeWebhookUrl(f"resolves to a non-public address: {reason}")
         return Checked(target=target, address=addresses[0])
 
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> Outcome:

@@ -117,21 +117,25 @@ def parse_target(url: str, *, allow_local_http: bool) -> Target:
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
-def address_refusal(address: str) -> str | None:
+def address_refusal(address: str, *, allow_loopback: bool = False) -> str | None:
     """Why a webhook may not be delivered to this IP address, or None when it is a public,
     unicast internet address. Private, loopback, link-local (cloud metadata at
     169.254.169.254 and fd00:ec2::254 among them), shared (100.64/10), multicast, reserved and
-    unspecified addresses are refused, and so are IPv6 forms that embed one of those."""
+    unspecified addresses are refused, and so are IPv6 forms that embed one of those.
+    ``allow_loopback`` (the local stack, whose receivers run on this machine) lets loopback
+    addresses through, and only those."""
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return f"{address!r} is not an IP address"
+    if allow_loopback and ip.is_loopback:
+        return None
     if isinstance(ip, ipaddress.IPv6Address):
         embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
         if embedded is None and ip in _NAT64:
             embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if embedded is not None:
-            reason = address_refusal(str(embedded))
+            reason = address_refusal(str(embedded), allow_loopback=allow_loopback)
             return f"{ip} embeds {reason}" if reason else None
     for flag, what in (("is_loopback", "loopback"), ("is_link_local", "link-local (cloud metadata)"),
                        ("is_multicast", "multicast"), ("is_unspecified", "unspecified"),

@@ -272,7 +272,11 @@ def test_a_webhook_url_is_checked_at_creation(hooks):
             aws.webhook_service.create(CreateWebhook(url=url, events=["credits.low"]), hooks.admin, "req")
         assert refused.value.param == "url"
     assert aws.webhooks.all() == []
-    # The local stack takes http://127.0.0.1 and http://localhost, and no other plain http.
+    # The local stack takes http://127.0.0.1 and http://localhost, no other plain http, and
+    # refuses the private and metadata addresses all the same.
+    for url in ("https://169.254.169.254/latest", "https://192.168.1.10/x"):
+        with pytest.raises(InvalidRequestError, match="non-public"):
+            hooks.webhook_service.create(CreateWebhook(url=url, events=["credits.low"]), hooks.admin, "req")
     assert hooks.webhook_service.create(CreateWebhook(url="http://localhost:9/x", events=["credits.low"]),
                                         hooks.admin, "req")["url"] == "http://localhost:9/x"
     with pytest.raises(InvalidRequestError, match="https"):

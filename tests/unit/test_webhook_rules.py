@@ -165,9 +165,17 @@ def test_a_refused_url_is_a_failed_attempt_without_any_request():
     assert outcome.error is not None and outcome.error.startswith("refused") and "loopback" in outcome.error
 
 
-def test_the_local_stack_delivers_to_loopback():
+def test_the_local_stack_delivers_to_loopback_and_still_refuses_private_and_metadata_addresses():
     sender = WebhookSender(allow_local_http=True, timeout_s=1, resolver=system_resolver)
     assert sender.check("http://127.0.0.1:9/hooks").address == "127.0.0.1"
+    assert sender.check("https://[::1]:8443/hooks").address == "::1"
+    for url in ("https://169.254.169.254/latest/meta-data/", "https://10.0.0.1/", "https://[fd00:ec2::254]/",
+                "https://0.0.0.0/"):
+        with pytest.raises(UnsafeWebhookUrl, match="non-public"):
+            sender.check(url)
+    assert address_refusal("127.0.0.2", allow_loopback=True) is None
+    assert address_refusal("::ffff:127.0.0.1", allow_loopback=True) is None
+    assert address_refusal("169.254.169.254", allow_loopback=True) is not None
 
 
 # -- secrets at rest -------------------------------------------------------------------------
