@@ -245,7 +245,7 @@ class Container:
             publisher = EventBridgePublisher(self.boto_session.client("events"), self.settings.event_bus_name)
         else:
             publisher = DirectPublisher(self.deliverer, self.delivery_pool)
-        return Dispatcher(self.event_log, publisher)
+        return Dispatcher(self.event_log, self.deliverer, publisher)
 
     @cached_property
     def key_expiry_sweeper(self) -> KeyExpirySweeper:

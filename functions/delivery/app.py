@@ -26,7 +26,7 @@ _SAFETY_MARGIN_MS = 5_000
 
 def _run(event: dict[str, Any]) -> dict[str, int]:
     if event.get("source") == SOURCE and isinstance(event.get("detail"), dict):
-        return {"opened": container.deliverer.deliver(event_from_body(event["detail"]), container.delivery_pool)}
+        return {"started": container.deliverer.deliver(event_from_body(event["detail"]), container.delivery_pool)}
     if "Records" in event:
         stored = [event_from_item(load(record["dynamodb"]["NewImage"])) for record in event["Records"]
                   if record.get("eventSource") == "aws:dynamodb" and "NewImage" in record.get("dynamodb", {})]

@@ -196,6 +196,9 @@ class Delivery:
     next_attempt_ms: int | None = None  # while pending: when it is due (or its claim ends)
     history: tuple[Attempt, ...] = field(default_factory=tuple)
 
+    def is_due(self, now_ms: int) -> bool:
+        return self.status == "pending" and self.next_attempt_ms is not None and self.next_attempt_ms <= now_ms
+
     @property
     def first_attempt_ms(self) -> int | None:
         return self.history[0].at_ms if self.history else None

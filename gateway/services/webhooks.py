@@ -3,14 +3,14 @@ event listing) and the delivery engine.
 
 The engine, the same code in both places:
 
-1. ``Dispatcher``: drains the event log's outbox into a ``Publisher``, then takes what was
-   published out of the outbox. Locally the publisher is ``DirectPublisher`` (straight to
-   the deliverer); in AWS it is EventBridge, whose rule invokes the delivery function, which
-   calls the same ``Deliverer.deliver``. A crash between storing and dispatching, or between
-   publishing and clearing, leaves the event in the outbox: it is published again, and
-   delivered once per webhook all the same (step 2).
-2. ``Deliverer.deliver``: one delivery per (webhook, event), created conditionally, for every
-   webhook subscribed to the event's type; each is claimed and attempted on a
+1. ``Dispatcher``: drains the event log's outbox: opens the deliveries of each event (one
+   per (webhook, event), created conditionally, for every webhook subscribed to its type),
+   hands the events to a ``Publisher``, then takes them out of the outbox. Locally the
+   publisher is ``DirectPublisher`` (straight to the deliverer); in AWS it is EventBridge,
+   whose rule invokes the delivery function, which calls the same ``Deliverer.deliver``. A
+   crash between storing and dispatching, or between publishing and clearing, leaves the
+   event in the outbox: it is dispatched again, and delivered once per webhook all the same.
+2. ``Deliverer.deliver``: the event's pending deliveries are claimed and attempted on a
    ``DeliveryPool`` thread.
 3. ``Deliverer.retry_due``: pending deliveries whose time has come (failed attempts waiting
    out their backoff, and any a dead worker left claimed) are claimed and attempted again.
@@ -207,19 +207,27 @@ class Deliverer:
     def _now_ms(self) -> int:
         return round(self.clock() * 1000)
 
+    def open(self, event: Event) -> int:
+        """Make sure every webhook subscribed to the event's type has a delivery of it (new
+        ones pending and due now; an event seen before opens none); returns how many were
+        opened. From then on the retry pass attempts them whatever else happens."""
+        now_ms = self._now_ms()
+        return sum(self.deliveries.open(webhook.id, event, now_ms) is not None
+                   for webhook in self.webhooks.all() if event.type in webhook.events)
+
     def deliver(self, event: Event, pool: DeliveryPool) -> int:
-        """Open a delivery of ``event`` for every webhook subscribed to its type (an event
-        seen before opens none) and start those the pool has room for; returns how many
-        were opened."""
-        opened = 0
+        """Start the deliveries of ``event`` that are pending and due, opening those missing,
+        as far as the pool has room; returns how many were started. Delivered ones (the
+        same event handed over again) are left alone."""
+        started = 0
         for webhook in self.webhooks.all():
             if event.type not in webhook.events:
                 continue
-            delivery = self.deliveries.open(webhook.id, event, self._now_ms())
-            if delivery is not None:
-                opened += 1
-                self._start(delivery, pool)
-        return opened
+            delivery = (self.deliveries.get(webhook.id, event.id)
+                        or self.deliveries.open(webhook.id, event, self._now_ms()))
+            if delivery is not None and delivery.is_due(self._now_ms()):
+                started += self._start(delivery, pool)
+        return started
 
     def retry_due(self, pool: DeliveryPool, scan: int = 1000) -> int:
         """Start the pending deliveries that are due, as far as the pool has room, looking
@@ -309,13 +317,18 @@ Checkpoint = Callable[[str, list[Event]], None]
 
 
 class Dispatcher:
-    """``checkpoint``, when given, is called ``after_read`` (taken from the outbox, not yet
+    """Takes events out of the outbox: opens their deliveries (so the retry pass attempts
+    them even if the publication is lost: a bus that gives up, a delivery function that keeps
+    failing), publishes them, and only then clears them from the outbox.
+
+    ``checkpoint``, when given, is called ``after_read`` (taken from the outbox, not yet
     published) and ``after_publish`` (published, still in the outbox): the fault-injection
     tests kill the process there."""
 
-    def __init__(self, events: EventLog, publisher: Publisher, *, batch: int = 100,
+    def __init__(self, events: EventLog, deliverer: Deliverer, publisher: Publisher, *, batch: int = 100,
                  checkpoint: Checkpoint | None = None) -> None:
         self.events = events
+        self.deliverer = deliverer
         self.publisher = publisher
         self.batch = batch
         self.checkpoint = checkpoint
@@ -335,6 +348,8 @@ class Dispatcher:
         if not events:
             return 0
         self._checkpoint("after_read", events)
+        for event in events:
+            self.deliverer.open(event)
         accepted = self.publisher.publish(events)
         self._checkpoint("after_publish", accepted)
         self.events.mark_dispatched(accepted)

@@ -66,14 +66,14 @@ def test_stream_bus_rule_and_delivery(container, moto, monkeypatch):
 
         # WHEN the rule hands that envelope to the function THEN the receiver has it, signed
         result = handler(envelope, context)
-        assert (result["opened"], result["delivered"]) == (1, 1)
+        assert (result["started"], result["delivered"]) == (1, 1)
         (request,) = receiver.wait_for(1)
         assert request.verified is True and request.event == stored.body()
         # AND the bus delivering it again (EventBridge retries) sends nothing twice
-        assert handler(envelope, context) == {"opened": 0}
+        assert handler(envelope, context) == {"started": 0}
 
-        # The recorded bus event (another type) opens nothing here; the schedules run clean.
-        assert handler(recorded("eventbridge"), context) == {"opened": 0}
+        # The recorded bus event (another type) starts nothing here; the schedules run clean.
+        assert handler(recorded("eventbridge"), context) == {"started": 0}
         assert handler(recorded("retry"), context) == {"dispatched": 0, "started": 0}
         assert handler(recorded("sweep"), context) == {"expiring": 0}
         assert len(receiver.received) == 1
@@ -109,5 +109,36 @@ def test_a_delivery_given_up_is_counted_in_webhook_delivery_failures(container, 
         assert emf_metrics(capsys.readouterr().out)["WebhookDeliveryFailures"] == 1
         log = container.deliveries.get(webhook["id"], event.id)
         assert log is not None and (log.status, log.attempts) == ("failed", 2)
+    finally:
+        receiver.close()
+
+
+def test_an_event_the_bus_loses_is_delivered_by_the_every_minute_pass(container, moto, monkeypatch):
+    # GIVEN a bus with no rule: it accepts events and they go nowhere (as when the rule's
+    # invocations of the function keep failing until EventBridge gives up)
+    endpoint = f"http://127.0.0.1:{moto.port}"
+    bus = f"maas-void-{uuid.uuid4().hex[:8]}"
+    boto3.client("events", endpoint_url=endpoint).create_event_bus(Name=bus)
+    settings = container.settings.model_copy(update={
+        "event_bus_name": bus, "webhook_allow_local_http": True, "webhook_timeout_s": 2.0})
+    configure(monkeypatch, settings)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EVENTBRIDGE", endpoint)
+    container = Container(settings, dynamodb=container.dynamodb, redis=container.redis)
+    receiver = Receiver()
+    try:
+        admin = make_principal(container, scopes=(Scope.ADMIN,))[0]
+        receiver.secret = container.webhook_service.create(
+            CreateWebhook(url=receiver.url, events=["credits.exhausted"]), admin, "req")["secret"]
+        event = Event(id=event_id("void", bus), type=EventType.CREDITS_EXHAUSTED, created=int(time.time()),
+                      tenant_id="ten_a", data={"credits_remaining": "0"})
+        container.event_log.record([event])
+        # WHEN the every-minute pass runs: it publishes (into the void), and the delivery it
+        # opened before publishing is due
+        result = handler_for("delivery")(recorded("retry"), context_for("delivery"))
+        # THEN the receiver has the event all the same, once
+        assert result == {"dispatched": 1, "started": 1, "delivered": 1}
+        (request,) = receiver.wait_for(1)
+        assert request.verified is True and request.event == event.body()
+        assert container.event_log.undispatched() == []
     finally:
         receiver.close()
