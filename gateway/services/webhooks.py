@@ -186,9 +186,6 @@ class DeliveryPool:
             results, self._results = self._results, []
         return results
 
-    def close(self) -> None:
-        self._executor.shutdown(wait=True)
-
 
 # -- delivering ------------------------------------------------------------------------------
 class Deliverer:
