@@ -50,7 +50,7 @@ from gateway.domain.webhooks import (
     signature,
 )
 from gateway.errors import ConflictError, InvalidRequestError, NotFoundError
-from gateway.models.records import rfc3339, utcnow
+from gateway.models.records import KeyRecord, rfc3339, utcnow
 from gateway.models.webhooks import CreateWebhook
 from gateway.services.auth import Principal
 from gateway.telemetry import logger
@@ -362,10 +362,18 @@ def _moment(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
+def _stops_at(key: KeyRecord) -> datetime | None:
+    """When a key stops working: its expiry, or the end of its rotation grace if sooner (what
+    the billing service indexes; ``KeyRecord.stops_at`` on main)."""
+    moments = [_moment(v) for v in (key.expires_at, key.grace_until) if v]
+    return min(moments) if moments else None
+
+
 class KeyExpirySweeper:
-    """One ``key.expiring`` event per key whose expiry falls within the next week, read from
-    the key-expiry index (one partition per UTC day). The id comes from the key and its
-    expiry: a daily sweep emits each once; a key given a new expiry is announced again."""
+    """One ``key.expiring`` event per key that stops working within the next week (its expiry,
+    or the end of its rotation grace), read from the key-expiry index (one partition per UTC
+    day). The id comes from the key and that moment: a daily sweep emits each once; a key
+    that comes to stop at another time is announced again."""
 
     def __init__(self, events: EventLog, accounts: Accounts, clock: Callable[[], float] = time.time) -> None:
         self.events = events
@@ -383,11 +391,9 @@ class KeyExpirySweeper:
                 expires = _moment(entry.expires_at)
                 if not now < expires <= horizon:
                     continue
-                # The index may hold a stale entry (the key was revoked, or given another expiry).
+                # The index may hold a stale entry (the key was revoked, or stops at another time).
                 key = self.accounts.get_key(entry.key_id)
-                if key is None or key.revoked_at is not None or not key.expires_at:
-                    continue
-                if _moment(key.expires_at) != expires:
+                if key is None or key.revoked_at is not None or _stops_at(key) != expires:
                     continue
                 found.append(Event(id=event_id("key.expiring", entry.key_id, entry.expires_at),
                                    type=EventType.KEY_EXPIRING, created=int(now.timestamp()),

@@ -350,27 +350,35 @@ def test_the_sweeper_emits_one_key_expiring_event_per_key_expiring_within_a_week
     tenant = make_principal(hooks)[0].tenant
     now = datetime.now(UTC).replace(microsecond=0)
 
-    def key(expires_in: timedelta, *, revoked: bool = False, index_at: datetime | None = None) -> str:
-        expires_at = now + expires_in
+    def key(expires_in: timedelta | None, *, revoked: bool = False, index_at: datetime | None = None,
+            grace: timedelta | None = None) -> str:
+        expires_at = now + expires_in if expires_in is not None else None
+        grace_until = now + grace if grace is not None else None
         record = KeyRecord(id=new_key().key_id, tenant_id=tenant.id, scopes=["inference"], key_hash="x",
-                           created_at=rfc3339(now), expires_at=rfc3339(expires_at),
+                           created_at=rfc3339(now), expires_at=rfc3339(expires_at) if expires_at else None,
+                           grace_until=rfc3339(grace_until) if grace_until else None,
                            revoked_at=rfc3339(now) if revoked else None)
         hooks.accounts.create_key(record)
-        hooks.event_log.put_key_expiry(record.id, tenant.id, index_at or expires_at)
+        stops = min(m for m in (expires_at, grace_until) if m is not None)
+        hooks.event_log.put_key_expiry(record.id, tenant.id, index_at or stops)
         return record.id
 
     soon = key(timedelta(days=3))
+    rotated = key(None, grace=timedelta(days=2))  # a rotated key: it stops when its grace ends
     key(timedelta(days=9))  # too far
     key(timedelta(days=2), revoked=True)  # revoked: no warning
     key(timedelta(days=20), index_at=now + timedelta(days=1))  # a stale index entry (expiry moved)
     key(-timedelta(hours=1))  # already expired
 
+    def moment(delta: timedelta) -> str:
+        return (now + delta).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
     emitted = hooks.key_expiry_sweeper.sweep()
-    (event,) = emitted
-    expires_at = (now + timedelta(days=3)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    assert (event.type, event.tenant_id, event.data) == (EventType.KEY_EXPIRING, tenant.id,
-                                                          {"key_id": soon, "expires_at": expires_at})
-    assert event.id == event_id("key.expiring", soon, expires_at)
-    assert hooks.key_expiry_sweeper.sweep() == []  # the next day's sweep emits it no more
-    assert [e.id for e in hooks.event_log.undispatched()] == [event.id]
+    assert {(e.type, e.tenant_id, e.data["key_id"], e.data["expires_at"]) for e in emitted} == {
+        (EventType.KEY_EXPIRING, tenant.id, soon, moment(timedelta(days=3))),
+        (EventType.KEY_EXPIRING, tenant.id, rotated, moment(timedelta(days=2)))}
+    assert {e.id for e in emitted} == {event_id("key.expiring", soon, moment(timedelta(days=3))),
+                                       event_id("key.expiring", rotated, moment(timedelta(days=2)))}
+    assert hooks.key_expiry_sweeper.sweep() == []  # the next day's sweep emits them no more
+    assert {e.id for e in hooks.event_log.undispatched()} == {e.id for e in emitted}
     assert hooks.table.get(item_key("KEYEXP", (now + timedelta(days=3)).date().isoformat()), soon) is not None
