@@ -64,6 +64,14 @@ class Settings(BaseModel):
     # Locally only: the stack supervisor's status file, shown by GET /health.
     local_status_file: str | None = None
 
+    # Webhooks. In AWS only https to public addresses; the local stack also delivers to
+    # http://127.0.0.1 and http://localhost (loopback passes its address check). Each attempt
+    # waits at most webhook_timeout_s. event_bus_name: the EventBridge bus stored events are
+    # published to (AWS); unset, the webhook worker delivers them itself (local).
+    webhook_allow_local_http: bool = False
+    webhook_timeout_s: float = Field(default=5.0, gt=0, le=30)
+    event_bus_name: str | None = None
+
     def to_env(self) -> dict[str, str]:
         """The environment that ``from_env`` reads back as these settings (what the local
         stack and the tests give the handlers)."""

@@ -14,16 +14,28 @@ if TYPE_CHECKING:
     import redis
 
     from gateway.adapters.dynamo import Accounts, AuditLog, Credits, Table, UsageLedger
+    from gateway.adapters.dynamo.events import EventLog
+    from gateway.adapters.dynamo.webhooks import DeliveryLog, Webhooks
     from gateway.adapters.inference import InferenceClient
     from gateway.adapters.redis_store import RedisLimiter
+    from gateway.adapters.webhook_sender import WebhookSender
     from gateway.services.auth import Authenticator
     from gateway.services.billing import BillingService
+    from gateway.services.calls import IdempotentCalls
     from gateway.services.embeddings import EmbeddingsService
     from gateway.services.limits import LimitsResolver
     from gateway.services.metering import Flusher
     from gateway.services.reconcile import Reconciler
     from gateway.services.reports import ReportsService
     from gateway.services.seeding import Seeder
+    from gateway.services.webhooks import (
+        Deliverer,
+        DeliveryPool,
+        Dispatcher,
+        KeyExpirySweeper,
+        WebhookService,
+        WebhookWorker,
+    )
 
 
 class Container:
@@ -165,12 +177,19 @@ class Container:
 
     @cached_property
     def billing(self) -> BillingService:
-        from gateway.adapters.dynamo import Idempotency, Outbox
+        from gateway.adapters.dynamo import Outbox
         from gateway.services.billing import BillingService
 
         return BillingService(accounts=self.accounts, audit=self.audit, credits=self.credits, outbox=Outbox(self.table),
-                              idempotency=Idempotency(self.table, self.pepper), limiter=self.limiter,
-                              limits=self.limits, seeder=self.seeder, pepper=self.pepper)
+                              calls=self.idempotent_calls, limiter=self.limiter, limits=self.limits,
+                              seeder=self.seeder, pepper=self.pepper, events=self.event_log)
+
+    @cached_property
+    def idempotent_calls(self) -> IdempotentCalls:
+        from gateway.adapters.dynamo import Idempotency
+        from gateway.services.calls import IdempotentCalls
+
+        return IdempotentCalls(Idempotency(self.table, self.pepper))
 
     @cached_property
     def reports(self) -> ReportsService:
@@ -196,4 +215,78 @@ class Container:
         return Flusher(redis_client=self.redis, usage=self.usage, accounts=self.accounts,
                        batch_size=s.flusher_batch_size, claim_idle_ms=s.flusher_claim_idle_ms,
                        max_batches_per_stream=s.flusher_max_batches, concurrency=s.flusher_concurrency,
-                       seed=self.seeder.seed)
+                       seed=self.seeder.seed, events=self.event_log)
+
+    # -- events and webhooks ---------------------------------------------------------------
+    @cached_property
+    def event_log(self) -> EventLog:
+        from gateway.adapters.dynamo.events import EventLog
+
+        return EventLog(self.table)
+
+    @cached_property
+    def webhooks(self) -> Webhooks:
+        from gateway.adapters.dynamo.webhooks import Webhooks
+        from gateway.adapters.secret_box import SecretBox
+
+        return Webhooks(self.table, SecretBox(self.pepper))
+
+    @cached_property
+    def deliveries(self) -> DeliveryLog:
+        from gateway.adapters.dynamo.webhooks import DeliveryLog
+
+        return DeliveryLog(self.table)
+
+    @cached_property
+    def webhook_sender(self) -> WebhookSender:
+        from gateway.adapters.webhook_sender import WebhookSender
+
+        return WebhookSender(allow_local_http=self.settings.webhook_allow_local_http,
+                             timeout_s=self.settings.webhook_timeout_s)
+
+    @cached_property
+    def webhook_service(self) -> WebhookService:
+        from gateway.services.webhooks import WebhookService
+
+        return WebhookService(webhooks=self.webhooks, deliveries=self.deliveries, events=self.event_log,
+                              audit=self.audit, sender=self.webhook_sender, calls=self.idempotent_calls)
+
+    @cached_property
+    def delivery_pool(self) -> DeliveryPool:
+        from gateway.services.webhooks import DeliveryPool
+
+        return DeliveryPool()
+
+    @cached_property
+    def deliverer(self) -> Deliverer:
+        from gateway.services.webhooks import Deliverer
+
+        # A claim outlives an attempt (connect + read timeouts) with room to log it.
+        return Deliverer(webhooks=self.webhooks, deliveries=self.deliveries, events=self.event_log,
+                         sender=self.webhook_sender, claim_s=2 * self.settings.webhook_timeout_s + 10)
+
+    @cached_property
+    def dispatcher(self) -> Dispatcher:
+        from gateway.services.webhooks import DirectPublisher, Dispatcher, Publisher
+
+        publisher: Publisher
+        if self.settings.event_bus_name:
+            from gateway.adapters.event_bus import EventBridgePublisher
+
+            publisher = EventBridgePublisher(self.boto_session.client("events"), self.settings.event_bus_name)
+        else:
+            publisher = DirectPublisher(self.deliverer, self.delivery_pool)
+        return Dispatcher(self.event_log, self.deliverer, publisher)
+
+    @cached_property
+    def key_expiry_sweeper(self) -> KeyExpirySweeper:
+        from gateway.services.webhooks import KeyExpirySweeper
+
+        return KeyExpirySweeper(self.event_log, self.accounts)
+
+    @cached_property
+    def webhook_worker(self) -> WebhookWorker:
+        from gateway.services.webhooks import WebhookWorker
+
+        return WebhookWorker(dispatcher=self.dispatcher, deliverer=self.deliverer, sweeper=self.key_expiry_sweeper,
+                             pool=self.delivery_pool)

@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gateway.cli import admin, finance, keys, preflight, tenants
+from gateway.cli import admin, finance, keys, preflight, tenants, webhooks
 
 # preflight adds `maas admin preflight`, so it comes after admin.
-GROUPS = [admin, preflight, tenants, keys, finance]
+GROUPS = [admin, preflight, tenants, keys, finance, webhooks]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,20 +14,16 @@ returns the first answer.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import secrets
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from gateway.adapters.dynamo import Accounts, AuditLog, Credits, Idempotency, Outbox
+from gateway.adapters.dynamo import Accounts, AuditLog, Credits, Outbox
 from gateway.adapters.dynamo.table import Write
 from gateway.adapters.redis_store import RedisLimiter
 from gateway.domain.admission import AdmissionUnavailable, Grant, KeySettings
@@ -38,7 +34,7 @@ from gateway.domain.plans import BillingMode, Budget, LimitOverrides, Plan
 from gateway.errors import ConflictError, InvalidRequestError, NotFoundError, ServiceUnavailableError
 from gateway.models.api import BudgetBody, CreateCredit, CreateKey, CreateTenant, RotateKey, UpdateKey, UpdateTenant
 from gateway.models.records import CreditGrant, KeyRecord, TenantRecord, budget_view, rfc3339, utcnow
-from gateway.services.auth import Principal
+from gateway.services.calls import Call, IdempotentCalls, audit_entry
 from gateway.services.limits import LimitsResolver
 from gateway.services.seeding import Seeder, month_bounds
 
@@ -53,16 +49,6 @@ class EventWrites(Protocol):
     """Where business events go in the same transaction as their cause (gateway EventLog)."""
 
     def event_write(self, event: Event) -> Write: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Call:
-    """Who asks, under which request id, and the Idempotency-Key they sent (if any)."""
-
-    actor: Principal
-    request_id: str
-    idempotency_key: str | None = None
-    request_hash: str = ""  # of the operation and its body, set when an Idempotency-Key is given
 
 
 def plan_view(plan: Plan) -> dict[str, Any]:
@@ -115,20 +101,15 @@ def _budget(body: BudgetBody, field: str, currency: str) -> Budget:
                   alert_thresholds=[Decimal(str(t)) for t in body.alert_thresholds])
 
 
-def _request_hash(operation: str, target: str, body: BaseModel | None) -> str:
-    text = json.dumps([operation, target, body.model_dump(mode="json") if body else None], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 class BillingService:
     def __init__(self, *, accounts: Accounts, audit: AuditLog, credits: Credits, outbox: Outbox,
-                 idempotency: Idempotency, limiter: RedisLimiter, limits: LimitsResolver, seeder: Seeder,
+                 calls: IdempotentCalls, limiter: RedisLimiter, limits: LimitsResolver, seeder: Seeder,
                  pepper: bytes, events: EventWrites | None = None) -> None:
         self.accounts = accounts
         self.audit = audit
         self.credits = credits
         self.outbox = outbox
-        self.idempotency = idempotency
+        self.calls = calls
         self.limiter = limiter
         self.limits = limits
         self.seeder = seeder
@@ -459,11 +440,10 @@ class BillingService:
             raise ServiceUnavailableError("Changes cannot be applied right now; retry shortly.",
                                           headers=RETRY_SOON) from error
         change = uuid.uuid4().hex
-        writes = [*writes, self.audit.entry_write(self._entry(call, action, target, details)),
+        writes = [*writes, self.audit.entry_write(audit_entry(call, action, target, details)),
                   self.outbox.mark_write(tenant_id, change)]
-        if call.idempotency_key and answer is not None:
-            writes.append(self.idempotency.record_write(self._scope(call), call.idempotency_key,
-                                                        call.request_hash, 201, answer))
+        if answer is not None and (kept := self.calls.answer_write(call, answer)) is not None:
+            writes.append(kept)
         try:
             self.accounts.table.transact(writes, conflict=conflict)
         except (ConflictError, InvalidRequestError):
@@ -478,43 +458,13 @@ class BillingService:
 
     def _idempotent(self, call: Call, operation: str, target: str, body: BaseModel,
                     run: Callable[[Call], tuple[dict[str, Any], Callable[[], None]]]) -> dict[str, Any]:
-        """Run ``run`` once per Idempotency-Key: a retry with the same key and body gets the
-        first answer back (after making sure its change is in Redis); another body is a 409."""
-        if not call.idempotency_key:
-            return run(call)[0]
-        call = dataclasses.replace(call, request_hash=_request_hash(operation, target, body))
-        stored = self.idempotency.get(self._scope(call), call.idempotency_key or "")
-        if stored is None:
-            try:
-                return run(call)[0]
-            except ConflictError:
-                stored = self.idempotency.get(self._scope(call), call.idempotency_key or "")  # a concurrent twin won
-                if stored is None:
-                    raise
-        if stored.request_hash != call.request_hash:
-            raise ConflictError("This Idempotency-Key was used with another request.", param="Idempotency-Key",
-                                code="idempotency_conflict")
-        tenant_id = str(stored.body.get("tenant_id") or stored.body.get("id") or "")
+        return self.calls.run(call, operation, target, body, lambda c: run(c)[0], on_replay=self._replayed)
+
+    def _replayed(self, answer: dict[str, Any]) -> None:
+        """A retried call: the first may have stopped before Redis had its change."""
+        tenant_id = str(answer.get("tenant_id") or answer.get("id") or "")
         if tenant_id.startswith("ten_"):
-            self._project(self._projector(tenant_id))  # the first call may have stopped before Redis had it
-        return stored.body
-
-    @staticmethod
-    def _scope(call: Call) -> str:
-        return call.actor.tenant.id
-
-    @staticmethod
-    def _entry(call: Call, action: str, target: str, details: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "id": uuid.uuid4().hex,
-            "timestamp": rfc3339(utcnow()),
-            "actor_key_id": call.actor.key.id,
-            "actor_tenant_id": call.actor.tenant.id,
-            "action": action,
-            "target": target,
-            "request_id": call.request_id,
-            "details": details,
-        }
+            self._project(self._projector(tenant_id))
 
     def list_audit(self, cursor: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
         page = self.audit.list(cursor=cursor, limit=limit)

@@ -264,6 +264,20 @@ def inference_service(port: int, model_dir: Path, log_dir: Path, extra_env: dict
     )
 
 
+def webhooks_service(interval_s: float, env: dict[str, str], log_dir: Path) -> Service:
+    """The webhook delivery worker as its own process (DeliveryFunction's work in AWS): stored
+    events to the webhooks subscribed to them, with retries, and the key.expiring sweep."""
+    return Service(
+        name="webhooks",
+        argv=[sys.executable, "-m", "gateway.cli", "webhooks", "deliver", "--loop", str(interval_s)],
+        port=0,
+        ready=lambda: True,
+        env=env,
+        log_path=log_dir / "webhooks.log",
+        settle_s=1.0,
+    )
+
+
 def flusher_service(interval_s: float, env: dict[str, str], log_dir: Path) -> Service:
     """The flusher loop as its own process (the scheduled FlusherFunction's work, every
     interval_s): usage streams in Redis -> the DynamoDB ledger. It listens on no port."""

@@ -1,5 +1,6 @@
 """The local stack behind ``make dev`` (and the e2e tests): a private redis-server, a DynamoDB
-endpoint, the inference server, the flusher loop and the API Gateway emulator serving the
+endpoint, the inference server, the flusher and webhook delivery loops and the API Gateway
+emulator serving the
 real handlers on the routes of template.yaml.
 
 It behaves as the managed services it stands in for: Redis is durable as MemoryDB is (an
@@ -45,6 +46,7 @@ from infra.local.services import (
     inference_service,
     moto_service,
     redis_service,
+    webhooks_service,
 )
 from infra.local.supervisor import ServiceUnit, Supervisor, WorkerPoolUnit
 
@@ -68,6 +70,7 @@ class StackConfig:
     model_dir: Path = field(default_factory=lambda: Path(os.environ.get("MAAS_MODEL_DIR") or ROOT / ".maas" / "model"))
     table_name: str = "maas-local"
     flush_interval_s: float = 1.0
+    webhook_interval_s: float = 0.5
     api_workers: int = field(default_factory=lambda: _env_int("MAAS_API_WORKERS", 4))
     inference_env: dict[str, str] = field(default_factory=dict)
     dynamodb: str = field(default_factory=lambda: os.environ.get("MAAS_LOCAL_DYNAMODB") or DYNAMODB_BACKEND)
@@ -211,7 +214,8 @@ class LocalStack:
         self.dynamodb: Service = dynamodb_backend(c.dynamodb, c.dynamodb_port, c.state_dir, self.logs)
         self.inference: Service = inference_service(c.inference_port, c.model_dir, self.logs, c.inference_env)
         self.flusher: Service = flusher_service(c.flush_interval_s, self.handler_env(), self.logs)
-        self.services = (self.redis, self.dynamodb, self.inference, self.flusher)
+        self.webhooks: Service = webhooks_service(c.webhook_interval_s, self.handler_env(), self.logs)
+        self.services = (self.redis, self.dynamodb, self.inference, self.flusher, self.webhooks)
         for service in self.services:
             service.die_with_parent = True  # started from this thread or a supervisor thread
         self.supervisor = Supervisor(self.state.status_file, self.logs / "supervisor.log")
@@ -242,6 +246,7 @@ class LocalStack:
             "MAAS_INFERENCE_URL": f"http://127.0.0.1:{c.inference_port}",
             "MAAS_KEY_PEPPER": local_secret(self.state.pepper, lambda: secrets.token_hex(32)),
             "MAAS_LOCAL_STATUS_FILE": str(self.state.status_file),
+            "MAAS_WEBHOOK_ALLOW_LOCAL_HTTP": "true",
             "AWS_REGION": "us-east-1",
             "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_ACCESS_KEY_ID": "local",
@@ -286,6 +291,8 @@ class LocalStack:
         self.inference.start()
         progress(f"starting the flusher (every {c.flush_interval_s:g} s)")
         self.flusher.start()
+        progress(f"starting the webhook delivery loop (every {c.webhook_interval_s:g} s)")
+        self.webhooks.start()
         progress(f"starting the API Gateway emulator on :{c.api_port}")
         from infra.local.apigw import ApiGatewayEmulator
 
@@ -295,6 +302,7 @@ class LocalStack:
         self.supervisor.watch(ServiceUnit(self.dynamodb, "dynamodb", after_restart=self._provision_dynamodb))
         self.supervisor.watch(ServiceUnit(self.inference))
         self.supervisor.watch(ServiceUnit(self.flusher))
+        self.supervisor.watch(ServiceUnit(self.webhooks))
         for pool in self.api.app.pools.values():
             self.supervisor.watch(WorkerPoolUnit(pool))
         self.supervisor.start()
@@ -313,7 +321,7 @@ class LocalStack:
         if self.api is not None:
             self.api.stop()  # and its worker processes
             self.api = None
-        for service in (self.flusher, self.inference, self.dynamodb, self.redis):
+        for service in (self.webhooks, self.flusher, self.inference, self.dynamodb, self.redis):
             service.stop()
         self.supervisor.stop()
         self._lock.release()

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.domain.events import Event, EventType, event_id
 from gateway.domain.keys import hash_key, parse_key
+from gateway.domain.webhooks import Webhook
 from gateway.models.records import KeyRecord, TenantRecord, rfc3339, utcnow
 from infra.local.template import load_template
 from tests.lambdas import configure, context_for, handler_for
@@ -20,14 +22,18 @@ from tests.lambdas import configure, context_for, handler_for
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = sorted((ROOT / "events").glob("*/*.json"))
 EXAMPLE_TENANT = "ten_EXAMPLE0000000000"
+EXAMPLE_WEBHOOK = "wh_0123456789abcdef01234567"
+# Not API Gateway events: the scheduled flusher, and the delivery function's stream, bus and schedules.
+NOT_API = {"flusher", "reconcile", "delivery"}  # schedules, a stream, a bus: not API requests
 SCOPES = {"admin": ["admin"], "finance": ["finance"], "tenant": ["inference", "usage:read"]}
-SCHEDULED = {"flusher", "reconcile"}  # EventBridge events, not API requests
 
 # What each recorded request gets from a freshly seeded table.
 EXPECTED_STATUS = {
     "billing/audit": 200, "billing/create_key": 201, "billing/create_tenant": 201, "billing/get_tenant": 200,
     "billing/list_keys": 200, "billing/list_plans": 200, "billing/list_tenants": 200,
     "billing/patch_tenant": 200, "billing/revoke_key": 204, "billing/rotate_key": 201,
+    "billing/create_webhook": 201, "billing/list_webhooks": 200, "billing/webhook_deliveries": 200,
+    "billing/delete_webhook": 204, "billing/list_events": 200,
     "invoke/embeddings": 200, "invoke/embeddings_base64": 200, "invoke/health": 200, "invoke/models": 200,
     "invoke/usage": 200, "invoke/me": 200, "invoke/own_keys": 200, "reports/invoices": 200,
     "reports/ledger_events": 200, "reports/usage_csv": 200, "reports/usage_json": 200,
@@ -60,15 +66,27 @@ def seeded(container, inference_url, monkeypatch):  # type: ignore[no-untyped-de
         container.accounts.create_key(KeyRecord(
             id=parsed.key_id, tenant_id=EXAMPLE_TENANT if role == "tenant" else "tn_operators",
             scopes=SCOPES[role], key_hash=hash_key(plaintext, container.pepper), created_at=now))
+    seed_webhook_and_event(container)
     return container
 
 
+def seed_webhook_and_event(container) -> None:  # type: ignore[no-untyped-def]
+    """The example webhook, and one event it has a delivery of (what the webhooks samples read)."""
+    webhook = Webhook(id=EXAMPLE_WEBHOOK, url="https://93.184.215.14/maas/webhooks", events=(EventType.KEY_REVOKED,),
+                      created_at=rfc3339(utcnow()))
+    container.table.transact([container.webhooks.new_write(webhook, "whsec_example")], conflict="seeded")
+    revoked = Event(id=event_id("example", "key.revoked"), type=EventType.KEY_REVOKED, created=1795953613,
+                    tenant_id=EXAMPLE_TENANT, data={"key_id": "key_EXAMPLEtenant000"})
+    container.event_log.record([revoked])
+    container.deliveries.open(EXAMPLE_WEBHOOK, revoked, now_ms=1795953613000)
+
+
 def test_every_event_has_an_expectation():
-    names = {f"{p.parent.name}/{p.stem}" for p in EVENTS if p.parent.name not in SCHEDULED}
+    names = {f"{p.parent.name}/{p.stem}" for p in EVENTS if p.parent.name not in NOT_API}
     assert names == set(EXPECTED_STATUS)
 
 
-@pytest.mark.parametrize("path", [p for p in EVENTS if p.parent.name not in SCHEDULED],
+@pytest.mark.parametrize("path", [p for p in EVENTS if p.parent.name not in NOT_API],
                          ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_recorded_event_through_its_handler(seeded, path):
     event = json.loads(path.read_text())
@@ -130,6 +148,11 @@ CHECKS: dict[str, Callable[[dict, dict[str, str]], None]] = {
     "billing/rotate_key": _key,
     "billing/create_tenant": lambda body, _: (body["status"], body["plan"]) == ("active", "starter")
     or pytest.fail(str(body)),
+    "billing/create_webhook": lambda body, _: (body["object"], body["secret"][:6], body["events"]) == (
+        "webhook", "whsec_", ["budget.threshold_crossed", "credits.low"]) or pytest.fail(str(body)),
+    "billing/list_webhooks": _list_of("webhook"),
+    "billing/webhook_deliveries": _list_of("webhook_delivery"),
+    "billing/list_events": _list_of("event"),
     "billing/patch_tenant": lambda body, _: (body["status"], body["limits"]["requests_per_minute"]) == (
         "suspended", 120) or pytest.fail(str(body)),
 }

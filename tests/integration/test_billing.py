@@ -23,7 +23,7 @@ from gateway.errors import (
 )
 from gateway.models.api import CreateKey, CreateTenant, RotateKey, UpdateTenant
 from gateway.models.records import KeyRecord, TenantRecord, rfc3339, utcnow
-from gateway.services.billing import Call
+from gateway.services.calls import Call
 
 
 @pytest.fixture

@@ -22,7 +22,8 @@ from infra.local.apigw import ApiGatewayEmulator, build_app, load_template, read
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "apigw" / "template.yaml"
 SAMPLES = sorted((ROOT / "events").glob("*/*.json"))
-API_SAMPLES = [p for p in SAMPLES if "httpMethod" in json.loads(p.read_text())]  # not the schedules' events
+# Only the samples of API Gateway requests (not the schedules', the stream's or the bus's events).
+API_SAMPLES = [p for p in SAMPLES if "httpMethod" in json.loads(p.read_text())]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Billing API (scope admin): plans, tenants, keys, credit, balances, audit.
+"""Billing API (scope admin): plans, tenants, keys, credit, balances, audit, webhooks; and the
+event listing (scope finance, which admin implies).
 
 Every route authenticates and checks the scope first, before it looks at the path, the
 query or the body: a caller without ``admin`` learns nothing, not even whether a tenant or
@@ -11,14 +12,16 @@ import re
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
+from gateway.domain.events import EventType
 from gateway.domain.keys import is_key_id
 from gateway.domain.scopes import Scope
 from gateway.errors import InvalidRequestError, NotFoundError
 from gateway.http.resolver import body, container_of, header, principal, query, request_id
 from gateway.http.responses import json_response, list_body
 from gateway.models.api import CreateCredit, CreateKey, CreateTenant, RotateKey, UpdateKey, UpdateTenant
+from gateway.models.webhooks import CreateWebhook
 from gateway.services.auth import Principal
-from gateway.services.billing import Call
+from gateway.services.calls import Call
 
 router = Router()
 
@@ -42,6 +45,7 @@ def _call() -> Call:
 
 
 _TENANT_ID = re.compile(r"^ten_[0-9A-Za-z_]{1,64}$")
+_WEBHOOK_ID = re.compile(r"^wh_[0-9a-f]{24}$")
 MAX_PAGE = 100
 
 
@@ -163,3 +167,53 @@ def list_audit() -> Response:
     _admin()
     entries, cursor = container_of(router).billing.list_audit(*_page())
     return json_response(list_body(entries, cursor))
+
+
+# -- webhooks and events (CONTRACT.md §8) ----------------------------------------------------
+def _webhook_id(value: str) -> str:
+    if not _WEBHOOK_ID.match(value):
+        raise NotFoundError("No such webhook.", param="webhook_id", code="webhook_not_found")
+    return value
+
+
+@router.post("/billing/webhooks")
+def create_webhook() -> Response:
+    call = _call()
+    request = body(router, CreateWebhook)
+    return json_response(container_of(router).webhook_service.create(request, call), status=201)
+
+
+@router.get("/billing/webhooks")
+def list_webhooks() -> Response:
+    _admin()
+    return json_response(list_body(container_of(router).webhook_service.list_webhooks()))
+
+
+@router.delete("/billing/webhooks/<webhook_id>")
+def delete_webhook(webhook_id: str) -> Response:
+    call = _call()
+    container_of(router).webhook_service.delete(_webhook_id(webhook_id), call)
+    return Response(status_code=204, body=None)
+
+
+@router.get("/billing/webhooks/<webhook_id>/deliveries")
+def list_deliveries(webhook_id: str) -> Response:
+    _admin()
+    deliveries, cursor = container_of(router).webhook_service.list_deliveries(_webhook_id(webhook_id), *_page())
+    return json_response(list_body(deliveries, cursor))
+
+
+@router.get("/billing/events")
+def list_events() -> Response:
+    principal(router, Scope.FINANCE)
+    kind = query(router, "type")
+    if kind is not None and kind not in EventType._value2member_map_:
+        raise InvalidRequestError(f"Unknown event type; one of: {', '.join(EventType)}.", param="type",
+                                  code="unknown_event_type")
+    tenant_id = query(router, "tenant_id")
+    if tenant_id is not None and not _TENANT_ID.match(tenant_id):
+        raise InvalidRequestError("'tenant_id' is not a tenant id (ten_...).", param="tenant_id")
+    cursor, limit = _page()
+    events, next_cursor = container_of(router).webhook_service.list_events(
+        type=EventType(kind) if kind else None, tenant_id=tenant_id, cursor=cursor, limit=limit)
+    return json_response(list_body(events, next_cursor))

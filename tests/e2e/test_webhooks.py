@@ -1,0 +1,49 @@
+"""Webhooks on the running local stack (what `make dev` starts): its delivery loop reaches an
+http://127.0.0.1 receiver within 5 s of an event being stored, signed; the API and the
+`maas` CLI show the webhook, the delivery and the event."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from gateway.cli import main as maas
+from gateway.domain.events import Event, EventType, event_id
+from tests.webhook_receiver import Receiver
+
+
+def test_a_stored_event_reaches_a_local_receiver_within_5_seconds(stack, admin, tenant, capsys):
+    receiver = Receiver()
+    try:
+        created = admin.post("/billing/webhooks", json={"url": receiver.url, "events": ["tenant.suspended"]})
+        assert created.status_code == 201, created.text
+        webhook = created.json()
+        receiver.secret = webhook["secret"]
+        # GIVEN an event stored as the billing service stores it (in its own write: the outbox)
+        event = Event(id=event_id("e2e", tenant["id"], str(time.time_ns())), type=EventType.TENANT_SUSPENDED,
+                      created=int(time.time()), tenant_id=tenant["id"], data={"status": "suspended"})
+        stored_at = time.monotonic()
+        stack.container.table.transact([stack.container.event_log.event_write(event)], conflict="e2e")
+        # THEN the stack's own loop delivers it within 5 s, signed
+        (request,) = receiver.wait_for(1, timeout_s=5)
+        assert request.at - stored_at < 5 and request.verified is True and request.event == event.body()
+
+        deliveries = admin.get(f"/billing/webhooks/{webhook['id']}/deliveries")
+        (log,) = deliveries.json()["data"]
+        assert (log["event_id"], log["status"], log["attempts"], log["last_status_code"]) == (
+            event.id, "delivered", 1, 200)
+        listed = admin.get("/billing/events", params={"tenant_id": tenant["id"], "type": "tenant.suspended"})
+        assert listed.json()["data"] == [event.body()]
+
+        # The CLI says the same.
+        flags = ["--url", stack.api_url, "--key", stack.admin_key, "--json"]
+        assert maas(["webhooks", "list", *flags]) == 0
+        assert webhook["id"] in [w["id"] for w in json.loads(capsys.readouterr().out)["data"]]
+        assert maas(["webhooks", "deliveries", webhook["id"], *flags]) == 0
+        assert json.loads(capsys.readouterr().out)["data"][0]["status"] == "delivered"
+        assert maas(["events", "--tenant-id", tenant["id"], *flags]) == 0
+        assert json.loads(capsys.readouterr().out)["data"] == [event.body()]
+        assert maas(["webhooks", "add", receiver.url, "--event", "key.revoked", *flags]) == 0
+        assert json.loads(capsys.readouterr().out)["secret"].startswith("whsec_")
+    finally:
+        receiver.close()

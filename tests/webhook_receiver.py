@@ -1,0 +1,90 @@
+"""A real webhook receiver for the tests: an HTTP server on 127.0.0.1 (its own thread) that
+verifies every request's ``Maas-Signature`` with the webhook's secret, records what came,
+and answers as told: a sequence of statuses (the last one repeats), or hanging."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from gateway.domain.webhooks import SIGNATURE_HEADER, verify_signature
+
+
+@dataclass
+class Received:
+    at: float  # time.monotonic()
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    verified: bool | None  # None while the receiver has no secret
+
+    @property
+    def event(self) -> dict[str, Any]:
+        return json.loads(self.body)  # type: ignore[no-any-return]
+
+
+@dataclass
+class Receiver:
+    statuses: list[int] = field(default_factory=lambda: [200])
+    hang_s: float = 0.0  # sleep this long before answering
+    secret: str | None = None
+    received: list[Received] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                secret = receiver.secret
+                verified = (verify_signature(secret, body, self.headers.get(SIGNATURE_HEADER, ""), now=time.time())
+                            if secret else None)
+                with receiver._lock:
+                    receiver.received.append(Received(time.monotonic(), self.path, dict(self.headers), body,
+                                                      verified))
+                    status = receiver.statuses[min(len(receiver.received) - 1, len(receiver.statuses) - 1)]
+                if receiver.hang_s:
+                    time.sleep(receiver.hang_s)
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._lock = threading.Lock()
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a sender that gave up on a hanging answer closed its end: expected here
+
+        self._server = Server(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/hooks"
+
+    def event_ids(self) -> list[str]:
+        with self._lock:
+            return [r.event["id"] for r in self.received]
+
+    def wait_for(self, count: int, timeout_s: float = 10.0) -> list[Received]:
+        """The first ``count`` requests, waiting for them (AssertionError past the timeout)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self.received) >= count:
+                    return list(self.received[:count])
+            time.sleep(0.02)
+        raise AssertionError(f"{len(self.received)} of {count} requests within {timeout_s}s")
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
