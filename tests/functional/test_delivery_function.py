@@ -18,6 +18,7 @@ from gateway.domain.events import Event, EventType, event_id
 from gateway.domain.scopes import Scope
 from gateway.domain.webhooks import Attempt
 from gateway.models.webhooks import CreateWebhook
+from gateway.services.calls import Call
 from gateway.wiring import Container
 from tests.integration.conftest import make_principal
 from tests.lambdas import configure, context_for, emf_metrics, handler_for
@@ -39,16 +40,18 @@ def test_stream_bus_rule_and_delivery(container, moto, monkeypatch):
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     bridge.put_rule(Name="to-delivery", EventBusName=bus, EventPattern=json.dumps({"source": ["maas.gateway"]}))
     bridge.put_targets(Rule="to-delivery", EventBusName=bus, Targets=[{"Id": "delivery", "Arn": queue_arn}])
-    settings = container.settings.model_copy(update={
-        "event_bus_name": bus, "webhook_allow_local_http": True, "webhook_timeout_s": 2.0})
+    settings = container.settings.model_copy(
+        update={"event_bus_name": bus, "webhook_allow_local_http": True, "webhook_timeout_s": 2.0}
+    )
     configure(monkeypatch, settings)
     container = Container(settings, dynamodb=container.dynamodb, redis=container.redis)
     monkeypatch.setenv("AWS_ENDPOINT_URL_EVENTBRIDGE", endpoint)
     receiver = Receiver()
     try:
         admin = make_principal(container, scopes=(Scope.ADMIN,))[0]
-        webhook = container.webhook_service.create(CreateWebhook(url=receiver.url, events=["key.revoked"]), admin,
-                                                   "req")
+        webhook = container.webhook_service.create(
+            CreateWebhook(url=receiver.url, events=["key.revoked"]), Call(admin, "req")
+        )
         receiver.secret = webhook["secret"]
         handler, context = handler_for("delivery"), context_for("delivery")
 
@@ -62,7 +65,10 @@ def test_stream_bus_rule_and_delivery(container, moto, monkeypatch):
         messages = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1).get("Messages", [])
         (envelope,) = [json.loads(m["Body"]) for m in messages]
         assert (envelope["source"], envelope["detail-type"], envelope["detail"]) == (
-            "maas.gateway", "key.revoked", stored.body())
+            "maas.gateway",
+            "key.revoked",
+            stored.body(),
+        )
 
         # WHEN the rule hands that envelope to the function THEN the receiver has it, signed
         result = handler(envelope, context)
@@ -89,11 +95,16 @@ def test_a_delivery_given_up_is_counted_in_webhook_delivery_failures(container, 
     receiver = Receiver(statuses=[500])
     try:
         admin = make_principal(container, scopes=(Scope.ADMIN,))[0]
-        webhook = container.webhook_service.create(CreateWebhook(url=receiver.url, events=["credits.low"]), admin,
-                                                   "req")
+        webhook = container.webhook_service.create(
+            CreateWebhook(url=receiver.url, events=["credits.low"]), Call(admin, "req")
+        )
         # GIVEN a delivery that has failed since more than a day ago, due again now
-        event = Event(id=event_id("metric", webhook["id"]), type=EventType.CREDITS_LOW, created=int(time.time()),
-                      tenant_id="ten_a")
+        event = Event(
+            id=event_id("metric", webhook["id"]),
+            type=EventType.CREDITS_LOW,
+            created=int(time.time()),
+            tenant_id="ten_a",
+        )
         container.event_log.record([event])
         container.event_log.mark_dispatched([event])
         now_ms = int(time.time() * 1000)
@@ -119,8 +130,9 @@ def test_an_event_the_bus_loses_is_delivered_by_the_every_minute_pass(container,
     endpoint = f"http://127.0.0.1:{moto.port}"
     bus = f"maas-void-{uuid.uuid4().hex[:8]}"
     boto3.client("events", endpoint_url=endpoint).create_event_bus(Name=bus)
-    settings = container.settings.model_copy(update={
-        "event_bus_name": bus, "webhook_allow_local_http": True, "webhook_timeout_s": 2.0})
+    settings = container.settings.model_copy(
+        update={"event_bus_name": bus, "webhook_allow_local_http": True, "webhook_timeout_s": 2.0}
+    )
     configure(monkeypatch, settings)
     monkeypatch.setenv("AWS_ENDPOINT_URL_EVENTBRIDGE", endpoint)
     container = Container(settings, dynamodb=container.dynamodb, redis=container.redis)
@@ -128,9 +140,15 @@ def test_an_event_the_bus_loses_is_delivered_by_the_every_minute_pass(container,
     try:
         admin = make_principal(container, scopes=(Scope.ADMIN,))[0]
         receiver.secret = container.webhook_service.create(
-            CreateWebhook(url=receiver.url, events=["credits.exhausted"]), admin, "req")["secret"]
-        event = Event(id=event_id("void", bus), type=EventType.CREDITS_EXHAUSTED, created=int(time.time()),
-                      tenant_id="ten_a", data={"credits_remaining": "0"})
+            CreateWebhook(url=receiver.url, events=["credits.exhausted"]), Call(admin, "req")
+        )["secret"]
+        event = Event(
+            id=event_id("void", bus),
+            type=EventType.CREDITS_EXHAUSTED,
+            created=int(time.time()),
+            tenant_id="ten_a",
+            data={"credits_remaining": "0"},
+        )
         container.event_log.record([event])
         # WHEN the every-minute pass runs: it publishes (into the void), and the delivery it
         # opened before publishing is due

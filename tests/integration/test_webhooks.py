@@ -20,6 +20,7 @@ from gateway.domain.scopes import Scope
 from gateway.errors import InvalidRequestError, NotFoundError
 from gateway.models.records import KeyRecord, rfc3339, utcnow
 from gateway.models.webhooks import CreateWebhook
+from gateway.services.calls import Call
 from gateway.services.webhooks import AttemptResult, DeliveryPool
 from gateway.wiring import Container
 from infra.local.services import ROOT
@@ -33,8 +34,7 @@ TIMEOUT_S = 2.0
 @pytest.fixture
 def hooks(container):  # type: ignore[no-untyped-def]
     """The container of a delivery worker on the local stack (http://127.0.0.1 receivers)."""
-    settings = container.settings.model_copy(update={"webhook_allow_local_http": True,
-                                                     "webhook_timeout_s": TIMEOUT_S})
+    settings = container.settings.model_copy(update={"webhook_allow_local_http": True, "webhook_timeout_s": TIMEOUT_S})
     c = Container(settings, dynamodb=container.dynamodb, redis=container.redis)
     c.admin = make_principal(container, scopes=(Scope.ADMIN,))[0]
     yield c
@@ -55,16 +55,28 @@ def receiver():  # type: ignore[no-untyped-def]
 
 
 def subscribe(c: Container, target: Receiver, *types: EventType) -> dict:
-    created = c.webhook_service.create(CreateWebhook(url=target.url, events=list(types or [EventType.CREDITS_LOW])),
-                                       c.admin, "req-test")
+    created = c.webhook_service.create(
+        CreateWebhook(url=target.url, events=list(types or [EventType.CREDITS_LOW])), Call(c.admin, "req-test")
+    )
     target.secret = created["secret"]
     return created
 
 
-def an_event(cause: str, *, tenant_id: str = "ten_a", kind: EventType = EventType.CREDITS_LOW,
-             created: int | None = None, data: dict | None = None) -> Event:
-    return Event(id=event_id("test", cause), type=kind, created=created or int(time.time()), tenant_id=tenant_id,
-                 data=data if data is not None else {"cause": cause})
+def an_event(
+    cause: str,
+    *,
+    tenant_id: str = "ten_a",
+    kind: EventType = EventType.CREDITS_LOW,
+    created: int | None = None,
+    data: dict | None = None,
+) -> Event:
+    return Event(
+        id=event_id("test", cause),
+        type=kind,
+        created=created or int(time.time()),
+        tenant_id=tenant_id,
+        data=data if data is not None else {"cause": cause},
+    )
 
 
 def work_until(c: Container, done, timeout_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
@@ -94,8 +106,9 @@ def test_an_event_written_twice_in_transactions_is_stored_once_with_its_first_co
     hooks.table.transact([hooks.event_log.event_write(first), hooks.audit.entry_write(entry)], conflict="x")
     # WHEN the same cause is written again, later and with other data, in another transaction
     again = Event(id=first.id, type=first.type, created=1_800_000_500, tenant_id="ten_a", data={"other": 1})
-    hooks.table.transact([hooks.event_log.event_write(again), hooks.audit.entry_write(entry | {"id": "a2"})],
-                         conflict="x")
+    hooks.table.transact(
+        [hooks.event_log.event_write(again), hooks.audit.entry_write(entry | {"id": "a2"})], conflict="x"
+    )
     # THEN both transactions committed, the event is stored once, as first written, and queued once
     assert hooks.event_log.get(first.id) == first
     assert [e.id for e in hooks.event_log.undispatched()] == [first.id]
@@ -127,9 +140,19 @@ def test_delivery_is_signed_and_the_receiver_verifies_it(hooks, receiver):
     assert request.headers["Content-Type"] == "application/json"
     assert request.event == event.body() and request.path == "/hooks"
     assert delivery(hooks, webhook, event) | {"history": None, "created_at": None, "last_attempt_at": None} == {
-        "object": "webhook_delivery", "webhook_id": webhook["id"], "event_id": event.id,
-        "event_type": "credits.low", "status": "delivered", "attempts": 1, "last_status_code": 200,
-        "last_error": None, "next_attempt_at": None, "history": None, "created_at": None, "last_attempt_at": None}
+        "object": "webhook_delivery",
+        "webhook_id": webhook["id"],
+        "event_id": event.id,
+        "event_type": "credits.low",
+        "status": "delivered",
+        "attempts": 1,
+        "last_status_code": 200,
+        "last_error": None,
+        "next_attempt_at": None,
+        "history": None,
+        "created_at": None,
+        "last_attempt_at": None,
+    }
     assert other.received == []  # subscribed to another type
     assert hooks.event_log.undispatched() == []
 
@@ -230,15 +253,33 @@ def test_the_outbox_survives_a_dispatcher_killed_mid_way(hooks, receiver, crash_
     webhook = subscribe(hooks, target)
     seed = f"{crash_at}-{time.time_ns()}"
     env = {**os.environ, **hooks.settings.to_env()}
-    crashed = subprocess.run([sys.executable, "-m", "tests.integration.crashing_dispatcher", "--seed", seed,
-                              "--events", "3", "--crash-at", crash_at], env=env, cwd=ROOT, capture_output=True,
-                             timeout=60)
+    crashed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.integration.crashing_dispatcher",
+            "--seed",
+            seed,
+            "--events",
+            "3",
+            "--crash-at",
+            crash_at,
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
+    )
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()[-2000:]
     events = events_for(seed, 3)
     assert {e.id for e in hooks.event_log.undispatched()} == {e.id for e in events}  # still in the outbox
     # WHEN another worker runs
-    work_until(hooks, lambda: all(
-        (d := hooks.deliveries.get(webhook["id"], e.id)) is not None and d.status == "delivered" for e in events))
+    work_until(
+        hooks,
+        lambda: all(
+            (d := hooks.deliveries.get(webhook["id"], e.id)) is not None and d.status == "delivered" for e in events
+        ),
+    )
     hooks.delivery_pool.drain(timeout_s=3)
     # THEN every event reached the receiver exactly once, and the outbox is empty
     assert sorted(target.event_ids()) == sorted(e.id for e in events)
@@ -250,8 +291,9 @@ def test_a_url_that_comes_to_resolve_to_a_private_address_is_refused_at_delivery
     answers = {"hooks.example": ["93.184.215.14"]}
     sender = WebhookSender(allow_local_http=False, timeout_s=TIMEOUT_S, resolver=lambda host, port: answers[host])
     hooks.__dict__["webhook_sender"] = sender
-    webhook = hooks.webhook_service.create(CreateWebhook(url="https://hooks.example/in", events=["credits.low"]),
-                                           hooks.admin, "req")
+    webhook = hooks.webhook_service.create(
+        CreateWebhook(url="https://hooks.example/in", events=["credits.low"]), Call(hooks.admin, "req")
+    )
     # WHEN its name now resolves to the cloud metadata address
     answers["hooks.example"] = ["169.254.169.254"]
     event = an_event("rebind")
@@ -266,28 +308,38 @@ def test_a_url_that_comes_to_resolve_to_a_private_address_is_refused_at_delivery
 def test_a_webhook_url_is_checked_at_creation(hooks):
     # In AWS (no local http): https to public addresses only; the local stack's receivers are refused.
     aws = Container(hooks.settings.model_copy(update={"webhook_allow_local_http": False}), dynamodb=hooks.dynamodb)
-    for url, says in (("https://169.254.169.254/latest", "link-local"), ("https://[::1]:8443/x", "loopback"),
-                      ("http://127.0.0.1:9/x", "https"), ("https://10.0.0.2/x", "private")):
+    for url, says in (
+        ("https://169.254.169.254/latest", "link-local"),
+        ("https://[::1]:8443/x", "loopback"),
+        ("http://127.0.0.1:9/x", "https"),
+        ("https://10.0.0.2/x", "private"),
+    ):
         with pytest.raises(InvalidRequestError, match=says) as refused:
-            aws.webhook_service.create(CreateWebhook(url=url, events=["credits.low"]), hooks.admin, "req")
+            aws.webhook_service.create(CreateWebhook(url=url, events=["credits.low"]), Call(hooks.admin, "req"))
         assert refused.value.param == "url"
     assert aws.webhooks.all() == []
     # The local stack takes http://127.0.0.1 and http://localhost, no other plain http, and
     # refuses the private and metadata addresses all the same.
     for url in ("https://169.254.169.254/latest", "https://192.168.1.10/x"):
         with pytest.raises(InvalidRequestError, match="non-public"):
-            hooks.webhook_service.create(CreateWebhook(url=url, events=["credits.low"]), hooks.admin, "req")
-    assert hooks.webhook_service.create(CreateWebhook(url="http://localhost:9/x", events=["credits.low"]),
-                                        hooks.admin, "req")["url"] == "http://localhost:9/x"
+            hooks.webhook_service.create(CreateWebhook(url=url, events=["credits.low"]), Call(hooks.admin, "req"))
+    assert (
+        hooks.webhook_service.create(
+            CreateWebhook(url="http://localhost:9/x", events=["credits.low"]), Call(hooks.admin, "req")
+        )["url"]
+        == "http://localhost:9/x"
+    )
     with pytest.raises(InvalidRequestError, match="https"):
-        hooks.webhook_service.create(CreateWebhook(url="http://example.com/x", events=["credits.low"]),
-                                     hooks.admin, "req")
+        hooks.webhook_service.create(
+            CreateWebhook(url="http://example.com/x", events=["credits.low"]), Call(hooks.admin, "req")
+        )
 
 
 def test_the_signing_secret_is_not_readable_from_the_table(hooks, receiver):
     webhook = subscribe(hooks, receiver())
-    raw = hooks.dynamodb.get_item(TableName=hooks.settings.table_name,
-                                  Key={"pk": {"S": "WEBHOOKS"}, "sk": {"S": webhook["id"]}})["Item"]
+    raw = hooks.dynamodb.get_item(
+        TableName=hooks.settings.table_name, Key={"pk": {"S": "WEBHOOKS"}, "sk": {"S": webhook["id"]}}
+    )["Item"]
     assert webhook["secret"].startswith("whsec_") and webhook["secret"] not in str(raw)
     assert webhook["secret"][6:] not in str(raw)
     assert hooks.webhooks.get_with_secret(webhook["id"])[1] == webhook["secret"]
@@ -300,12 +352,12 @@ def test_a_deleted_webhooks_pending_deliveries_are_given_up(hooks, receiver):
     event = an_event("gone")
     hooks.event_log.record([event])
     work_until(hooks, lambda: delivery(hooks, webhook, event)["attempts"] == 1)
-    hooks.webhook_service.delete(webhook["id"], hooks.admin, "req")
+    hooks.webhook_service.delete(webhook["id"], Call(hooks.admin, "req"))
     work_until(hooks, lambda: delivery(hooks, webhook, event)["status"] == "failed")
     log = delivery(hooks, webhook, event)
     assert log["last_error"] == "the webhook was deleted" and len(target.received) == 1
     with pytest.raises(NotFoundError):
-        hooks.webhook_service.delete(webhook["id"], hooks.admin, "req")
+        hooks.webhook_service.delete(webhook["id"], Call(hooks.admin, "req"))
     actions = [e["action"] for e in hooks.billing.list_audit(None, 10)[0]]
     assert actions[:2] == ["webhook.delete", "webhook.create"]
 
@@ -316,8 +368,15 @@ def test_a_deleted_webhooks_pending_deliveries_are_given_up(hooks, receiver):
 def test_events_are_listed_newest_first_with_filters_and_pagination(hooks):
     # GIVEN 9 events of two tenants and two types, some dispatched, some still in the outbox
     base = 1_800_000_000
-    events = [an_event(f"e{n}", tenant_id=("ten_a", "ten_b")[n % 2], created=base + n,
-                       kind=(EventType.CREDITS_LOW, EventType.KEY_REVOKED)[n % 3 == 0]) for n in range(9)]
+    events = [
+        an_event(
+            f"e{n}",
+            tenant_id=("ten_a", "ten_b")[n % 2],
+            created=base + n,
+            kind=(EventType.CREDITS_LOW, EventType.KEY_REVOKED)[n % 3 == 0],
+        )
+        for n in range(9)
+    ]
     hooks.event_log.record(events)
     hooks.event_log.mark_dispatched(events[2:6])
     newest_first = sorted(events, key=lambda e: e.created, reverse=True)
@@ -333,10 +392,17 @@ def test_events_are_listed_newest_first_with_filters_and_pagination(hooks):
     everything = pages()
     assert [i for page in everything for i in page] == [e.id for e in newest_first]
     assert all(len(page) == 2 for page in everything[:-1])
-    for filters in ({"tenant_id": "ten_a"}, {"type": EventType.KEY_REVOKED},
-                    {"tenant_id": "ten_b", "type": EventType.CREDITS_LOW}, {"tenant_id": "ten_none"}):
-        expected = [e.id for e in newest_first
-                    if e.tenant_id == filters.get("tenant_id", e.tenant_id) and e.type == filters.get("type", e.type)]
+    for filters in (
+        {"tenant_id": "ten_a"},
+        {"type": EventType.KEY_REVOKED},
+        {"tenant_id": "ten_b", "type": EventType.CREDITS_LOW},
+        {"tenant_id": "ten_none"},
+    ):
+        expected = [
+            e.id
+            for e in newest_first
+            if e.tenant_id == filters.get("tenant_id", e.tenant_id) and e.type == filters.get("type", e.type)
+        ]
         assert [i for page in pages(**filters) for i in page] == expected, filters
     with pytest.raises(InvalidRequestError) as bad:
         hooks.event_log.list(cursor="bm90LWEtY3Vyc29y")
@@ -350,14 +416,25 @@ def test_the_sweeper_emits_one_key_expiring_event_per_key_expiring_within_a_week
     tenant = make_principal(hooks)[0].tenant
     now = datetime.now(UTC).replace(microsecond=0)
 
-    def key(expires_in: timedelta | None, *, revoked: bool = False, index_at: datetime | None = None,
-            grace: timedelta | None = None) -> str:
+    def key(
+        expires_in: timedelta | None,
+        *,
+        revoked: bool = False,
+        index_at: datetime | None = None,
+        grace: timedelta | None = None,
+    ) -> str:
         expires_at = now + expires_in if expires_in is not None else None
         grace_until = now + grace if grace is not None else None
-        record = KeyRecord(id=new_key().key_id, tenant_id=tenant.id, scopes=["inference"], key_hash="x",
-                           created_at=rfc3339(now), expires_at=rfc3339(expires_at) if expires_at else None,
-                           grace_until=rfc3339(grace_until) if grace_until else None,
-                           revoked_at=rfc3339(now) if revoked else None)
+        record = KeyRecord(
+            id=new_key().key_id,
+            tenant_id=tenant.id,
+            scopes=["inference"],
+            key_hash="x",
+            created_at=rfc3339(now),
+            expires_at=rfc3339(expires_at) if expires_at else None,
+            grace_until=rfc3339(grace_until) if grace_until else None,
+            revoked_at=rfc3339(now) if revoked else None,
+        )
         hooks.accounts.create_key(record)
         stops = min(m for m in (expires_at, grace_until) if m is not None)
         hooks.event_log.put_key_expiry(record.id, tenant.id, index_at or stops)
@@ -376,9 +453,12 @@ def test_the_sweeper_emits_one_key_expiring_event_per_key_expiring_within_a_week
     emitted = hooks.key_expiry_sweeper.sweep()
     assert {(e.type, e.tenant_id, e.data["key_id"], e.data["expires_at"]) for e in emitted} == {
         (EventType.KEY_EXPIRING, tenant.id, soon, moment(timedelta(days=3))),
-        (EventType.KEY_EXPIRING, tenant.id, rotated, moment(timedelta(days=2)))}
-    assert {e.id for e in emitted} == {event_id("key.expiring", soon, moment(timedelta(days=3))),
-                                       event_id("key.expiring", rotated, moment(timedelta(days=2)))}
+        (EventType.KEY_EXPIRING, tenant.id, rotated, moment(timedelta(days=2))),
+    }
+    assert {e.id for e in emitted} == {
+        event_id("key.expiring", soon, moment(timedelta(days=3))),
+        event_id("key.expiring", rotated, moment(timedelta(days=2))),
+    }
     assert hooks.key_expiry_sweeper.sweep() == []  # the next day's sweep emits them no more
     assert {e.id for e in hooks.event_log.undispatched()} == {e.id for e in emitted}
     assert hooks.table.get(item_key("KEYEXP", (now + timedelta(days=3)).date().isoformat()), soon) is not None
