@@ -98,4 +98,7 @@ if cfg[1] == 'prepaid' and cfg[4] and cfg[4] ~= '' then
   end
 end
 
+if #ARGV < 10 then
+  return false  -- charged with no usage event to record (the caller records it itself)
+end
 return redis.call('XADD', KEYS[6], '*', unpack(ARGV, 10))

@@ -231,7 +231,8 @@ class BillingService:
             project = self._projector(tenant.id)
             self._commit(call, writes, tenant.id, "key.create", record.id,
                          {"tenant_id": tenant.id, "name": body.name, "scopes": record.scopes, "expires_at": expires_at,
-                          "limits": record.limits.model_dump(exclude_none=True), "budget": budget_view(record.budget)},
+                          "limits": record.limits.model_dump(exclude_none=True),
+                          "budget": record.budget.model_dump(mode="json") if record.budget else None},
                          answer=answer, project=project)
             return answer, project
 

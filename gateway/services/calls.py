@@ -12,6 +12,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel
@@ -44,7 +45,9 @@ def audit_entry(call: Call, action: str, target: str, details: dict[str, Any]) -
     """The audit entry of one change, written in the change's own transaction."""
     return {"id": uuid.uuid4().hex, "timestamp": rfc3339(utcnow()), "actor_key_id": call.actor.key.id,
             "actor_tenant_id": call.actor.tenant.id, "action": action, "target": target,
-            "request_id": call.request_id, "details": details}
+            "request_id": call.request_id,
+            # as the request said it (JSON numbers as exact decimals: DynamoDB takes no floats)
+            "details": json.loads(json.dumps(details, default=str), parse_float=Decimal)}
 
 
 def _request_hash(operation: str, target: str, body: BaseModel | None) -> str:
