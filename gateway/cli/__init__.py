@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gateway.cli import admin, finance, keys, preflight, tenants, webhooks
+from gateway.cli import admin, finance, keys, money, preflight, tenants, webhooks
 
 # preflight adds `maas admin preflight`, so it comes after admin.
-GROUPS = [admin, preflight, tenants, keys, finance, webhooks]
+GROUPS = [admin, preflight, tenants, keys, money, finance, webhooks]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,10 +50,14 @@ class ApiClient:
         return cls(args.url, key)
 
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-                body: dict[str, Any] | None = None) -> tuple[int, bytes, dict[str, str]]:
+                body: dict[str, Any] | None = None,
+                idempotency_key: str | None = None) -> tuple[int, bytes, dict[str, str]]:
         query = {k: v for k, v in (params or {}).items() if v is not None}
         url = f"{self.url}{path}" + (f"?{urlencode(query)}" if query else "")
         headers = {"Authorization": f"Bearer {self.key}", "Accept": "application/json"}
+        if idempotency_key:
+            # the retries below (502/503/504) then repeat the same call, never a second one
+            headers["Idempotency-Key"] = idempotency_key
         payload = None
         if body is not None:
             headers["Content-Type"] = "application/json"

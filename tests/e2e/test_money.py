@@ -11,6 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import pytest
 from openai import OpenAI
 
 from tests.e2e.conftest import Api
@@ -107,3 +108,30 @@ def test_a_hard_budget_refuses_and_its_alert_reaches_a_webhook_signed(stack, adm
         assert [e["id"] for e in listed] == [event["id"]]  # once, whatever the retries
     finally:
         receiver.close()
+
+
+def test_the_maas_cli_grants_credit_once_sets_budgets_and_shows_the_balance(stack, admin, capsys):
+    from gateway.cli import main as maas
+
+    tenant, key = new_tenant(admin, billing={"mode": "prepaid"})
+    flags = ["--url", stack.api_url, "--key", stack.admin_key, "--json"]
+    for _ in range(2):  # the same command run twice (a retried script): granted once
+        assert maas(["credits", "grant", tenant["id"], "2.50", "--note", "trial", "--idempotency-key", "cli-1",
+                     *flags]) == 0
+    granted = json.loads(capsys.readouterr().out.split("}\n{")[0] + "}")
+    assert (granted["amount"], granted["note"]) == ("2.5", "trial")
+    assert maas(["credits", "list", tenant["id"], *flags]) == 0
+    assert [g["id"] for g in json.loads(capsys.readouterr().out)["data"]] == [granted["id"]]
+    assert maas(["budgets", "set", tenant["id"], "--amount", "40", "--hard", "--alert", "0.5", *flags]) == 0
+    assert json.loads(capsys.readouterr().out)["budget"] == {"monthly_amount": "40", "hard": True,
+                                                              "alert_thresholds": [0.5]}
+    key_id = Api(stack.api_url, key).get("/v1/me").json()["key_id"]
+    assert maas(["budgets", "set", "--key-id", key_id, "--amount", "1.00", *flags]) == 0
+    assert json.loads(capsys.readouterr().out)["budget"]["monthly_amount"] == "1"
+    assert maas(["balance", tenant["id"], *flags]) == 0
+    balance = json.loads(capsys.readouterr().out)
+    assert balance["credits_remaining"] == "2.5" and balance["budget"]["hard"] is True
+    with pytest.raises(SystemExit, match="tenant id or --key-id"):  # neither a tenant nor a key
+        maas(["budgets", "set", "--amount", "1", *flags])
+    assert maas(["credits", "grant", tenant["id"], "-3", *flags]) == 1  # a 400, in plain words
+    assert "amount" in capsys.readouterr().err

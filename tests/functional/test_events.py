@@ -38,6 +38,8 @@ EXPECTED_STATUS = {
     "invoke/usage": 200, "invoke/me": 200, "invoke/own_keys": 200, "reports/invoices": 200,
     "reports/ledger_events": 200, "reports/usage_csv": 200, "reports/usage_json": 200,
     "console/index": 200, "console/asset": 200, "console/redirect": 301,
+    "billing/grant_credits": 201, "billing/list_credits": 200, "billing/tenant_balance": 200,
+    "billing/update_key": 200, "invoke/balance": 200, "reports/reconcile": 200,
 }
 
 
@@ -135,7 +137,20 @@ def _key(body: dict, headers: dict[str, str]) -> None:
     assert "key_hash" not in body and body["status"] == "active"
 
 
+def _balance(body: dict, headers: dict[str, str]) -> None:
+    assert (body["object"], body["currency"], body["mode"]) == ("balance", "USD", "postpaid"), body
+    assert body["month_to_date_cost"] == "0" and body["budget"] is None and body["grants"] == []
+
+
 CHECKS: dict[str, Callable[[dict, dict[str, str]], None]] = {
+    "billing/grant_credits": lambda body, _: (body["object"], body["amount"], body["remaining"]) == (
+        "credit_grant", "25", "25") or pytest.fail(str(body)),
+    "billing/update_key": lambda body, _: (body["limits"], body["budget"]["monthly_amount"]) == (
+        {"requests_per_minute": 60}, "20") or pytest.fail(str(body)),
+    "billing/tenant_balance": _balance,
+    "invoke/balance": _balance,
+    "reports/reconcile": lambda body, _: (body["object"], body["month"], body["status"]) == (
+        "reconciliation", "2026-11", "not_run") or pytest.fail(str(body)),
     "invoke/embeddings": _embeddings,
     "invoke/embeddings_base64": _embeddings,
     "invoke/models": lambda body, _: body["data"][0]["id"] == "all-MiniLM-L6-v2" or pytest.fail(str(body)),
