@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from inference_image import EMBEDDING_DIM, MAX_TOKENS, MIN_COSINE, MODEL_FILE, R
 log = logging.getLogger("inference_image.session")
 
 PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+GPU_PROVIDERS = frozenset(PREFERENCE[:2])
 _SHORT = {"tensorrt": PREFERENCE[0], "trt": PREFERENCE[0], "cuda": PREFERENCE[1],
           "cpu": PREFERENCE[2]}
 
@@ -51,6 +53,7 @@ class OnnxSession:
         self._intra_op_threads = intra_op_threads
         self._max_batch_items = max_batch_items
         self._session: Any = None
+        self._lanes: list[Any] = []
         self._lock = threading.Lock()
         self.provider: str | None = None
         self.tried: dict[str, str] = {}  # provider → why it was not kept
@@ -175,6 +178,22 @@ class OnnxSession:
             return provider
         raise RuntimeError(f"no usable execution provider: {self.tried or 'none available'}")
 
+    def open_lane(self) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        """A second session on the provider ``initialize`` chose (its own CUDA stream on a
+        GPU, its own threads on a CPU), warmed up; returns its execute function."""
+        if self.provider is None:
+            raise RuntimeError("session is not initialized")
+        session = self._build(self.provider)
+        self._warm_up(session)
+        self._lanes.append(session)
+
+        def execute(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+            (out,) = session.run(["embeddings"], {"input_ids": input_ids,
+                                                  "attention_mask": attention_mask})
+            return out
+
+        return execute
+
     def execute(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         session = self._session
         if session is None:
@@ -186,3 +205,4 @@ class OnnxSession:
     def finalize(self) -> None:
         with self._lock:
             self._session = None
+            self._lanes.clear()

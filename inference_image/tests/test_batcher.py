@@ -55,7 +55,7 @@ def test_concurrent_requests_share_model_calls_and_get_their_own_rows() -> None:
         batcher, _ = make(model)
         batcher.start()
         reqs = [[[i] * (1 + i % 5), [i + 100] * 2] for i in range(10)]
-        outs = await asyncio.gather(*(batcher.submit(r, 5) for r in reqs))
+        outs = await asyncio.gather(*[batcher.enqueue(r, 5) for r in reqs])
         await batcher.drain(5)
         return [(r, o.embeddings) for r, o in zip(reqs, outs, strict=True)]
 
@@ -75,7 +75,7 @@ def test_items_are_sorted_by_length_to_cut_padding() -> None:
         batcher.start()
         # long and short items interleaved within and across requests
         reqs = [[[1] * 30, [2] * 2], [[3] * 31, [4] * 3], [[5] * 29, [6] * 2]]
-        await asyncio.gather(*(batcher.submit(r, 5) for r in reqs))
+        await asyncio.gather(*[batcher.enqueue(r, 5) for r in reqs])
         await batcher.drain(5)
 
     asyncio.run(main())
@@ -162,7 +162,7 @@ def test_very_different_lengths_go_to_separate_calls() -> None:
                                 call_overhead_tokens=32)
         batcher.start()
         reqs = [[[1] * 3] * 10, [[2] * 200] * 2, [[3] * 4] * 3]
-        outs = await asyncio.gather(*(batcher.submit(r, 5) for r in reqs))
+        outs = await asyncio.gather(*[batcher.enqueue(r, 5) for r in reqs])
         await batcher.drain(5)
         for req, out in zip(reqs, outs, strict=True):
             assert out.embeddings[:, 1].tolist() == [len(x) for x in req]

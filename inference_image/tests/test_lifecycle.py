@@ -54,8 +54,10 @@ def test_full_queue_gives_503_with_retry_after_then_recovers(make_server) -> Non
 
 @pytest.mark.slow
 def test_request_past_its_deadline_gives_504(make_server) -> None:
-    # BIG is one round and one model call of 64 x 256 tokens (about a second here)
-    srv = make_server(MAAS_MAX_BATCH_TOKENS="16384", MAAS_MAX_WAIT_MS="0")
+    # BIG is one round and one model call of 64 x 256 tokens (about a second here); without
+    # the express lane the small request waits behind it
+    srv = make_server(MAAS_MAX_BATCH_TOKENS="16384", MAAS_MAX_WAIT_MS="0",
+                      MAAS_EXPRESS_LANE_TOKENS="0")
     results: list = []
     a = _background(srv, BIG, results)
     _wait_metric(srv, "maas_inference_batch_requests_count", 1)  # A's round has started
