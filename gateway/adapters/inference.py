@@ -130,9 +130,9 @@ class HttpInferenceClient:
                          wire.ATTRIBUTES_HEADER: attributes},
                 timeout=self._urllib3.Timeout(connect=min(1.0, timeout_s), read=timeout_s),
             )
-        except exceptions.TimeoutError as error:
+        except exceptions.ReadTimeoutError as error:
             raise UpstreamTimeoutError("the inference service did not answer in time") from error
-        except exceptions.HTTPError as error:
+        except exceptions.HTTPError as error:  # refused, reset, connect timeout: unreachable
             raise _unavailable("the inference service is unreachable") from error
         _raise_for_status(response.status)
         return parse_answer(input_ids, response.data, response.headers.get("Content-Type", ""))
