@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import numpy as np
 
 from inference_image import EMBEDDING_DIM, MODEL_NAME, TOKENIZER_FILE, wire
 from inference_image.server import schemas
-from inference_image.server.batcher import Batcher, Result, TokenBatch
+from inference_image.server.batcher import Batcher, Result, TokenBatch, lower_thread_priority
 from inference_image.server.config import Settings
 from inference_image.server.errors import (
     InferenceError,
@@ -88,7 +89,10 @@ class App:
     async def _start(self) -> None:
         settings, session = self.settings, self.session
         try:
-            await asyncio.to_thread(self._load)
+            if settings.express_tokens > 0:  # the bulk session's threads run at a lower priority
+                await _in_thread(self._load, nice=True)
+            else:
+                await asyncio.to_thread(self._load)
             express = None
             if settings.express_tokens > 0:
                 express = await asyncio.to_thread(session.open_lane)
@@ -303,6 +307,27 @@ class App:
         if self.batcher is not None:
             self.metrics.in_flight.set(self.batcher.in_flight)
         return Response(200, self.metrics.render(), self.metrics.content_type)
+
+
+async def _in_thread(fn: Any, *, nice: bool) -> None:
+    """Run ``fn`` on a thread of its own, niced first when ``nice`` (threads it starts, such as
+    ONNX Runtime's intra-op pool, inherit the niceness)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def run() -> None:
+        if nice:
+            lower_thread_priority()
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+            error = exc
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_exception(error))
+        else:
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+
+    threading.Thread(target=run, name="maas-load", daemon=True).start()
+    await done
 
 
 def _check_lengths(batch: TokenBatch, max_tokens: int) -> None:

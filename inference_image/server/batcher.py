@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict, deque
@@ -51,6 +52,16 @@ from inference_image.server.metrics import Metrics
 log = logging.getLogger("inference_image.batcher")
 
 Execute = Callable[[np.ndarray, np.ndarray], np.ndarray]
+BULK_NICE = 5  # niceness of the bulk lane's threads, where an express lane exists
+
+
+def lower_thread_priority(nice: int = BULK_NICE) -> None:
+    """Raise this thread's niceness (Linux: per thread; threads it starts inherit it, which is
+    how ONNX Runtime's intra-op pool of a session built here gets it too)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (AttributeError, OSError):  # not Linux, or not allowed: same priority as the rest
+        pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +283,8 @@ class Batcher:
     def _lane_loop(self, lane: _Lane) -> None:
         loop = self._loop
         assert loop is not None
+        if not lane.express and len(self._lanes) > 1:
+            lower_thread_priority()  # on a busy CPU the express lane and the event loop go first
         while True:
             with self._cond:
                 taken = self._next_slice(lane)
@@ -305,7 +318,7 @@ class Batcher:
                 continue
             in_flight_elsewhere = self._active > self._queued
             remaining = oldest + self._max_wait - now
-            if (remaining > 0 and in_flight_elsewhere and not self._closing
+            if (remaining > 0 and in_flight_elsewhere and not self._closing and not lane.express
                     and self._queued_tokens(lane) < lane.budget):
                 self._cond.wait(remaining)
                 continue
