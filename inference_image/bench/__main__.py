@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-COMMANDS = ("serving", "offline", "gpu", "cpu")
+COMMANDS = ("serving", "offline", "gpu", "cpu", "null")
 
 
 def _run(name: str, args: list[str]) -> int:

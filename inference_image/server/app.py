@@ -109,7 +109,7 @@ class App:
             max_batch_items=settings.max_batch_items, max_wait_s=settings.max_wait_ms / 1000,
             max_queue=settings.max_queue, metrics=self.metrics, call_overhead_tokens=overhead,
             express=express, express_tokens=settings.express_tokens,
-            quantum=settings.max_tokens)
+            quantum=settings.max_tokens, inline_tokens=settings.inline_tokens)
         self.batcher.start()
         if settings.require_gpu and not self.gpu_active:
             self.not_serving = (
@@ -331,11 +331,11 @@ async def _in_thread(fn: Any, *, nice: bool) -> None:
 
 
 def _check_lengths(batch: TokenBatch, max_tokens: int) -> None:
-    lengths = batch.lengths()
-    if lengths.max() > max_tokens:
-        n = int(np.argmax(lengths > max_tokens))
+    lengths = batch.lengths
+    if max(lengths) > max_tokens:
+        n = next(n for n, length in enumerate(lengths) if length > max_tokens)
         raise InvalidRequestError(
-            f"'input[{n}]' has {int(lengths[n])} tokens; the model's limit is {max_tokens} "
+            f"'input[{n}]' has {lengths[n]} tokens; the model's limit is {max_tokens} "
             "(send \"truncate\": true to cut it)", param=f"input[{n}]",
             code="context_length_exceeded")
 

@@ -6,8 +6,11 @@ Every failure is an ``InvalidRequestError`` (400) naming the offending ``param``
 from __future__ import annotations
 
 import base64
+import sys
+from array import array
+from bisect import bisect_right
 from dataclasses import dataclass
-from itertools import chain
+from itertools import accumulate, chain
 from typing import Any
 
 import numpy as np
@@ -16,6 +19,8 @@ import orjson
 from inference_image import MODEL_ALIASES, MODEL_NAME, wire
 from inference_image.server.batcher import TokenBatch
 from inference_image.server.errors import InvalidRequestError, ModelNotFoundError
+
+_LITTLE = sys.byteorder == "little"
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
@@ -30,30 +35,30 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     return data
 
 
-def _check_batch(tokens: np.ndarray, lengths: np.ndarray, *, param: str, vocab_size: int,
+def _check_batch(tokens: np.ndarray, lengths: list[int], *, param: str, vocab_size: int,
                  max_tokens: int | None) -> TokenBatch:
-    """Lengths in [1, max_tokens] and ids in [0, vocab_size), with numpy, naming the first
-    offender."""
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    if lengths.min() < 1:
-        n = int(np.argmax(lengths < 1))
+    """Lengths in [1, max_tokens] and ids in [0, vocab_size), naming the first offender."""
+    if min(lengths) < 1:
+        n = next(n for n, length in enumerate(lengths) if length < 1)
         raise InvalidRequestError(f"'{param}[{n}]' must be a non-empty list of token ids",
                                   param=f"{param}[{n}]")
-    if max_tokens is not None and lengths.max() > max_tokens:
-        n = int(np.argmax(lengths > max_tokens))
+    if max_tokens is not None and max(lengths) > max_tokens:
+        n = next(n for n, length in enumerate(lengths) if length > max_tokens)
         raise InvalidRequestError(
-            f"'{param}[{n}]' has {int(lengths[n])} tokens; the model's limit is {max_tokens}",
+            f"'{param}[{n}]' has {lengths[n]} tokens; the model's limit is {max_tokens}",
             param=f"{param}[{n}]", code="context_length_exceeded")
-    if tokens.min() < 0 or tokens.max() >= vocab_size:
+    offsets = list(accumulate(lengths, initial=0))
+    # numpy's reductions cost microseconds each; a short request is checked in Python
+    small = tokens.tolist() if len(tokens) <= 64 else None
+    lo, hi = (min(small), max(small)) if small is not None else (tokens.min(), tokens.max())
+    if lo < 0 or hi >= vocab_size:
         flat = int(np.argmax((tokens < 0) | (tokens >= vocab_size)))
-        n = int(np.searchsorted(offsets, flat, side="right")) - 1
-        k = flat - int(offsets[n])
-        where = f"{param}[{n}][{k}]"
+        n = bisect_right(offsets, flat) - 1
+        where = f"{param}[{n}][{flat - offsets[n]}]"
         raise InvalidRequestError(
             f"'{where}' = {int(tokens[flat])} is outside the vocabulary [0, {vocab_size})",
             param=where)
-    return TokenBatch(tokens, offsets)
+    return TokenBatch(tokens, lengths, offsets)
 
 
 def check_token_ids(items: Any, *, param: str, vocab_size: int, max_items: int,
@@ -75,7 +80,7 @@ def check_token_ids(items: Any, *, param: str, vocab_size: int, max_items: int,
                     if type(v) is not int)
         raise InvalidRequestError(f"'{param}[{n}][{k}]' must be an integer token id",
                                   param=f"{param}[{n}][{k}]")
-    lengths = np.fromiter(map(len, items), dtype=np.int64, count=len(items))
+    lengths = list(map(len, items))
     try:
         tokens = np.array(flat, dtype=np.int64)
     except OverflowError:
@@ -108,18 +113,19 @@ def parse_token_ids(body: bytes, *, vocab_size: int, max_items: int,
     if not 1 <= count <= max_items:
         raise InvalidRequestError(f"'input_ids' has {count} items; 1 to {max_items} are "
                                   "allowed", param="input_ids")
-    if len(body) < head.size + 4 * count:
-        raise InvalidRequestError(f"body of {len(body)} bytes is too short for {count} lengths")
-    lengths = np.frombuffer(body, dtype="<u4", count=count, offset=head.size).astype(np.int64)
-    total = int(lengths.sum())
     start = head.size + 4 * count
+    if len(body) < start:
+        raise InvalidRequestError(f"body of {len(body)} bytes is too short for {count} lengths")
+    lengths = array("I")
+    lengths.frombytes(body[head.size:start])
+    if not _LITTLE:  # pragma: no cover - the wire is little-endian
+        lengths.byteswap()
+    total = sum(lengths)
     if len(body) != start + 4 * total:
         raise InvalidRequestError(f"body has {len(body)} bytes; {count} items of {total} "
                                   f"token ids need {start + 4 * total}")
     tokens = np.frombuffer(body, dtype="<i4", count=total, offset=start)
-    if total == 0:
-        tokens = np.zeros(1, dtype=np.int32)  # min() below needs one value; lengths fail first
-    return _check_batch(tokens, lengths, param="input_ids", vocab_size=vocab_size,
+    return _check_batch(tokens, lengths.tolist(), param="input_ids", vocab_size=vocab_size,
                         max_tokens=max_tokens)
 
 
