@@ -88,7 +88,7 @@ def _start_peer(kind: str) -> tuple[subprocess.Popen, str, str, str]:
             "all-MiniLM-L6-v2", "--engine", "torch", "--device", "cpu", "--port", str(port),
             "--host", "127.0.0.1", "--url-prefix", "/v1", "--log-level", "warning"]
     proc, url = _start("", {"HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0",
-                            "DO_NOT_TRACK": "1"}, "infinity", argv, ready="/v1/health",
+                            "DO_NOT_TRACK": "1"}, "infinity", argv, ready="/health",
                        port=port)
     return proc, url, "/v1/embeddings", "Infinity 0.0.78 (torch)"
 

@@ -109,7 +109,7 @@ class App:
             max_batch_items=settings.max_batch_items, max_wait_s=settings.max_wait_ms / 1000,
             max_queue=settings.max_queue, metrics=self.metrics, call_overhead_tokens=overhead,
             express=express, express_tokens=settings.express_tokens,
-            quantum=settings.max_tokens, inline_tokens=settings.inline_tokens)
+            quantum=settings.max_tokens)
         self.batcher.start()
         if settings.require_gpu and not self.gpu_active:
             self.not_serving = (

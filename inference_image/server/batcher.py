@@ -147,8 +147,9 @@ class _Lane:
     execute: Execute
     budget: int
     express: bool
-    cond: threading.Condition = field(default_factory=threading.Condition)  # shares _lock
-    waiting: bool = False  # in cond.wait(), so a new request should wake it
+    wake: threading.Event = field(default_factory=threading.Event)
+    waiting: bool = False  # idle (or gathering batch-mates): a new request should wake it
+    large: bool = False  # computing a slice that holds a request too large for the express lane
     thread: threading.Thread | None = None
 
 
@@ -157,7 +158,7 @@ class Batcher:
                  max_batch_items: int, max_wait_s: float, max_queue: int,
                  metrics: Metrics, call_overhead_tokens: int = 32,
                  express: Execute | None = None, express_tokens: int = 0,
-                 quantum: int = 256, inline_tokens: int = 0) -> None:
+                 quantum: int = 256) -> None:
         self._dim = dim
         self._budget = max_batch_tokens
         self._max_items = max_batch_items
@@ -166,16 +167,14 @@ class Batcher:
         self._call_overhead = call_overhead_tokens
         self._quantum = quantum
         self._metrics = metrics
-        # One lock for the queues; each lane waits on its own condition, so a new request
-        # wakes one lane, not all of them (a woken lane that finds nothing costs ~20 us).
+        # One lock for the queues; each lane sleeps on its own event, set after the lock is
+        # released, so a new request wakes one lane, which then finds the lock free (a woken
+        # lane that finds nothing, or blocks on the lock, costs tens of us each time).
         self._lock = threading.Lock()
-        self._lanes = [_Lane("bulk", execute, max_batch_tokens, express=False,
-                             cond=threading.Condition(self._lock))]
+        self._lanes = [_Lane("bulk", execute, max_batch_tokens, express=False)]
         if express is not None and express_tokens > 0:
-            self._lanes.append(_Lane("express", express, express_tokens, express=True,
-                                     cond=threading.Condition(self._lock)))
+            self._lanes.append(_Lane("express", express, express_tokens, express=True))
         self._express_tokens = express_tokens if len(self._lanes) > 1 else 0
-        self._inline_tokens = inline_tokens
         # Under _lock: the tenants with queued work in round-robin order, their credit,
         # how many requests wait for their first item to start (what max_queue bounds).
         self._tenants: OrderedDict[str, deque[_Job]] = OrderedDict()
@@ -224,9 +223,6 @@ class Batcher:
                    enqueued=now, future=loop.create_future(),
                    out=out if out is not None else np.empty((n, self._dim), np.float32),
                    order=order, lengths=lengths)
-        if self._active == 0 and job.total <= self._inline_tokens and not self._closing:
-            self._run_inline(job)
-            return job.future
         with self._lock:
             if self._queued >= self._max_queue:
                 raise OverloadedError(f"inference queue is full ({self._max_queue} requests "
@@ -237,7 +233,9 @@ class Batcher:
                 self._credit[tenant] = 0
             queue.append(job)
             self._queued += 1
-            self._wake_for(job)
+            lane = self._lane_for(job)
+        if lane is not None:
+            lane.wake.set()
         self._metrics.queue_depth.set(self._queued)
         self._active += 1
         assert self._idle is not None
@@ -255,36 +253,18 @@ class Batcher:
             future.cancel()
             raise
 
-    def _run_inline(self, job: _Job) -> None:
-        """A small request while nothing else is in flight: computed right here on the event
-        loop thread. Handing it to a lane costs a thread wake-up each way (~100 us of CPU
-        with the GIL hand-offs), more than the request's own serving path; the loop is idle
-        meanwhile anyway, and a request that arrives during the call queues as usual."""
-        lane = self._lanes[-1]
-        items = [(job.lengths[i], job, i) for i in job.order]
-        job.started = job.enqueued
-        t0 = time.monotonic()
-        try:
-            for chunk in self._chunks(items) if len(items) > 1 else [items]:
-                out = self._run_call(lane.execute, chunk)
-                if len(chunk) == 1:
-                    job.out[chunk[0][2]] = out[0]
-                else:
-                    job.out[[i for _, _, i in chunk]] = out
-        except Exception:  # noqa: BLE001 - this request's own input failed the model
-            self._fail(job)
-            job.future.set_exception(job.error)  # type: ignore[arg-type]
-            return
-        job.compute_s = time.monotonic() - t0
-        job.future.set_result(Result(job.out, job.total, 0.0, job.compute_s))
-
-    def _wake_for(self, job: _Job) -> None:
-        """Under _lock: wake the lane that should take ``job`` (express first when it may)."""
-        express = self._lanes[-1]
-        if express.express and express.waiting and self._eligible(express, job):
-            express.cond.notify()
-        elif self._lanes[0].waiting:
-            self._lanes[0].cond.notify()
+    def _lane_for(self, job: _Job) -> _Lane | None:
+        """Under _lock: the idle lane that should take ``job``: the bulk lane when it is idle
+        (one lane batches best), the express lane when the bulk lane is busy with a large
+        request; None when neither (the first to finish takes it)."""
+        bulk, express = self._lanes[0], self._lanes[-1]
+        if bulk.waiting:
+            bulk.waiting = False
+            return bulk
+        if express.express and express.waiting and bulk.large and self._eligible(express, job):
+            express.waiting = False
+            return express
+        return None
 
     def _expire(self, job: _Job) -> None:
         if not job.future.done():
@@ -318,11 +298,13 @@ class Batcher:
         if not lane.express and len(self._lanes) > 1:
             lower_thread_priority()  # on a busy CPU the express lane and the event loop go first
         while True:
+            lane.wake.clear()  # before looking: a request queued from now on sets it again
             with self._lock:
-                taken = self._next_slice(lane)
+                taken, wait_s = self._next_slice(lane)
             if taken is None:
                 return
             if not taken:
+                lane.wake.wait(wait_s)
                 continue
             try:
                 self._compute(lane, taken, loop)
@@ -333,32 +315,30 @@ class Batcher:
                         job.error = ComputeError("inference failed")
                 self._post(loop, [job for _, job, _ in taken])
 
-    def _next_slice(self, lane: _Lane) -> list[_Item] | None:
-        """Wait for work this lane may take, give it ``max_wait`` to gather batch-mates while
-        others are in flight, then take a fair slice. None: closing and nothing left."""
-        while True:
-            now = time.monotonic()
-            oldest = self._oldest_eligible(lane, now)
-            if oldest is None:
-                if self._closing and not self._tenants:
-                    return None
-                self._wait(lane, 0.5 if self._closing else None)
-                continue
-            in_flight_elsewhere = self._active > self._queued
-            remaining = oldest + self._max_wait - now
-            if (remaining > 0 and in_flight_elsewhere and not self._closing and not lane.express
-                    and self._queued_tokens(lane) < lane.budget):
-                self._wait(lane, remaining)
-                continue
-            return self._take(lane, now)
-
-    @staticmethod
-    def _wait(lane: _Lane, timeout: float | None) -> None:
-        lane.waiting = True
-        try:
-            lane.cond.wait(timeout)
-        finally:
-            lane.waiting = False
+    def _next_slice(self, lane: _Lane) -> tuple[list[_Item] | None, float | None]:
+        """A fair slice for this lane, or ([], how long to sleep) when there is nothing it may
+        take yet (it gives the oldest request ``max_wait`` to gather batch-mates while others
+        are in flight), or (None, None) when closing with nothing left."""
+        now = time.monotonic()
+        if not lane.express:
+            lane.large = False
+        # The express lane only serves while the bulk lane computes a large request: small
+        # requests then need not wait for it; otherwise one lane forms the bigger batches.
+        oldest = (self._oldest_eligible(lane, now) if not lane.express or self._lanes[0].large
+                  else None)
+        if oldest is None:
+            if self._closing and not self._tenants:
+                return None, None
+            lane.waiting = True
+            return [], 0.5 if self._closing else None
+        in_flight_elsewhere = self._active > self._queued
+        remaining = oldest + self._max_wait - now
+        if (remaining > 0 and in_flight_elsewhere and not self._closing and not lane.express
+                and self._queued_tokens(lane) < lane.budget):
+            lane.waiting = True
+            return [], remaining
+        lane.waiting = False
+        return self._take(lane, now), None
 
     def _eligible(self, lane: _Lane, job: _Job) -> bool:
         return not lane.express or (job.cursor == 0 and job.total <= lane.budget)
@@ -434,6 +414,8 @@ class Batcher:
                     if not job.cursor:
                         job.started = now
                         self._queued -= 1  # from waiting to running
+                    if job.total > self._express_tokens:
+                        lane.large = True
                     for i in job.order[job.cursor:job.cursor + take]:
                         n = job.lengths[i]
                         taken.append((n, job, i))
@@ -454,6 +436,10 @@ class Batcher:
                 if tokens >= lane.budget:
                     break
         self._metrics.queue_depth.set(self._queued)
+        express = self._lanes[-1]
+        if lane.large and express.express and express.waiting and self._tenants:
+            express.waiting = False  # small requests queued behind a large one: serve them
+            express.wake.set()
         return taken
 
     # -- compute (lane threads, outside the lock) --------------------------------------------
@@ -573,9 +559,8 @@ class Batcher:
     def close(self) -> None:
         """Stop admitting; queued and running work still completes."""
         self._closing = True
-        with self._lock:
-            for lane in self._lanes:
-                lane.cond.notify()
+        for lane in self._lanes:
+            lane.wake.set()
 
     async def drain(self, timeout_s: float) -> bool:
         """close(), then wait up to ``timeout_s`` for queued work; True when all finished.
@@ -605,8 +590,8 @@ class Batcher:
         with self._lock:
             self._tenants.clear()  # only dead requests can be left: answered or abandoned
             self._credit.clear()
-            for lane in self._lanes:
-                lane.cond.notify()
+        for lane in self._lanes:
+            lane.wake.set()
         for lane in self._lanes:
             if lane.thread is not None:
                 lane.thread.join()

@@ -63,7 +63,6 @@ class Settings:
     providers: str = ""  # comma list overriding TensorRT → CUDA → CPU (e.g. "CPU")
     require_gpu: bool = False  # /ping answers 503 unless a GPU provider passed its checks
     express_tokens: int = 512  # requests this small also run on a second session; 0: off
-    inline_tokens: int = 512  # a request this small, alone, runs on the event loop; 0: off
     log_level: str = "info"
 
     @classmethod
@@ -86,6 +85,5 @@ class Settings:
             providers=env.get("MAAS_PROVIDERS", ""),
             require_gpu=_bool(env, "MAAS_REQUIRE_GPU"),
             express_tokens=_int(env, "MAAS_EXPRESS_LANE_TOKENS", 512, minimum=0),
-            inline_tokens=_int(env, "MAAS_INLINE_TOKENS", 512, minimum=0),
             log_level=(env.get("MAAS_LOG_LEVEL") or "info").lower(),
         )
