@@ -52,6 +52,9 @@ async def _serve(app: App, settings: Settings) -> None:
 def serve(settings: Settings, session: Any = None) -> int:
     """Run the server until SIGTERM (``session``: see ``create_app``)."""
     app = create_app(settings, session)
+    # A thread waiting for the GIL asks for it after this long (default 5 ms): the event loop
+    # and the express lane should not wait that long behind a lane thread's Python work.
+    sys.setswitchinterval(0.001)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is in the serve extra (not on Windows)

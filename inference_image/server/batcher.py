@@ -53,7 +53,7 @@ from inference_image.server.metrics import Metrics
 log = logging.getLogger("inference_image.batcher")
 
 Execute = Callable[[np.ndarray, np.ndarray], np.ndarray]
-BULK_NICE = 5  # niceness of the bulk lane's threads, where an express lane exists
+BULK_NICE = 10  # niceness of the bulk lane's threads, where an express lane exists
 
 
 def lower_thread_priority(nice: int = BULK_NICE) -> None:
@@ -386,13 +386,16 @@ class Batcher:
         on whole small requests), until the slice is full or nobody can add to it."""
         taken: list[_Item] = []
         tokens = 0
-        cap = max(2 * self._quantum, self._express_tokens)
+        # An equal share of the slice per tenant with queued work (at least one full item),
+        # so a slice takes a few passes, not one per 256 tokens.
+        quantum = max(self._quantum, lane.budget // max(1, len(self._tenants)))
+        cap = max(2 * quantum, self._express_tokens)
         progress = True
         while progress and tokens < lane.budget and self._tenants:
             progress = False
             for tenant in list(self._tenants):
                 queue = self._tenants[tenant]
-                credit = min(self._credit[tenant] + self._quantum, cap)
+                credit = min(self._credit[tenant] + quantum, cap)
                 for job in list(queue):
                     if lane.express:
                         if not self._eligible(lane, job):

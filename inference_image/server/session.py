@@ -100,14 +100,15 @@ class OnnxSession:
                     "cudnn_conv_algo_search": "HEURISTIC"}
         return {}
 
-    def _build(self, provider: str) -> Any:
+    def _build(self, provider: str, intra_op_threads: int | None = None) -> Any:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
-        if self._intra_op_threads:
-            opts.intra_op_num_threads = self._intra_op_threads
+        threads = self._intra_op_threads if intra_op_threads is None else intra_op_threads
+        if threads:
+            opts.intra_op_num_threads = threads
         # Idle ORT threads spin by default, taking the cores the event loop needs between
         # model calls; a server that also parses, tokenizes and serialises turns that off.
         spin = os.environ.get("MAAS_ORT_SPIN", "0")
@@ -180,10 +181,12 @@ class OnnxSession:
 
     def open_lane(self) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
         """A second session on the provider ``initialize`` chose (its own CUDA stream on a
-        GPU, its own threads on a CPU), warmed up; returns its execute function."""
+        GPU, its own thread on a CPU), warmed up; returns its execute function. One intra-op
+        thread: its calls are small, and on a busy CPU a parallel operator waits for its
+        slowest thread, which is where latency goes."""
         if self.provider is None:
             raise RuntimeError("session is not initialized")
-        session = self._build(self.provider)
+        session = self._build(self.provider, intra_op_threads=1)
         self._warm_up(session)
         self._lanes.append(session)
 
