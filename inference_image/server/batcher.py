@@ -129,6 +129,7 @@ class _Job:
     compute_s: float = 0.0
     error: InferenceError | None = None
     timer: asyncio.TimerHandle | None = None
+    starts: np.ndarray | None = None  # item offsets as an array, for _gather
 
     @property
     def handed_out(self) -> bool:
@@ -479,14 +480,18 @@ class Batcher:
             real = slots = n
         else:
             width = max(n for n, _, _ in items)
-            input_ids = np.zeros((rows, width), dtype=np.int64)
-            mask = np.zeros((rows, width), dtype=np.int64)
-            real = 0
-            for r, (n, job, i) in enumerate(items):
-                start = job.batch.offsets[i]
-                input_ids[r, :n] = job.batch.tokens[start:start + n]
-                mask[r, :n] = 1
-                real += n
+            first = items[0][1]
+            if rows > 16 and all(job is first for _, job, _ in items):
+                input_ids, mask, real = self._gather(first, items, width)
+            else:
+                input_ids = np.zeros((rows, width), dtype=np.int64)
+                mask = np.zeros((rows, width), dtype=np.int64)
+                real = 0
+                for r, (n, job, i) in enumerate(items):
+                    start = job.batch.offsets[i]
+                    input_ids[r, :n] = job.batch.tokens[start:start + n]
+                    mask[r, :n] = 1
+                    real += n
             slots = rows * width
         out = execute(input_ids, mask)
         m = self._metrics
@@ -498,6 +503,21 @@ class Batcher:
         m.items.inc(rows)
         return out
 
+    @staticmethod
+    def _gather(job: _Job, items: Sequence[_Item], width: int
+                ) -> tuple[np.ndarray, np.ndarray, int]:
+        """A call of one request's items, padded with numpy instead of a loop per row (a
+        2,048-item request spent ~4 us per item in that loop)."""
+        if job.starts is None:
+            job.starts = np.asarray(job.batch.offsets[:-1], dtype=np.int64)
+        rows = np.fromiter((i for _, _, i in items), dtype=np.int64, count=len(items))
+        lengths = np.fromiter((n for n, _, _ in items), dtype=np.int64, count=len(items))
+        positions = np.arange(width)
+        inside = positions < lengths[:, None]
+        where = np.where(inside, job.starts[rows][:, None] + positions, 0)
+        input_ids = np.where(inside, job.batch.tokens[where], 0).astype(np.int64)
+        return input_ids, inside.astype(np.int64), int(lengths.sum())
+
     def _compute(self, lane: _Lane, taken: list[_Item],
                  loop: asyncio.AbstractEventLoop) -> None:
         t0 = time.monotonic()
@@ -505,7 +525,9 @@ class Batcher:
         taken.sort(key=lambda item: item[0])
         for chunk in self._chunks(taken):
             now = time.monotonic()
-            live = [item for item in chunk if not item[1].dead(now)]
+            dead = {job for _, job, _ in chunk if job.dead(now)} if len(chunk) < 64 else {
+                job for job in {job for _, job, _ in chunk} if job.dead(now)}
+            live = [item for item in chunk if item[1] not in dead] if dead else chunk
             if not live:
                 continue
             try:
@@ -521,6 +543,11 @@ class Batcher:
 
     def _scatter(self, lane: _Lane, items: list[_Item], out: np.ndarray | None) -> list[_Job]:
         """Write each call's rows to their requests; the requests now complete."""
+        first = items[0][1]
+        if out is not None and all(job is first for _, job, _ in items):  # one request's call
+            first.out[[i for _, _, i in items]] = out
+            first.computed += len(items)
+            return [first] if first.computed == len(first.order) else []
         owners: dict[_Job, list[int]] = {}
         for row, (_, job, _) in enumerate(items):
             owners.setdefault(job, []).append(row)

@@ -217,3 +217,23 @@ def test_short_items_are_answered_before_the_round_ends() -> None:
 
     assert asyncio.run(main()) == ["short", "long"]
     assert sorted(model.calls) == [(1, 2), (1, 60)]  # one round, two calls
+
+
+def test_a_large_request_is_padded_right() -> None:
+    # GIVEN one request of many items of different lengths (padded with numpy in one go)
+    model = FakeModel()
+    ids = [[(k % 50) + 1] * (1 + k % 7) for k in range(100)]
+
+    async def main() -> np.ndarray:
+        batcher, _ = make(model, max_batch_tokens=4096, max_batch_items=256,
+                          call_overhead_tokens=10_000)
+        batcher.start()
+        out = await batcher.submit(ids, 5)
+        await batcher.drain(5)
+        return out.embeddings
+
+    emb = asyncio.run(main())
+    # THEN every row has its own first id and its own length (the mask's row sum)
+    assert emb[:, 0].tolist() == [row[0] for row in ids]
+    assert emb[:, 1].tolist() == [len(row) for row in ids]
+    assert model.calls == [(100, 7)]
