@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -64,6 +65,7 @@ class App:
         self.load_error: str | None = None
         self.not_serving: str | None = None  # why /ping refuses although the model loaded
         self._emf: asyncio.TimerHandle | None = None
+        self.loaded: asyncio.Event | None = None  # set once loading succeeded or failed
         self.routes = {
             "/ping": ("GET", self.ping),
             "/invocations": ("POST", self.invocations),
@@ -84,7 +86,9 @@ class App:
 
     async def start(self) -> None:
         """Load the model in the background: /ping answers 503 until it is warm."""
-        asyncio.get_running_loop().create_task(self._start())
+        self.loaded = asyncio.Event()
+        task = asyncio.get_running_loop().create_task(self._start())
+        task.add_done_callback(lambda _: self.loaded.set())  # type: ignore[union-attr]
 
     async def _start(self) -> None:
         settings, session = self.settings, self.session
@@ -129,8 +133,9 @@ class App:
                 and getattr(self.session, "reference_cosine", None) is not None)
 
     def _emit_gpu_metric(self) -> None:
-        """CloudWatch Embedded Metric Format on stdout: now and every minute."""
-        print(gpu_active_line(self.session.provider, self.gpu_active), flush=True)
+        """CloudWatch Embedded Metric Format on stdout: now and every minute (one worker)."""
+        if os.environ.get("MAAS_WORKER_INDEX", "0") == "0":
+            print(gpu_active_line(self.session.provider, self.gpu_active), flush=True)
         loop = asyncio.get_running_loop()
         self._emf = loop.call_later(EMF_INTERVAL_S, self._emit_gpu_metric)
 

@@ -62,6 +62,7 @@ class Settings:
     intra_op_threads: int = 0  # 0: ONNX Runtime's default (one per core)
     providers: str = ""  # comma list overriding TensorRT → CUDA → CPU (e.g. "CPU")
     require_gpu: bool = False  # /ping answers 503 unless a GPU provider passed its checks
+    workers: int = 1  # HTTP processes sharing the port, each with its own model sessions
     express_tokens: int = 512  # requests this small also run on a second session; 0: off
     log_level: str = "info"
 
@@ -84,6 +85,7 @@ class Settings:
             intra_op_threads=_int(env, "MAAS_INTRA_OP_THREADS", 0, minimum=0),
             providers=env.get("MAAS_PROVIDERS", ""),
             require_gpu=_bool(env, "MAAS_REQUIRE_GPU"),
+            workers=_int(env, "MAAS_WORKERS", 1, minimum=1),
             express_tokens=_int(env, "MAAS_EXPRESS_LANE_TOKENS", 512, minimum=0),
             log_level=(env.get("MAAS_LOG_LEVEL") or "info").lower(),
         )

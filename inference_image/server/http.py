@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -247,10 +248,16 @@ class HttpServer:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
-    async def start(self, host: str, port: int, backlog: int = 2048) -> None:
+    async def start(self, host: str, port: int, backlog: int = 2048,
+                    sock: socket.socket | None = None) -> None:
+        """Listen on ``host:port``, or on ``sock`` (a listening socket shared by workers)."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self), host, port,
-                                                backlog=backlog, reuse_address=True)
+        if sock is not None:
+            self._server = await loop.create_server(lambda: _Connection(self), sock=sock,
+                                                    backlog=backlog)
+        else:
+            self._server = await loop.create_server(lambda: _Connection(self), host, port,
+                                                    backlog=backlog, reuse_address=True)
         self._sweeper = loop.create_task(self._sweep())
 
     @property

@@ -109,3 +109,34 @@ def test_a_small_request_is_not_stuck_behind_a_large_one(server) -> None:
     # THEN it is answered within about one round, long before the large one
     assert status == 200 and results[0][0] == 200
     assert small_s < large_s / 2, (small_s, large_s)
+
+
+def _children(pid: int) -> list[int]:
+    import os
+
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(entry))
+            except OSError:
+                continue
+    return out
+
+
+@pytest.mark.slow
+def test_workers_share_the_port_and_drain_together(make_server) -> None:
+    # GIVEN two worker processes on one port
+    srv = make_server(MAAS_WORKERS="2")
+    assert len(_children(srv.proc.pid)) == 2  # (each accepts only once its model is loaded)
+    # WHEN concurrent requests arrive, THEN they are all answered (by either worker)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: srv.post("/invocations", {"input_ids": [[101, 102]]}),
+                                range(32)))
+    assert {status for status, _, _ in results} == {200}
+    # AND SIGTERM stops both, and the parent exits 0
+    srv.proc.send_signal(signal.SIGTERM)
+    assert srv.proc.wait(timeout=40) == 0
+    assert _children(srv.proc.pid) == []
