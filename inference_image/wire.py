@@ -27,7 +27,6 @@ import struct
 import sys
 from array import array
 from collections.abc import Sequence
-from itertools import chain
 from urllib.parse import quote, unquote
 
 EMBEDDINGS_TYPE = "application/vnd.maas.embeddings"
@@ -71,7 +70,9 @@ def read_embeddings(body: bytes) -> tuple[int, int, int, memoryview]:
 # -- token ids (gateway → container) --------------------------------------------------------
 def encode_token_ids(input_ids: Sequence[Sequence[int]]) -> bytes:
     lengths = array("I", map(len, input_ids))
-    ids = array("i", chain.from_iterable(input_ids))
+    ids = array("i")
+    for item in input_ids:  # fromlist converts in C: 2x faster than one iterator of all ids
+        ids.fromlist(item if isinstance(item, list) else list(item))
     if not _LITTLE:  # pragma: no cover - every AWS and local target is little-endian
         lengths.byteswap()
         ids.byteswap()

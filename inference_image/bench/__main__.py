@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-COMMANDS = ("serving", "offline", "gpu", "cpu", "null", "largest")
+COMMANDS = ("serving", "offline", "gpu", "cpu", "null", "largest", "hop")
 
 
 def _run(name: str, args: list[str]) -> int:
