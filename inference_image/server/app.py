@@ -93,8 +93,9 @@ class App:
     async def _start(self) -> None:
         settings, session = self.settings, self.session
         try:
-            if settings.express_tokens > 0:  # the bulk session's threads run at a lower priority
-                await _in_thread(self._load, nice=True)
+            if settings.express_tokens > 0 and settings.bulk_nice:
+                # the bulk session's compute threads inherit a lower priority
+                await _in_thread(self._load, nice=settings.bulk_nice)
             else:
                 await asyncio.to_thread(self._load)
             express = None
@@ -113,7 +114,7 @@ class App:
             max_batch_items=settings.max_batch_items, max_wait_s=settings.max_wait_ms / 1000,
             max_queue=settings.max_queue, metrics=self.metrics, call_overhead_tokens=overhead,
             express=express, express_tokens=settings.express_tokens,
-            quantum=settings.max_tokens)
+            quantum=settings.max_tokens, bulk_nice=settings.bulk_nice)
         self.batcher.start()
         if settings.require_gpu and not self.gpu_active:
             self.not_serving = (
@@ -314,15 +315,14 @@ class App:
         return Response(200, self.metrics.render(), self.metrics.content_type)
 
 
-async def _in_thread(fn: Any, *, nice: bool) -> None:
-    """Run ``fn`` on a thread of its own, niced first when ``nice`` (threads it starts, such as
-    ONNX Runtime's intra-op pool, inherit the niceness)."""
+async def _in_thread(fn: Any, *, nice: int) -> None:
+    """Run ``fn`` on a thread of its own with niceness ``nice`` (threads it starts, such as
+    ONNX Runtime's intra-op pool, inherit it)."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
 
     def run() -> None:
-        if nice:
-            lower_thread_priority()
+        lower_thread_priority(nice)
         try:
             fn()
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine

@@ -53,10 +53,7 @@ from inference_image.server.metrics import Metrics
 log = logging.getLogger("inference_image.batcher")
 
 Execute = Callable[[np.ndarray, np.ndarray], np.ndarray]
-BULK_NICE = 10  # niceness of the bulk lane's threads, where an express lane exists
-
-
-def lower_thread_priority(nice: int = BULK_NICE) -> None:
+def lower_thread_priority(nice: int) -> None:
     """Raise this thread's niceness (Linux: per thread; threads it starts inherit it, which is
     how ONNX Runtime's intra-op pool of a session built here gets it too)."""
     try:
@@ -159,7 +156,7 @@ class Batcher:
                  max_batch_items: int, max_wait_s: float, max_queue: int,
                  metrics: Metrics, call_overhead_tokens: int = 32,
                  express: Execute | None = None, express_tokens: int = 0,
-                 quantum: int = 256) -> None:
+                 quantum: int = 256, bulk_nice: int = 0) -> None:
         self._dim = dim
         self._budget = max_batch_tokens
         self._max_items = max_batch_items
@@ -167,6 +164,7 @@ class Batcher:
         self._max_queue = max_queue
         self._call_overhead = call_overhead_tokens
         self._quantum = quantum
+        self._bulk_nice = bulk_nice
         self._metrics = metrics
         # One lock for the queues; each lane sleeps on its own event, set after the lock is
         # released, so a new request wakes one lane, which then finds the lock free (a woken
@@ -296,8 +294,9 @@ class Batcher:
     def _lane_loop(self, lane: _Lane) -> None:
         loop = self._loop
         assert loop is not None
-        if not lane.express and len(self._lanes) > 1:
-            lower_thread_priority()  # on a busy CPU the express lane and the event loop go first
+        if not lane.express and len(self._lanes) > 1 and self._bulk_nice:
+            # on a busy CPU the express lane and the event loop go first
+            lower_thread_priority(self._bulk_nice)
         while True:
             lane.wake.clear()  # before looking: a request queued from now on sets it again
             with self._lock:

@@ -64,6 +64,7 @@ class Settings:
     require_gpu: bool = False  # /ping answers 503 unless a GPU provider passed its checks
     workers: int = 1  # HTTP processes sharing the port, each with its own model sessions
     express_tokens: int = 512  # requests this small also run on a second session; 0: off
+    bulk_nice: int = 10  # niceness of the bulk lane's threads where an express lane exists
     log_level: str = "info"
 
     @classmethod
@@ -87,5 +88,6 @@ class Settings:
             require_gpu=_bool(env, "MAAS_REQUIRE_GPU"),
             workers=_int(env, "MAAS_WORKERS", 1, minimum=1),
             express_tokens=_int(env, "MAAS_EXPRESS_LANE_TOKENS", 512, minimum=0),
+            bulk_nice=_int(env, "MAAS_BULK_NICE", 10, minimum=0),
             log_level=(env.get("MAAS_LOG_LEVEL") or "info").lower(),
         )
