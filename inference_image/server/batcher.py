@@ -337,8 +337,12 @@ class Batcher:
                 and self._queued_tokens(lane) < lane.budget):
             lane.waiting = True
             return [], remaining
+        taken = self._take(lane, now)
+        if not taken:  # nothing it may take after all (credit, size): look again shortly
+            lane.waiting = True
+            return [], 0.01
         lane.waiting = False
-        return self._take(lane, now), None
+        return taken, None
 
     def _eligible(self, lane: _Lane, job: _Job) -> bool:
         return not lane.express or (job.cursor == 0 and job.total <= lane.budget)
@@ -346,8 +350,10 @@ class Batcher:
     def _oldest_eligible(self, lane: _Lane, now: float) -> float | None:
         oldest = None
         for tenant in list(self._tenants):
-            queue = self._tenants[tenant]
-            self._drop_dead(tenant, queue, now)
+            self._drop_dead(tenant, self._tenants[tenant], now)
+            queue = self._tenants.get(tenant)
+            if queue is None:  # all of its requests were dead
+                continue
             for job in queue:
                 if self._eligible(lane, job):
                     if oldest is None or job.enqueued < oldest:

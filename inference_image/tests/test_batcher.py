@@ -237,3 +237,24 @@ def test_a_large_request_is_padded_right() -> None:
     assert emb[:, 0].tolist() == [row[0] for row in ids]
     assert emb[:, 1].tolist() == [len(row) for row in ids]
     assert model.calls == [(100, 7)]
+
+
+def test_the_batcher_keeps_serving_after_requests_expire() -> None:
+    # GIVEN a request that expires while a slow call runs, so its tenant's queue dies
+    model = FakeModel(delay=0.2)
+
+    async def main() -> list[float]:
+        batcher, _ = make(model, max_wait_s=0)
+        batcher.start()
+        slow = batcher.enqueue([[1] * 60], 5, tenant="a")
+        await asyncio.sleep(0.05)
+        with pytest.raises(DeadlineExceededError):
+            await batcher.submit([[2] * 60], 0.05, tenant="b")
+        await slow
+        await asyncio.sleep(0.05)  # the lanes look at the dead queue and go idle
+        # WHEN a new request arrives, THEN a lane wakes for it
+        out = await batcher.submit([[3, 3]], 2, tenant="c")
+        await batcher.drain(5)
+        return out.embeddings[:, 0].tolist()
+
+    assert asyncio.run(main()) == [3.0]
