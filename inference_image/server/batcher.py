@@ -9,9 +9,10 @@ requests therefore gets one share of each slice, not the whole model, and anothe
 one-sentence request rides in the next slice.
 
 The express lane (``express_tokens`` > 0) is a second model session on its own thread that
-takes only whole requests of at most ``express_tokens`` tokens, so a small request never
-waits behind a large request's model call: on a GPU the two sessions run on their own
-streams, on a CPU on their own threads.
+serves the small requests (whole, at most ``express_tokens`` tokens), while the bulk lane
+serves the larger ones: a small request never waits behind a large request's model call. On a
+GPU the two sessions run on their own CUDA streams; on a CPU the bulk lane's threads run niced
+(``bulk_nice``), so the express lane and the event loop get the cores first.
 
 A slice's items are sorted by length and cut into model calls whose padded size fits the
 budget, a new call starting where padding would cost more than a call
@@ -127,6 +128,7 @@ class _Job:
     error: InferenceError | None = None
     timer: asyncio.TimerHandle | None = None
     starts: np.ndarray | None = None  # item offsets as an array, for _gather
+    small: bool = False  # the express lane's (with one)
 
     @property
     def handed_out(self) -> bool:
@@ -147,7 +149,6 @@ class _Lane:
     express: bool
     wake: threading.Event = field(default_factory=threading.Event)
     waiting: bool = False  # idle (or gathering batch-mates): a new request should wake it
-    large: bool = False  # computing a slice that holds a request too large for the express lane
     thread: threading.Thread | None = None
 
 
@@ -172,7 +173,7 @@ class Batcher:
         self._lock = threading.Lock()
         self._lanes = [_Lane("bulk", execute, max_batch_tokens, express=False)]
         if express is not None and express_tokens > 0:
-            self._lanes.append(_Lane("express", express, express_tokens, express=True))
+            self._lanes.append(_Lane("express", express, max_batch_tokens, express=True))
         self._express_tokens = express_tokens if len(self._lanes) > 1 else 0
         # Under _lock: the tenants with queued work in round-robin order, their credit,
         # how many requests wait for their first item to start (what max_queue bounds).
@@ -181,6 +182,7 @@ class Batcher:
         self._queued = 0
         self._closing = False
         self._active = 0  # submitted and not yet answered (event loop only)
+        self._active_small = 0  # of which small: the express lane's, where there is one
         self._idle: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -237,6 +239,8 @@ class Batcher:
             lane.wake.set()
         self._metrics.queue_depth.set(self._queued)
         self._active += 1
+        job.small = 0 < job.total <= self._express_tokens
+        self._active_small += job.small
         assert self._idle is not None
         self._idle.clear()
         job.timer = loop.call_at(job.deadline, self._expire, job)
@@ -253,16 +257,12 @@ class Batcher:
             raise
 
     def _lane_for(self, job: _Job) -> _Lane | None:
-        """Under _lock: the idle lane that should take ``job``: the bulk lane when it is idle
-        (one lane batches best), the express lane when the bulk lane is busy with a large
-        request; None when neither (the first to finish takes it)."""
-        bulk, express = self._lanes[0], self._lanes[-1]
-        if bulk.waiting:
-            bulk.waiting = False
-            return bulk
-        if express.express and express.waiting and bulk.large and self._eligible(express, job):
-            express.waiting = False
-            return express
+        """Under _lock: the lane that takes ``job`` if it is idle; None when it is busy (it
+        takes the job when it finishes)."""
+        lane = self._lanes[-1] if self._eligible(self._lanes[-1], job) else self._lanes[0]
+        if lane.waiting:
+            lane.waiting = False
+            return lane
         return None
 
     def _expire(self, job: _Job) -> None:
@@ -276,6 +276,7 @@ class Batcher:
         if job.timer is not None:
             job.timer.cancel()
         self._active -= 1
+        self._active_small -= job.small
         if self._active == 0 and self._idle is not None:
             self._idle.set()
 
@@ -320,20 +321,19 @@ class Batcher:
         take yet (it gives the oldest request ``max_wait`` to gather batch-mates while others
         are in flight), or (None, None) when closing with nothing left."""
         now = time.monotonic()
-        if not lane.express:
-            lane.large = False
-        # The express lane only serves while the bulk lane computes a large request: small
-        # requests then need not wait for it; otherwise one lane forms the bigger batches.
-        oldest = (self._oldest_eligible(lane, now) if not lane.express or self._lanes[0].large
-                  else None)
+        oldest, queued = self._oldest_eligible(lane, now)
         if oldest is None:
             if self._closing and not self._tenants:
                 return None, None
             lane.waiting = True
             return [], 0.5 if self._closing else None
-        in_flight_elsewhere = self._active > self._queued
+        # Batch-mates are worth waiting for only while more of this lane's requests are in
+        # flight than queued (a large request on the other lane is no batch-mate).
+        mine = (self._active_small if lane.express
+                else self._active - self._active_small if self._express_tokens else self._active)
+        in_flight_elsewhere = mine > queued
         remaining = oldest + self._max_wait - now
-        if (remaining > 0 and in_flight_elsewhere and not self._closing and not lane.express
+        if (remaining > 0 and in_flight_elsewhere and not self._closing
                 and self._queued_tokens(lane) < lane.budget):
             lane.waiting = True
             return [], remaining
@@ -345,10 +345,16 @@ class Batcher:
         return taken, None
 
     def _eligible(self, lane: _Lane, job: _Job) -> bool:
-        return not lane.express or (job.cursor == 0 and job.total <= lane.budget)
+        """With an express lane, small requests (whole, <= express_tokens) are its own and the
+        bulk lane takes the larger ones; without one, the bulk lane takes everything."""
+        if lane.express:
+            return job.cursor == 0 and job.total <= self._express_tokens
+        return not self._express_tokens or job.total > self._express_tokens
 
-    def _oldest_eligible(self, lane: _Lane, now: float) -> float | None:
+    def _oldest_eligible(self, lane: _Lane, now: float) -> tuple[float | None, int]:
+        """When the oldest request this lane may take arrived, and how many it may take."""
         oldest = None
+        count = 0
         for tenant in list(self._tenants):
             self._drop_dead(tenant, self._tenants[tenant], now)
             queue = self._tenants.get(tenant)
@@ -358,10 +364,8 @@ class Batcher:
                 if self._eligible(lane, job):
                     if oldest is None or job.enqueued < oldest:
                         oldest = job.enqueued
-                    break
-                if not lane.express:
-                    break
-        return oldest
+                    count += 1
+        return oldest, count
 
     def _queued_tokens(self, lane: _Lane) -> int:
         total = 0
@@ -403,9 +407,9 @@ class Batcher:
                 queue = self._tenants[tenant]
                 credit = min(self._credit[tenant] + quantum, cap)
                 for job in list(queue):
+                    if not self._eligible(lane, job):
+                        continue  # the other lane's: look behind it
                     if lane.express:
-                        if not self._eligible(lane, job):
-                            continue  # a large one, or started on the bulk lane: look behind it
                         if job.total > credit or (tokens and tokens + job.total > lane.budget):
                             break
                         take = len(job.order)
@@ -423,8 +427,6 @@ class Batcher:
                     if not job.cursor:
                         job.started = now
                         self._queued -= 1  # from waiting to running
-                    if job.total > self._express_tokens:
-                        lane.large = True
                     for i in job.order[job.cursor:job.cursor + take]:
                         n = job.lengths[i]
                         taken.append((n, job, i))
@@ -445,10 +447,6 @@ class Batcher:
                 if tokens >= lane.budget:
                     break
         self._metrics.queue_depth.set(self._queued)
-        express = self._lanes[-1]
-        if lane.large and express.express and express.waiting and self._tenants:
-            express.waiting = False  # small requests queued behind a large one: serve them
-            express.wake.set()
         return taken
 
     # -- compute (lane threads, outside the lock) --------------------------------------------

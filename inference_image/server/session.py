@@ -181,12 +181,10 @@ class OnnxSession:
 
     def open_lane(self) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
         """A second session on the provider ``initialize`` chose (its own CUDA stream on a
-        GPU, its own thread on a CPU), warmed up; returns its execute function. One intra-op
-        thread: its calls are small, and on a busy CPU a parallel operator waits for its
-        slowest thread, which is where latency goes."""
+        GPU, its own threads on a CPU), warmed up; returns its execute function."""
         if self.provider is None:
             raise RuntimeError("session is not initialized")
-        session = self._build(self.provider, intra_op_threads=1)
+        session = self._build(self.provider)
         self._warm_up(session)
         self._lanes.append(session)
 
