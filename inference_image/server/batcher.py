@@ -3,10 +3,10 @@
 Requests queue per tenant (bounded in all: ``max_queue`` requests, else ``OverloadedError``
 → 503 + Retry-After). Each model lane is a worker thread that forms its next slice of work
 under one lock, by deficit round robin over the tenants with queued work: every visit gives
-a tenant ``quantum`` tokens of credit, and a tenant takes its shortest remaining items while
-its credit lasts, until the slice holds ``max_batch_tokens``. A tenant sending 2,048-item
-requests therefore gets one share of each slice, not the whole model, and another tenant's
-one-sentence request rides in the next slice.
+a tenant an equal share of the slice as credit (at least ``quantum`` tokens, one full item),
+and it spends the credit on its oldest request's shortest remaining items (its requests take
+turns), until the slice holds ``max_batch_tokens``. A tenant sending 2,048-item requests
+therefore gets one share of each slice, not the whole model.
 
 The express lane (``express_tokens`` > 0) is a second model session on its own thread that
 serves the small requests (whole, at most ``express_tokens`` tokens), while the bulk lane
@@ -23,7 +23,7 @@ oldest queued request waits at most ``max_wait`` for batch-mates, and only while
 requests are in flight (a lone request goes straight to the model). A model call that fails
 is retried request by request, so one bad request never fails its batch-mates.
 
-Threads: the event loop only enqueues (``submit``) and receives answers
+Threads: the event loop only enqueues (``enqueue``) and receives answers
 (``call_soon_threadsafe``, one per model call); scheduling, padding and scattering run on the
 lane threads, where ONNX Runtime releases the GIL while it computes.
 """
