@@ -92,7 +92,17 @@ test-fast: install ## unit and functional tests only (no sam build)
 
 bench: bench-inference bench-gateway ## all benchmarks (ratios against a peer in the same run)
 
-bench-inference: install model ## inference server vs sentence-transformers
+# The serving benchmark's peer: Infinity on the same model files, in a venv of its own.
+# torch first and pinned (the CPU wheel on disk; any other version downloads gigabytes).
+INFINITY := .venv-infinity/bin/infinity_emb
+$(INFINITY):
+	@echo "[maas] installing infinity-emb 0.0.78 (torch engine) into .venv-infinity"
+	@test -x .venv-infinity/bin/python || $(PYTHON) -m venv .venv-infinity
+	@.venv-infinity/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
+	@.venv-infinity/bin/python -m pip install -q --disable-pip-version-check "infinity-emb[server,torch]==0.0.78" torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
+	@test -x $(INFINITY) || { echo "[maas] infinity-emb install failed" >&2; exit 1; }
+
+bench-inference: install model $(INFINITY) ## inference: CPU, null model, serving vs Infinity, offline, GPU
 	@$(PY) -m inference_image.bench
 
 bench-gateway: install model ## admission and gateway overhead vs their peers
@@ -109,7 +119,7 @@ lint: install typecheck ## ruff, mypy, import contracts and cfn-lint
 	@$(VENV)/bin/cfn-lint template.yaml -a cfn_lint_serverless.rules -i W1030 WS1004 ES1007 ES4000 ES7000
 
 clean: ## remove the venv, the exported model and local state
-	rm -rf $(VENV) .venv-sam .maas .aws-sam functions/console/node_modules functions/console/site/vendor
+	rm -rf $(VENV) .venv-sam .venv-infinity .maas .aws-sam functions/console/node_modules functions/console/site/vendor
 
 # `sam build` builds the shared layer with this target (BuildMethod: makefile, run in a copy
 # of layers/gateway/, whose links bring the gateway package and pyproject.toml): wheels for the

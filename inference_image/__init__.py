@@ -1,8 +1,9 @@
 """The inference container: export (torch → ONNX, validated), server (SageMaker contract +
 OpenAI embeddings), its own tests and benchmarks.
 
-Serving imports only numpy, onnxruntime, tokenizers, starlette, uvicorn and prometheus_client;
-torch and sentence-transformers are needed by ``inference_image.export`` and the benchmarks.
+Serving imports only numpy, onnxruntime, tokenizers, httptools, uvloop, orjson and
+prometheus_client; torch and sentence-transformers are needed by ``inference_image.export``
+and the benchmarks.
 """
 
 MODEL_NAME = "all-MiniLM-L6-v2"

@@ -1,37 +1,66 @@
-"""The forwarder: token ids to the inference container, embeddings back.
+"""The forwarder: token ids to the inference container, float32 vectors back.
 
-Locally a pooled HTTP connection to the container's ``/invocations``; in AWS the same
-payload through ``sagemaker-runtime invoke_endpoint``. Both keep SageMaker's contract."""
+Locally a pooled HTTP connection to the container's ``/invocations``; in AWS the same bytes
+through ``sagemaker-runtime invoke_endpoint``. Both send the compact binary hop format
+(``inference_image.wire``) and the tenant and remaining time in the one metadata channel
+SageMaker forwards (``CustomAttributes``), so the container schedules tenants fairly and drops
+work whose caller has already given up."""
 
 from __future__ import annotations
 
+import sys
 from array import array
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
-import urllib3
 
 from gateway.errors import ServiceUnavailableError, UpstreamError, UpstreamTimeoutError
+from inference_image import wire
+
+# The container gives up this much before the gateway does, so its 504 (work dropped, nothing
+# computed for nobody) arrives before the gateway's own read timeout.
+_CONTAINER_MARGIN_S = 0.25
+_LITTLE = sys.byteorder == "little"
 
 
 @dataclass(frozen=True, slots=True)
 class Embeddings:
-    """``count`` vectors of ``dim`` little-endian float32s in ``data`` (no numpy here)."""
+    """``count`` vectors of ``dim`` little-endian float32 in ``data`` (no numpy here)."""
 
     count: int
     dim: int
     prompt_tokens: int
     data: bytes
 
-    def vector(self, i: int) -> list[float]:
-        values = array("f")
-        values.frombytes(self.raw(i))
-        return values.tolist()
+    def __post_init__(self) -> None:
+        if len(self.data) != 4 * self.count * self.dim:
+            raise ValueError(f"{len(self.data)} bytes are not {self.count} x {self.dim} float32")
 
     def raw(self, i: int) -> bytes:
+        """The i-th vector's 4*dim bytes, as they came (base64 output needs no float round trip)."""
+        if not 0 <= i < self.count:
+            raise IndexError(f"vector {i} of {self.count}")
         size = 4 * self.dim
-        return self.data[i * size : (i + 1) * size]
+        return self.data[i * size:(i + 1) * size]
+
+    def vector(self, i: int) -> list[float]:
+        floats = array("f")
+        floats.frombytes(self.raw(i))
+        if not _LITTLE:  # pragma: no cover - every AWS and local target is little-endian
+            floats.byteswap()
+        return floats.tolist()
+
+    @classmethod
+    def from_vectors(cls, vectors: list[list[float]], prompt_tokens: int) -> Embeddings:
+        """For fakes and old JSON answers: float lists packed as float32."""
+        dim = len(vectors[0]) if vectors else 0
+        if any(len(v) != dim for v in vectors):
+            raise ValueError("vectors of different lengths")
+        floats = array("f", [x for v in vectors for x in v])
+        if not _LITTLE:  # pragma: no cover
+            floats.byteswap()
+        return cls(count=len(vectors), dim=dim, prompt_tokens=prompt_tokens, data=floats.tobytes())
 
 
 class InferenceClient(Protocol):
@@ -39,56 +68,85 @@ class InferenceClient(Protocol):
     def ready(self) -> bool: ...
 
 
-def _parse(status: int, body: bytes) -> Embeddings:
-    if status == 503:
-        raise ServiceUnavailableError("the inference service is overloaded; retry shortly",
-                                      headers={"Retry-After": "1"})
+def _request(input_ids: list[list[int]], tenant_id: str, timeout_s: float) -> tuple[bytes, str]:
+    if timeout_s <= 0:
+        raise UpstreamTimeoutError("no time left for the inference service")
+    container_ms = max(1, int((timeout_s - min(_CONTAINER_MARGIN_S, timeout_s / 10)) * 1000))
+    return wire.encode_token_ids(input_ids), wire.format_attributes(tenant_id, container_ms)
+
+
+def _unavailable(message: str) -> ServiceUnavailableError:
+    return ServiceUnavailableError(message, headers={"Retry-After": "1"})
+
+
+def _raise_for_status(status: int) -> None:
+    if status in (429, 503):
+        raise _unavailable("the inference service is overloaded; retry shortly")
     if status == 504:
         raise UpstreamTimeoutError("the inference service did not answer in time")
     if status != 200:
         raise UpstreamError(f"the inference service failed (status {status})")
+
+
+def parse_answer(input_ids: list[list[int]], body: bytes, content_type: str) -> Embeddings:
+    """The container's answer, checked against what was asked; UpstreamError when it is
+    unreadable or inconsistent (count, length, token count)."""
     try:
-        payload = orjson.loads(body)
-        vectors = payload["embeddings"]
-        dim = len(vectors[0]) if vectors else 0
-        data = array("f", [value for vector in vectors for value in vector])
-        if len(data) != dim * len(vectors):
-            raise ValueError("ragged embeddings")
-        return Embeddings(count=len(vectors), dim=dim, prompt_tokens=int(payload["prompt_tokens"]),
-                          data=data.tobytes())
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as error:
+        if content_type.startswith(wire.JSON_TYPE):  # a container that predates the binary form
+            payload = orjson.loads(body)
+            result = Embeddings.from_vectors(payload["embeddings"], int(payload["prompt_tokens"]))
+        else:
+            count, dim, prompt_tokens, _ = wire.read_embeddings(body)
+            result = Embeddings(count=count, dim=dim, prompt_tokens=prompt_tokens,
+                                data=body[wire.EMBEDDINGS_HEADER.size:])
+    except (wire.WireError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise UpstreamError("the inference service sent an unreadable answer") from error
+    sent_tokens = sum(map(len, input_ids))
+    if result.count != len(input_ids) or result.dim == 0 or result.prompt_tokens != sent_tokens:
+        raise UpstreamError(
+            f"the inference service answered {result.count} vectors of {result.dim} for "
+            f"{result.prompt_tokens} tokens; {len(input_ids)} inputs of {sent_tokens} tokens were sent")
+    return result
 
 
 class HttpInferenceClient:
     def __init__(self, base_url: str, *, timeout_s: float, pool_size: int = 16) -> None:
+        import urllib3
+
+        self._urllib3 = urllib3
         self.base_url = base_url.rstrip("/")
-        self.timeout = urllib3.Timeout(connect=1.0, read=timeout_s)
-        self.pool = urllib3.PoolManager(maxsize=pool_size, block=False, retries=False)
+        self.timeout_s = timeout_s  # the longest any call may take, whatever it asks for
+        self.pool = urllib3.connection_from_url(self.base_url, maxsize=pool_size, block=False,
+                                                retries=False)
 
     def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float) -> Embeddings:
+        timeout_s = min(timeout_s, self.timeout_s)
+        body, attributes = _request(input_ids, tenant_id, timeout_s)
+        exceptions = self._urllib3.exceptions
         try:
-            response = self.pool.request(
-                "POST", f"{self.base_url}/invocations",
-                body=orjson.dumps({"input_ids": input_ids}),
-                headers={"Content-Type": "application/json"},
-                timeout=urllib3.Timeout(connect=1.0, read=min(timeout_s, self.timeout.read_timeout or timeout_s)),
+            response = self.pool.urlopen(
+                "POST", "/invocations", body=body,
+                headers={"Content-Type": wire.TOKEN_IDS_TYPE, "Accept": wire.EMBEDDINGS_TYPE,
+                         wire.ATTRIBUTES_HEADER: attributes},
+                timeout=self._urllib3.Timeout(connect=min(1.0, timeout_s), read=timeout_s),
             )
-        except urllib3.exceptions.TimeoutError as error:
+        except exceptions.ReadTimeoutError as error:
             raise UpstreamTimeoutError("the inference service did not answer in time") from error
-        except urllib3.exceptions.HTTPError as error:
-            raise ServiceUnavailableError("the inference service is unreachable",
-                                          headers={"Retry-After": "1"}) from error
-        return _parse(response.status, response.data)
+        except exceptions.HTTPError as error:  # refused, reset, connect timeout: unreachable
+            raise _unavailable("the inference service is unreachable") from error
+        _raise_for_status(response.status)
+        return parse_answer(input_ids, response.data, response.headers.get("Content-Type", ""))
 
     def ready(self) -> bool:
         try:
-            return self.pool.request("GET", f"{self.base_url}/ping", timeout=2.0).status == 200
-        except urllib3.exceptions.HTTPError:
+            return self.pool.urlopen("GET", "/ping", timeout=2.0).status == 200
+        except self._urllib3.exceptions.HTTPError:
             return False
 
 
 class SageMakerInferenceClient:
+    """``client`` is a ``sagemaker-runtime`` client whose read timeout caps every call."""
+
     def __init__(self, endpoint_name: str, *, client: Any) -> None:
         self.endpoint_name = endpoint_name
         self.client = client
@@ -96,25 +154,23 @@ class SageMakerInferenceClient:
     def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float) -> Embeddings:
         from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 
+        body, attributes = _request(input_ids, tenant_id, timeout_s)
         try:
             response = self.client.invoke_endpoint(
-                EndpointName=self.endpoint_name,
-                ContentType="application/json",
-                Accept="application/json",
-                Body=orjson.dumps({"input_ids": input_ids}),
-            )
+                EndpointName=self.endpoint_name, ContentType=wire.TOKEN_IDS_TYPE,
+                Accept=wire.EMBEDDINGS_TYPE, CustomAttributes=attributes, Body=body)
         except ReadTimeoutError as error:
             raise UpstreamTimeoutError("the inference service did not answer in time") from error
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "")
+            if code == "ModelError":  # the container answered non-2xx: its own status decides
+                _raise_for_status(int(error.response.get("OriginalStatusCode") or 500))
             if code in ("ThrottlingException", "ServiceUnavailable", "ModelNotReadyException"):
-                raise ServiceUnavailableError("the inference service is busy; retry shortly",
-                                              headers={"Retry-After": "1"}) from error
+                raise _unavailable("the inference service is busy; retry shortly") from error
             raise UpstreamError("the inference service failed") from error
         except BotoCoreError as error:
-            raise ServiceUnavailableError("the inference service is unreachable",
-                                          headers={"Retry-After": "1"}) from error
-        return _parse(200, response["Body"].read())
+            raise _unavailable("the inference service is unreachable") from error
+        return parse_answer(input_ids, response["Body"].read(), response.get("ContentType", ""))
 
     def ready(self) -> bool:
         return True  # SageMaker routes only to instances whose /ping passed

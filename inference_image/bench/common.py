@@ -74,15 +74,16 @@ class LoadResult:
 
 
 async def _one_connection(host: str, port: int, path: str, bodies: list[bytes],
-                          stop_at: float, result: LoadResult, offset: int) -> None:
+                          stop_at: float, result: LoadResult, offset: int,
+                          headers: str) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     i = offset
     try:
         while time.perf_counter() < stop_at:
             body = bodies[i % len(bodies)]
             i += 1
-            head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json"
-                    f"\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+            head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\n{headers}"
+                    f"Content-Length: {len(body)}\r\n\r\n").encode()
             t0 = time.perf_counter()
             writer.write(head + body)
             status_line = await reader.readline()
@@ -105,24 +106,32 @@ async def _one_connection(host: str, port: int, path: str, bodies: list[bytes],
 
 
 async def _load(url: str, path: str, bodies: list[bytes], concurrency: int,
-                seconds: float, warmup: float) -> LoadResult:
+                seconds: float, warmup: float, headers: dict[str, str]) -> LoadResult:
     host, port = url.removeprefix("http://").split(":")
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     if warmup:
         scratch = LoadResult(concurrency, warmup)
         stop = time.perf_counter() + warmup
-        await asyncio.gather(*(_one_connection(host, int(port), path, bodies, stop, scratch, k)
-                               for k in range(concurrency)))
+        await asyncio.gather(*(_one_connection(host, int(port), path, bodies, stop, scratch, k,
+                                               extra) for k in range(concurrency)))
     result = LoadResult(concurrency, seconds)
     stop = time.perf_counter() + seconds
-    await asyncio.gather(*(_one_connection(host, int(port), path, bodies, stop, result, k * 7)
-                           for k in range(concurrency)))
+    await asyncio.gather(*(_one_connection(host, int(port), path, bodies, stop, result, k * 7,
+                                           extra) for k in range(concurrency)))
     return result
 
 
 def run_load(url: str, path: str, bodies: list[bytes], concurrency: int, seconds: float,
-             warmup: float = 1.0) -> LoadResult:
+             warmup: float = 1.0, headers: dict[str, str] | None = None) -> LoadResult:
     """Closed loop: ``concurrency`` keep-alive connections, each sending back to back."""
-    return asyncio.run(_load(url, path, bodies, concurrency, seconds, warmup))
+    return asyncio.run(_load(url, path, bodies, concurrency, seconds, warmup,
+                             headers or {"Content-Type": "application/json"}))
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def embeddings_bodies(texts: list[str]) -> list[bytes]:

@@ -1,49 +1,58 @@
-"""Transport: the HTTP routes (SageMaker's /ping and /invocations, OpenAI's /v1/embeddings,
-Prometheus' /metrics), body limits and the single error-to-response mapping."""
+"""Transport: the routes (SageMaker's /ping and /invocations, OpenAI's /v1/embeddings,
+Prometheus' /metrics) and the single error-to-response mapping.
+
+``/invocations`` negotiates its formats: a body of ``application/vnd.maas.token-ids`` or JSON
+``{"input_ids": [[...]]}``; an answer of ``application/vnd.maas.embeddings`` (float32, count,
+dim and prompt_tokens inside: ``inference_image.wire``) when the Accept header asks for it,
+JSON ``{"embeddings", "prompt_tokens"}`` otherwise. The binary answer is written by the
+model lane straight into the response buffer: no float leaves float32 on its way out.
+
+Request metadata: ``X-Amzn-SageMaker-Custom-Attributes: tenant=<id>;timeout_ms=<n>`` (the one
+channel SageMaker forwards), and the older ``x-maas-timeout-ms`` header; the deadline is the
+smallest of those and ``MAAS_REQUEST_TIMEOUT_MS``.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import os
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from inference_image import EMBEDDING_DIM, MODEL_NAME, TOKENIZER_FILE
+from inference_image import EMBEDDING_DIM, MODEL_NAME, TOKENIZER_FILE, wire
 from inference_image.server import schemas
-from inference_image.server.batcher import Batcher
+from inference_image.server.batcher import Batcher, Result, TokenBatch, lower_thread_priority
 from inference_image.server.config import Settings
 from inference_image.server.errors import (
     InferenceError,
     InvalidRequestError,
     MethodNotAllowedError,
     NotFoundError,
-    PayloadTooLargeError,
     UnavailableError,
     error_response,
 )
-from inference_image.server.metrics import Metrics
-from inference_image.server.session import OnnxSession
+from inference_image.server.http import Deferred, Request, Response
+from inference_image.server.metrics import Metrics, gpu_active_line
+from inference_image.server.session import GPU_PROVIDERS, OnnxSession
 from inference_image.tokenizer import load_tokenizer, truncating
 
 log = logging.getLogger("inference_image.server")
 
 TIMEOUT_HEADER = "x-maas-timeout-ms"  # optional per-request deadline, capped by the setting
+EMF_INTERVAL_S = 60.0
+ROUTE_NAMES = {"/ping": "ping", "/invocations": "invocations", "/v1/embeddings": "embeddings",
+               "/v1/models": "models", "/metrics": "metrics"}
 
 
-class State:
-    """Everything the routes share; built once per app."""
+class App:
+    """Everything the routes share, built once; ``handle`` is the HTTP server's handler."""
 
-    def __init__(self, settings: Settings, session: OnnxSession) -> None:
+    def __init__(self, settings: Settings, session: Any) -> None:
         self.settings = settings
         self.session = session
         self.metrics = Metrics()
@@ -54,15 +63,116 @@ class State:
         self.ready = False
         self.draining = False
         self.load_error: str | None = None
+        self.not_serving: str | None = None  # why /ping refuses although the model loaded
+        self._emf: asyncio.TimerHandle | None = None
+        self.loaded: asyncio.Event | None = None  # set once loading succeeded or failed
+        self.routes = {
+            "/ping": ("GET", self.ping),
+            "/invocations": ("POST", self.invocations),
+            "/v1/embeddings": ("POST", self.embeddings),
+            "/v1/models": ("GET", self.models),
+            "/metrics": ("GET", self.metrics_route),
+        }
 
-    def load(self) -> None:
-        """Blocking: tokenizer + session.initialize() (warm-up included)."""
+    # -- lifecycle ---------------------------------------------------------------------------
+    def _load(self) -> None:
+        """Blocking: tokenizer + session.initialize() (warm-up and reference check)."""
         tok_path = Path(self.settings.model_dir) / TOKENIZER_FILE
         self.tokenizer = load_tokenizer(tok_path)
         self.truncating_tokenizer = truncating(self.tokenizer, self.settings.max_tokens)
         self.vocab_size = self.tokenizer.get_vocab_size()
         provider = self.session.initialize()
         self.metrics.provider.labels(provider).set(1)
+
+    async def start(self) -> None:
+        """Load the model in the background: /ping answers 503 until it is warm."""
+        self.loaded = asyncio.Event()
+        task = asyncio.get_running_loop().create_task(self._start())
+        task.add_done_callback(lambda _: self.loaded.set())  # type: ignore[union-attr]
+
+    async def _start(self) -> None:
+        settings, session = self.settings, self.session
+        try:
+            if settings.express_tokens > 0 and settings.bulk_nice:
+                # the bulk session's compute threads inherit a lower priority
+                await _in_thread(self._load, nice=settings.bulk_nice)
+            else:
+                await asyncio.to_thread(self._load)
+            express = None
+            if settings.express_tokens > 0:
+                express = await asyncio.to_thread(session.open_lane)
+        except Exception as exc:  # noqa: BLE001 - reported by /ping and the log
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.error("model failed to load: %s", self.load_error)
+            self._emit_gpu_metric()
+            return
+        overhead = settings.call_overhead_tokens
+        if overhead < 0:  # ~1 ms of model time: a few dozen tokens on a CPU, ~1k on a GPU
+            overhead = 1024 if self.gpu_active else 32
+        self.batcher = Batcher(
+            session.execute, dim=EMBEDDING_DIM, max_batch_tokens=settings.max_batch_tokens,
+            max_batch_items=settings.max_batch_items, max_wait_s=settings.max_wait_ms / 1000,
+            max_queue=settings.max_queue, metrics=self.metrics, call_overhead_tokens=overhead,
+            express=express, express_tokens=settings.express_tokens,
+            quantum=settings.max_tokens, bulk_nice=settings.bulk_nice)
+        self.batcher.start()
+        if settings.require_gpu and not self.gpu_active:
+            self.not_serving = (
+                f"MAAS_REQUIRE_GPU=true but the model runs on {session.provider}; GPU "
+                f"providers tried: {session.tried or 'none available'}")
+            log.error("not serving: %s", self.not_serving)
+        self.ready = True
+        self.metrics.ready.set(0 if self.not_serving else 1)
+        log.info("ready on %s (%s), express lane %s", session.provider, settings.model_dir,
+                 f"<= {settings.express_tokens} tokens" if express else "off")
+        self._emit_gpu_metric()
+
+    @property
+    def gpu_active(self) -> bool:
+        """A GPU provider is loaded and reproduced the reference vectors at start-up."""
+        return (self.session.provider in GPU_PROVIDERS
+                and getattr(self.session, "reference_cosine", None) is not None)
+
+    def _emit_gpu_metric(self) -> None:
+        """CloudWatch Embedded Metric Format on stdout: now and every minute (one worker)."""
+        if os.environ.get("MAAS_WORKER_INDEX", "0") == "0":
+            print(gpu_active_line(self.session.provider, self.gpu_active), flush=True)
+        loop = asyncio.get_running_loop()
+        self._emf = loop.call_later(EMF_INTERVAL_S, self._emit_gpu_metric)
+
+    def begin_drain(self) -> None:
+        self.draining = True
+        if self.batcher is not None:
+            self.batcher.close()
+
+    async def drain(self) -> None:
+        if self._emf is not None:
+            self._emf.cancel()
+        if self.batcher is not None:
+            drained = await self.batcher.drain(self.settings.drain_timeout_s)
+            log.info("drained (%s)", "complete" if drained else "timed out")
+
+    def finalize(self) -> None:
+        self.session.finalize()
+
+    # -- dispatch ----------------------------------------------------------------------------
+    def handle(self, request: Request) -> Response | Deferred:
+        route = self.routes.get(request.path)
+        if route is None:
+            raise NotFoundError(f"no route {request.method} {request.path}")
+        method, handler = route
+        if request.method != method:
+            raise MethodNotAllowedError(
+                f"method {request.method} is not allowed on {request.path}")
+        return handler(request)
+
+    def on_error(self, request: Request, exc: BaseException) -> Response:
+        if not isinstance(exc, InferenceError):
+            log.error("unhandled %s on %s", type(exc).__name__, request.path, exc_info=exc)
+            exc = InferenceError("internal server error")
+        self.metrics.count_error(exc.code or exc.type, ROUTE_NAMES.get(request.path, "unknown"),
+                                 exc.status)
+        return error_response(exc)
 
     def require_ready(self) -> Batcher:
         if self.draining:
@@ -73,220 +183,184 @@ class State:
                                    code="model_loading")
         return self.batcher
 
+    def _deadline_and_tenant(self, request: Request) -> tuple[float, str]:
+        cap = self.settings.request_timeout_ms
+        tenant = ""
+        raw = request.headers.get(TIMEOUT_HEADER)
+        attributes = request.headers.get(wire.ATTRIBUTES_HEADER)
+        if attributes is not None:
+            fields = wire.parse_attributes(attributes)
+            tenant = fields.get("tenant", "")
+            raw = fields.get("timeout_ms", raw)
+        if raw is not None:
+            try:
+                asked = float(raw)
+            except ValueError:
+                raise InvalidRequestError(f"invalid request timeout {raw!r}",
+                                          param=TIMEOUT_HEADER) from None
+            if not asked > 0:
+                raise InvalidRequestError("the request timeout must be > 0 ms",
+                                          param=TIMEOUT_HEADER)
+            cap = min(cap, asked)
+        return cap / 1000.0, tenant
 
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            if int(declared) > limit:
-                raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
-        except ValueError:
-            raise InvalidRequestError("invalid Content-Length header") from None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    # -- routes ------------------------------------------------------------------------------
+    def ping(self, request: Request) -> Response:
+        self.require_ready()
+        if self.not_serving:
+            raise UnavailableError(self.not_serving, code="gpu_required")
+        return Response(200, schemas.dumps({"status": "ok", "model": MODEL_NAME,
+                                            "provider": self.session.provider}))
 
-
-def _timeout_s(request: Request, settings: Settings) -> float:
-    cap = settings.request_timeout_ms
-    raw = request.headers.get(TIMEOUT_HEADER)
-    if raw is not None:
-        try:
-            asked = float(raw)
-        except ValueError:
-            raise InvalidRequestError(f"invalid {TIMEOUT_HEADER} header",
-                                      param=TIMEOUT_HEADER) from None
-        if asked <= 0:
-            raise InvalidRequestError(f"{TIMEOUT_HEADER} must be > 0", param=TIMEOUT_HEADER)
-        cap = min(cap, asked)
-    return cap / 1000.0
-
-
-def _cost_headers(tokens: int, result: Any) -> dict[str, str]:
-    return {
-        "x-compute-tokens": str(tokens),
-        "x-queue-time-ms": f"{result.queue_s * 1000:.2f}",
-        "x-compute-time-ms": f"{result.compute_s * 1000:.2f}",
-    }
-
-
-Handler = Callable[[Request, State], Awaitable[Response]]
-
-
-def _route(name: str, handler: Handler, state: State) -> Callable[[Request], Awaitable[Response]]:
-    """Wrap a handler: per-route request/error counts, total latency, error mapping."""
-
-    async def endpoint(request: Request) -> Response:
-        t0 = time.perf_counter()
-        try:
-            response = await handler(request, state)
-        except InferenceError as exc:
-            state.metrics.errors.labels(exc.code or exc.type).inc()
-            response = error_response(exc)
-        state.metrics.requests.labels(name, str(response.status_code)).inc()
-        state.metrics.observe_stage(f"total_{name}", time.perf_counter() - t0)
-        return response
-
-    return endpoint
-
-
-async def ping(request: Request, state: State) -> Response:
-    state.require_ready()
-    return JSONResponse({"status": "ok", "model": MODEL_NAME,
-                         "provider": state.session.provider})
-
-
-async def _embed(request: Request, state: State, ids: list[list[int]]) -> tuple[np.ndarray, Any]:
-    batcher = state.require_ready()
-    timeout = _timeout_s(request, state.settings)
-    state.metrics.in_flight.inc()
-    try:
-        result = await batcher.submit(ids, timeout)
-    finally:
-        state.metrics.in_flight.dec()
-    state.metrics.observe_stage("queue", result.queue_s)
-    state.metrics.observe_stage("compute", result.compute_s)
-    return result.embeddings, result
-
-
-async def _read_json(request: Request, state: State) -> dict[str, Any]:
-    state.require_ready()
-    t0 = time.perf_counter()
-    body = await read_body(request, state.settings.max_body_bytes)
-    t1 = time.perf_counter()
-    data = schemas.parse_json_object(body)
-    state.metrics.observe_stage("read", t1 - t0)
-    state.metrics.observe_stage("parse", time.perf_counter() - t1)
-    return data
-
-
-async def invocations(request: Request, state: State) -> Response:
-    data = await _read_json(request, state)
-    s = state.settings
-    ids = schemas.parse_invocations(data, vocab_size=state.vocab_size, max_items=s.max_items,
-                                    max_tokens=s.max_tokens)
-    tokens = sum(len(x) for x in ids)
-    emb, result = await _embed(request, state, ids)
-    t0 = time.perf_counter()
-    body = schemas.invocations_body(emb, tokens)
-    state.metrics.observe_stage("serialize", time.perf_counter() - t0)
-    return Response(body, media_type="application/json", headers=_cost_headers(tokens, result))
-
-
-async def embeddings(request: Request, state: State) -> Response:
-    data = await _read_json(request, state)
-    s = state.settings
-    req = schemas.parse_embeddings(data, vocab_size=state.vocab_size, max_items=s.max_items)
-    if req.texts is not None:
-        t0 = time.perf_counter()
-        tok = state.truncating_tokenizer if req.truncate else state.tokenizer
-        if len(req.texts) > 8:
-            encodings = await asyncio.to_thread(tok.encode_batch, req.texts)
+    def invocations(self, request: Request) -> Deferred:
+        batcher = self.require_ready()
+        s = self.settings
+        if request.headers.get("content-type", "").startswith(wire.TOKEN_IDS_TYPE):
+            batch = schemas.parse_token_ids(request.body, vocab_size=self.vocab_size,
+                                            max_items=s.max_items, max_tokens=s.max_tokens)
         else:
-            encodings = tok.encode_batch(req.texts)
-        ids = [e.ids for e in encodings]
-        state.metrics.observe_stage("tokenize", time.perf_counter() - t0)
-    else:
+            batch = schemas.parse_invocations(schemas.parse_json_object(request.body),
+                                              vocab_size=self.vocab_size,
+                                              max_items=s.max_items, max_tokens=s.max_tokens)
+        timeout_s, tenant = self._deadline_and_tenant(request)
+        tokens = batch.total
+        if wire.EMBEDDINGS_TYPE in request.headers.get("accept", ""):
+            # The lane writes the vectors straight into the response body, after its header.
+            head = wire.EMBEDDINGS_HEADER.size
+            body = bytearray(head + 4 * batch.count * EMBEDDING_DIM)
+            body[:head] = wire.embeddings_header(batch.count, EMBEDDING_DIM, tokens)
+            out = np.frombuffer(body, dtype="<f4", offset=head).reshape(batch.count,
+                                                                        EMBEDDING_DIM)
+            future = batcher.enqueue(batch, timeout_s, tenant=tenant, out=out)
+            return Deferred(future, lambda result: self._answer(
+                request, "invocations", body, wire.EMBEDDINGS_TYPE, tokens, result))
+        future = batcher.enqueue(batch, timeout_s, tenant=tenant)
+        return Deferred(future, lambda result: self._answer(
+            request, "invocations", schemas.invocations_body(result.embeddings, tokens),
+            wire.JSON_TYPE, tokens, result))
+
+    def embeddings(self, request: Request) -> Response | Deferred:
+        batcher = self.require_ready()
+        s = self.settings
+        req = schemas.parse_embeddings(schemas.parse_json_object(request.body),
+                                       vocab_size=self.vocab_size, max_items=s.max_items)
+        timeout_s, tenant = self._deadline_and_tenant(request)
+        if req.texts is not None:
+            tok = self.truncating_tokenizer if req.truncate else self.tokenizer
+            if len(req.texts) > 8:  # long tokenizations leave the event loop free
+                loop = asyncio.get_running_loop()
+                future: asyncio.Future[Result] = loop.create_future()
+                encoding = asyncio.ensure_future(asyncio.to_thread(tok.encode_batch, req.texts))
+
+                def forward(done: asyncio.Future[Any]) -> None:
+                    if future.cancelled():
+                        return
+                    try:
+                        inner = self._enqueue_texts(batcher, done.result(), req.truncate,
+                                                    timeout_s, tenant)
+                    except BaseException as exc:  # noqa: BLE001 - reported on the future
+                        future.set_exception(exc)
+                        return
+                    inner.add_done_callback(lambda f: _chain(f, future))
+                    future.add_done_callback(lambda f: f.cancelled() and inner.cancel())
+
+                encoding.add_done_callback(forward)
+                return Deferred(future, lambda result: self._embeddings_answer(
+                    request, req.encoding_format, result))
+            fut = self._enqueue_texts(batcher, tok.encode_batch(req.texts), req.truncate,
+                                      timeout_s, tenant)
+            return Deferred(fut, lambda result: self._embeddings_answer(
+                request, req.encoding_format, result))
         assert req.ids is not None
-        ids = [x[: s.max_tokens] for x in req.ids] if req.truncate else req.ids
-    if not req.truncate:
-        for n, item in enumerate(ids):
-            if len(item) > s.max_tokens:
-                raise InvalidRequestError(
-                    f"'input[{n}]' has {len(item)} tokens; the model's limit is "
-                    f"{s.max_tokens} (send \"truncate\": true to cut it)",
-                    param=f"input[{n}]", code="context_length_exceeded")
-    tokens = sum(len(x) for x in ids)
-    emb, result = await _embed(request, state, ids)
-    t0 = time.perf_counter()
-    body = schemas.embeddings_body(emb, tokens, req.encoding_format)
-    state.metrics.observe_stage("serialize", time.perf_counter() - t0)
-    return Response(body, media_type="application/json", headers=_cost_headers(tokens, result))
+        batch = req.ids.truncated(s.max_tokens) if req.truncate else req.ids
+        _check_lengths(batch, s.max_tokens)
+        fut = batcher.enqueue(batch, timeout_s, tenant=tenant)
+        return Deferred(fut, lambda result: self._embeddings_answer(
+            request, req.encoding_format, result))
+
+    def _enqueue_texts(self, batcher: Batcher, encodings: list[Any], truncate: bool,
+                       timeout_s: float, tenant: str) -> asyncio.Future[Result]:
+        batch = TokenBatch.from_lists([e.ids for e in encodings])
+        if not truncate:
+            _check_lengths(batch, self.settings.max_tokens)
+        return batcher.enqueue(batch, timeout_s, tenant=tenant)
+
+    def _embeddings_answer(self, request: Request, encoding_format: str,
+                           result: Result) -> Response:
+        tokens = result.tokens
+        return self._answer(request, "embeddings",
+                            schemas.embeddings_body(result.embeddings, tokens, encoding_format),
+                            wire.JSON_TYPE, tokens, result)
+
+    def _answer(self, request: Request, route: str, body: bytes | bytearray, content_type: str,
+                tokens: int, result: Result) -> Response:
+        self.metrics.observe_request(route, time.perf_counter() - request.received,
+                                     result.queue_s, result.compute_s)
+        return Response(200, body, content_type, [
+            ("x-compute-tokens", str(tokens)),
+            ("x-queue-time-ms", f"{result.queue_s * 1000:.2f}"),
+            ("x-compute-time-ms", f"{result.compute_s * 1000:.2f}"),
+        ])
+
+    def models(self, request: Request) -> Response:
+        return Response(200, schemas.dumps({"object": "list", "data": [
+            {"id": MODEL_NAME, "object": "model", "created": 0,
+             "owned_by": "sentence-transformers"}]}))
+
+    def metrics_route(self, request: Request) -> Response:
+        self.metrics.ready.set(1 if self.ready and not self.draining and not self.not_serving
+                               else 0)
+        if self.batcher is not None:
+            self.metrics.in_flight.set(self.batcher.in_flight)
+        return Response(200, self.metrics.render(), self.metrics.content_type)
 
 
-async def models(request: Request, state: State) -> Response:
-    return JSONResponse({"object": "list", "data": [
-        {"id": MODEL_NAME, "object": "model", "created": 0, "owned_by": "sentence-transformers"}
-    ]})
+async def _in_thread(fn: Any, *, nice: int) -> None:
+    """Run ``fn`` on a thread of its own with niceness ``nice`` (threads it starts, such as
+    ONNX Runtime's intra-op pool, inherit it)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
 
-
-async def metrics(request: Request, state: State) -> Response:
-    state.metrics.ready.set(1 if state.ready and not state.draining else 0)
-    return Response(state.metrics.render(), media_type=state.metrics.content_type)
-
-
-def _counted(request: Request, error: InferenceError) -> Response:
-    state = getattr(request.app.state, "maas", None)
-    if state is not None:
-        state.metrics.errors.labels(error.code or error.type).inc()
-    return error_response(error)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    if exc.status_code == 404:
-        return _counted(request, NotFoundError(f"no route {request.method} {request.url.path}"))
-    if exc.status_code == 405:
-        return _counted(request, MethodNotAllowedError(
-            f"method {request.method} is not allowed on {request.url.path}"))
-    return _counted(request, InvalidRequestError(str(exc.detail)))
-
-
-async def _unhandled(request: Request, exc: Exception) -> Response:
-    log.error("unhandled %s on %s", type(exc).__name__, request.url.path, exc_info=exc)
-    return _counted(request, InferenceError("internal server error"))
-
-
-def create_app(settings: Settings, session: OnnxSession | None = None) -> Starlette:
-    """The ASGI app. The model loads in the background: /ping says 503 until it is warm."""
-    session = session or OnnxSession(settings.model_dir, providers=settings.providers,
-                                     intra_op_threads=settings.intra_op_threads,
-                                     max_batch_items=settings.max_batch_items)
-    state = State(settings, session)
-
-    async def load() -> None:
+    def run() -> None:
+        lower_thread_priority(nice)
         try:
-            await asyncio.to_thread(state.load)
-        except Exception as exc:  # noqa: BLE001 - reported by /ping and the log
-            state.load_error = f"{type(exc).__name__}: {exc}"
-            log.error("model failed to load: %s", state.load_error)
-            return
-        overhead = settings.call_overhead_tokens
-        if overhead < 0:  # ~1 ms of model time: a few dozen tokens on a CPU, ~1k on a GPU
-            overhead = 32 if session.provider == "CPUExecutionProvider" else 1024
-        state.batcher = Batcher(
-            session.execute, dim=EMBEDDING_DIM, max_batch_tokens=settings.max_batch_tokens,
-            max_batch_items=settings.max_batch_items, max_wait_s=settings.max_wait_ms / 1000,
-            max_queue=settings.max_queue, metrics=state.metrics,
-            call_overhead_tokens=overhead)
-        state.batcher.start()
-        state.ready = True
-        state.metrics.ready.set(1)
-        log.info("ready on %s (%s)", session.provider, settings.model_dir)
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+            error = exc
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_exception(error))
+        else:
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        loader = asyncio.create_task(load())
-        yield
-        state.draining = True
-        loader.cancel()
-        if state.batcher is not None:
-            drained = await state.batcher.drain(settings.drain_timeout_s)
-            log.info("drained (%s)", "complete" if drained else "timed out")
-        await asyncio.to_thread(session.finalize)
+    threading.Thread(target=run, name="maas-load", daemon=True).start()
+    await done
 
-    routes = [
-        Route("/ping", _route("ping", ping, state), methods=["GET"]),
-        Route("/invocations", _route("invocations", invocations, state), methods=["POST"]),
-        Route("/v1/embeddings", _route("embeddings", embeddings, state), methods=["POST"]),
-        Route("/v1/models", _route("models", models, state), methods=["GET"]),
-        Route("/metrics", _route("metrics", metrics, state), methods=["GET"]),
-    ]
-    app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={HTTPException: _http_error, Exception: _unhandled})
-    app.state.maas = state
-    return app
+
+def _check_lengths(batch: TokenBatch, max_tokens: int) -> None:
+    lengths = batch.lengths
+    if max(lengths) > max_tokens:
+        n = next(n for n, length in enumerate(lengths) if length > max_tokens)
+        raise InvalidRequestError(
+            f"'input[{n}]' has {lengths[n]} tokens; the model's limit is {max_tokens} "
+            "(send \"truncate\": true to cut it)", param=f"input[{n}]",
+            code="context_length_exceeded")
+
+
+def _chain(source: asyncio.Future[Any], target: asyncio.Future[Any]) -> None:
+    if target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+    elif source.exception() is not None:
+        target.set_exception(source.exception())  # type: ignore[arg-type]
+    else:
+        target.set_result(source.result())
+
+
+def create_app(settings: Settings, session: Any = None) -> App:
+    """The app on the ONNX session (or ``session``: anything with the same methods, such as
+    the null model of ``python -m inference_image.bench null``)."""
+    if session is None:
+        session = OnnxSession(settings.model_dir, providers=settings.providers,
+                              intra_op_threads=settings.intra_op_threads,
+                              max_batch_items=settings.max_batch_items)
+    return App(settings, session)

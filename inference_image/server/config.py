@@ -35,6 +35,15 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{name} must be true or false, got {raw!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -52,6 +61,10 @@ class Settings:
     call_overhead_tokens: int = -1  # one model call's cost in tokens; -1: by provider
     intra_op_threads: int = 0  # 0: ONNX Runtime's default (one per core)
     providers: str = ""  # comma list overriding TensorRT → CUDA → CPU (e.g. "CPU")
+    require_gpu: bool = False  # /ping answers 503 unless a GPU provider passed its checks
+    workers: int = 1  # HTTP processes sharing the port, each with its own model sessions
+    express_tokens: int = 512  # requests this small also run on a second session; 0: off
+    bulk_nice: int = 10  # niceness of the bulk lane's threads where an express lane exists
     log_level: str = "info"
 
     @classmethod
@@ -72,5 +85,9 @@ class Settings:
             call_overhead_tokens=_int(env, "MAAS_CALL_OVERHEAD_TOKENS", -1, minimum=-1),
             intra_op_threads=_int(env, "MAAS_INTRA_OP_THREADS", 0, minimum=0),
             providers=env.get("MAAS_PROVIDERS", ""),
+            require_gpu=_bool(env, "MAAS_REQUIRE_GPU"),
+            workers=_int(env, "MAAS_WORKERS", 1, minimum=1),
+            express_tokens=_int(env, "MAAS_EXPRESS_LANE_TOKENS", 512, minimum=0),
+            bulk_nice=_int(env, "MAAS_BULK_NICE", 10, minimum=0),
             log_level=(env.get("MAAS_LOG_LEVEL") or "info").lower(),
         )

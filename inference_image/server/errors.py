@@ -6,8 +6,10 @@ Every body has OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
-from starlette.responses import Response
+if TYPE_CHECKING:
+    from inference_image.server.http import Response
 
 
 class InferenceError(Exception):
@@ -94,5 +96,7 @@ def error_body(exc: InferenceError) -> bytes:
 
 
 def error_response(exc: InferenceError) -> Response:
-    return Response(error_body(exc), status_code=exc.status, headers=exc.headers(),
-                    media_type="application/json")
+    from inference_image.server.http import Response
+
+    return Response(exc.status, error_body(exc), "application/json",
+                    list(exc.headers().items()))

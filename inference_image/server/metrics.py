@@ -1,6 +1,10 @@
-"""Prometheus metrics, in a registry of their own (one per app)."""
+"""Prometheus metrics, in a registry of their own (one per app), and the one CloudWatch metric
+the container emits itself (Embedded Metric Format on stdout)."""
 
 from __future__ import annotations
+
+import json
+import time
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -50,8 +54,47 @@ class Metrics:
         self.stage_seconds = Histogram(
             f"{_P}_stage_seconds", "latency per stage", ["stage"], buckets=_LATENCY, registry=r)
 
+        self._children: dict[tuple[str, ...], object] = {}
+
+    def _child(self, metric: object, *labels: str) -> object:
+        """labels() resolves through a lock and a dict of tuples; cache it per label set."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)  # type: ignore[call-overload]
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)  # type: ignore[attr-defined]
+        return child
+
     def observe_stage(self, stage: str, seconds: float) -> None:
-        self.stage_seconds.labels(stage).observe(seconds)
+        self._child(self.stage_seconds, stage).observe(seconds)  # type: ignore[attr-defined]
+
+    def observe_request(self, route: str, total_s: float, queue_s: float,
+                        compute_s: float) -> None:
+        self._child(self.requests, route, "200").inc()  # type: ignore[attr-defined]
+        self.observe_stage(f"total_{route}", total_s)
+        self.observe_stage("queue", queue_s)
+        self.observe_stage("compute", compute_s)
+
+    def count_error(self, code: str, route: str, status: int) -> None:
+        self._child(self.errors, code).inc()  # type: ignore[attr-defined]
+        self._child(self.requests, route, str(status)).inc()  # type: ignore[attr-defined]
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+EMF_NAMESPACE = "MaasGateway"
+EMF_SERVICE = "maas-inference"
+GPU_ACTIVE_METRIC = "InferenceGpuActive"
+
+
+def gpu_active_line(provider: str | None, gpu_active: bool) -> str:
+    """One EMF line: ``InferenceGpuActive`` 1 on a GPU provider, 0 on the CPU (or none), in
+    namespace ``MaasGateway`` with the dimension ``service=maas-inference``."""
+    return json.dumps({
+        "_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [{
+            "Namespace": EMF_NAMESPACE, "Dimensions": [["service"]],
+            "Metrics": [{"Name": GPU_ACTIVE_METRIC, "Unit": "None"}]}]},
+        "service": EMF_SERVICE,
+        GPU_ACTIVE_METRIC: 1 if gpu_active else 0,
+        "provider": provider or "none",
+    }, separators=(",", ":"))

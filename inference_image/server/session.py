@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from inference_image import EMBEDDING_DIM, MAX_TOKENS, MIN_COSINE, MODEL_FILE, R
 log = logging.getLogger("inference_image.session")
 
 PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+GPU_PROVIDERS = frozenset(PREFERENCE[:2])
 _SHORT = {"tensorrt": PREFERENCE[0], "trt": PREFERENCE[0], "cuda": PREFERENCE[1],
           "cpu": PREFERENCE[2]}
 
@@ -51,6 +53,7 @@ class OnnxSession:
         self._intra_op_threads = intra_op_threads
         self._max_batch_items = max_batch_items
         self._session: Any = None
+        self._lanes: list[Any] = []
         self._lock = threading.Lock()
         self.provider: str | None = None
         self.tried: dict[str, str] = {}  # provider → why it was not kept
@@ -97,14 +100,15 @@ class OnnxSession:
                     "cudnn_conv_algo_search": "HEURISTIC"}
         return {}
 
-    def _build(self, provider: str) -> Any:
+    def _build(self, provider: str, intra_op_threads: int | None = None) -> Any:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
-        if self._intra_op_threads:
-            opts.intra_op_num_threads = self._intra_op_threads
+        threads = self._intra_op_threads if intra_op_threads is None else intra_op_threads
+        if threads:
+            opts.intra_op_num_threads = threads
         # Idle ORT threads spin by default, taking the cores the event loop needs between
         # model calls; a server that also parses, tokenizes and serialises turns that off.
         spin = os.environ.get("MAAS_ORT_SPIN", "0")
@@ -175,6 +179,22 @@ class OnnxSession:
             return provider
         raise RuntimeError(f"no usable execution provider: {self.tried or 'none available'}")
 
+    def open_lane(self) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        """A second session on the provider ``initialize`` chose (its own CUDA stream on a
+        GPU, its own threads on a CPU), warmed up; returns its execute function."""
+        if self.provider is None:
+            raise RuntimeError("session is not initialized")
+        session = self._build(self.provider)
+        self._warm_up(session)
+        self._lanes.append(session)
+
+        def execute(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+            (out,) = session.run(["embeddings"], {"input_ids": input_ids,
+                                                  "attention_mask": attention_mask})
+            return out
+
+        return execute
+
     def execute(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         session = self._session
         if session is None:
@@ -186,3 +206,4 @@ class OnnxSession:
     def finalize(self) -> None:
         with self._lock:
             self._session = None
+            self._lanes.clear()

@@ -55,7 +55,7 @@ def test_concurrent_requests_share_model_calls_and_get_their_own_rows() -> None:
         batcher, _ = make(model)
         batcher.start()
         reqs = [[[i] * (1 + i % 5), [i + 100] * 2] for i in range(10)]
-        outs = await asyncio.gather(*(batcher.submit(r, 5) for r in reqs))
+        outs = await asyncio.gather(*[batcher.enqueue(r, 5) for r in reqs])
         await batcher.drain(5)
         return [(r, o.embeddings) for r, o in zip(reqs, outs, strict=True)]
 
@@ -75,7 +75,7 @@ def test_items_are_sorted_by_length_to_cut_padding() -> None:
         batcher.start()
         # long and short items interleaved within and across requests
         reqs = [[[1] * 30, [2] * 2], [[3] * 31, [4] * 3], [[5] * 29, [6] * 2]]
-        await asyncio.gather(*(batcher.submit(r, 5) for r in reqs))
+        await asyncio.gather(*[batcher.enqueue(r, 5) for r in reqs])
         await batcher.drain(5)
 
     asyncio.run(main())
@@ -162,7 +162,7 @@ def test_very_different_lengths_go_to_separate_calls() -> None:
                                 call_overhead_tokens=32)
         batcher.start()
         reqs = [[[1] * 3] * 10, [[2] * 200] * 2, [[3] * 4] * 3]
-        outs = await asyncio.gather(*(batcher.submit(r, 5) for r in reqs))
+        outs = await asyncio.gather(*[batcher.enqueue(r, 5) for r in reqs])
         await batcher.drain(5)
         for req, out in zip(reqs, outs, strict=True):
             assert out.embeddings[:, 1].tolist() == [len(x) for x in req]
@@ -217,3 +217,44 @@ def test_short_items_are_answered_before_the_round_ends() -> None:
 
     assert asyncio.run(main()) == ["short", "long"]
     assert sorted(model.calls) == [(1, 2), (1, 60)]  # one round, two calls
+
+
+def test_a_large_request_is_padded_right() -> None:
+    # GIVEN one request of many items of different lengths (padded with numpy in one go)
+    model = FakeModel()
+    ids = [[(k % 50) + 1] * (1 + k % 7) for k in range(100)]
+
+    async def main() -> np.ndarray:
+        batcher, _ = make(model, max_batch_tokens=4096, max_batch_items=256,
+                          call_overhead_tokens=10_000)
+        batcher.start()
+        out = await batcher.submit(ids, 5)
+        await batcher.drain(5)
+        return out.embeddings
+
+    emb = asyncio.run(main())
+    # THEN every row has its own first id and its own length (the mask's row sum)
+    assert emb[:, 0].tolist() == [row[0] for row in ids]
+    assert emb[:, 1].tolist() == [len(row) for row in ids]
+    assert model.calls == [(100, 7)]
+
+
+def test_the_batcher_keeps_serving_after_requests_expire() -> None:
+    # GIVEN a request that expires while a slow call runs, so its tenant's queue dies
+    model = FakeModel(delay=0.2)
+
+    async def main() -> list[float]:
+        batcher, _ = make(model, max_wait_s=0)
+        batcher.start()
+        slow = batcher.enqueue([[1] * 60], 5, tenant="a")
+        await asyncio.sleep(0.05)
+        with pytest.raises(DeadlineExceededError):
+            await batcher.submit([[2] * 60], 0.05, tenant="b")
+        await slow
+        await asyncio.sleep(0.05)  # the lanes look at the dead queue and go idle
+        # WHEN a new request arrives, THEN a lane wakes for it
+        out = await batcher.submit([[3, 3]], 2, tenant="c")
+        await batcher.drain(5)
+        return out.embeddings[:, 0].tolist()
+
+    assert asyncio.run(main()) == [3.0]

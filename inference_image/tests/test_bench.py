@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -36,3 +37,30 @@ def test_helpers() -> None:
     assert sentences(5) == sentences(5) and len(set(sentences(50))) > 30
     assert pct([1.0, 2.0, 3.0], 50) == 2.0
     assert 21e6 < model_flops_per_token(16) < 23e6  # ~2 FLOPs per encoder weight per token
+
+
+def test_null_model_bench_measures_the_serving_path() -> None:
+    proc = _bench("null", "--seconds", "0.5", "--concurrency", "1", "--items", "1",
+                  "--formats", "binary")
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if "items=1" in x)
+    assert "errors=0" in line and float(line.split("server CPU")[1].split()[0]) > 0
+
+
+@pytest.mark.slow
+def test_gpu_bench_runs_every_step_on_the_cpu() -> None:
+    # The GPU script cannot run here; --on-cpu takes each of its steps on the CPU provider.
+    proc = subprocess.run([sys.executable, "-m", "inference_image.bench", "gpu", "--on-cpu",
+                           "--seconds", "0.2", "--no-serving"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(x.removeprefix("[gpu] ")) for x in proc.stdout.splitlines()
+            if x.startswith("[gpu] {")]
+    sections = {r["section"] for r in rows}
+    assert {"machine", "provider", "workload", "model"} <= sections
+    provider = next(r for r in rows if r["section"] == "provider")
+    assert provider["kept"] == "CPUExecutionProvider"
+    assert provider["ping_with_MAAS_REQUIRE_GPU"] == 503  # the CPU never passes for a GPU
+    model = [r for r in rows if r["section"] == "model" and "tokens_per_s" in r]
+    assert {r["inputs_per_request"] for r in model} == {1, 32, 128}
+    assert all(r["min_cosine_vs_st_fp32"] >= 0.9999 for r in model)

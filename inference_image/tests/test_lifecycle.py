@@ -54,8 +54,10 @@ def test_full_queue_gives_503_with_retry_after_then_recovers(make_server) -> Non
 
 @pytest.mark.slow
 def test_request_past_its_deadline_gives_504(make_server) -> None:
-    # BIG is one round and one model call of 64 x 256 tokens (about a second here)
-    srv = make_server(MAAS_MAX_BATCH_TOKENS="16384", MAAS_MAX_WAIT_MS="0")
+    # BIG is one round and one model call of 64 x 256 tokens (about a second here); without
+    # the express lane the small request waits behind it
+    srv = make_server(MAAS_MAX_BATCH_TOKENS="16384", MAAS_MAX_WAIT_MS="0",
+                      MAAS_EXPRESS_LANE_TOKENS="0")
     results: list = []
     a = _background(srv, BIG, results)
     _wait_metric(srv, "maas_inference_batch_requests_count", 1)  # A's round has started
@@ -90,7 +92,10 @@ def test_sigterm_drains_in_flight_requests_and_exits_cleanly(make_server) -> Non
 
 
 @pytest.mark.slow
-def test_a_small_request_is_not_stuck_behind_a_large_one(server) -> None:
+def test_a_small_request_is_not_stuck_behind_a_large_one(make_server) -> None:
+    # (a deadline long enough for the large one on a crowded 2-core machine, where its niced
+    # threads get little of the CPU)
+    server = make_server(MAAS_REQUEST_TIMEOUT_MS="120000")
     # GIVEN a 256 x 256-token request: four rounds of the default 16,384-token budget
     large = {"input_ids": [[101] + [4000 + i % 90] * 254 + [102] for i in range(256)]}
     results: list = []
@@ -107,3 +112,34 @@ def test_a_small_request_is_not_stuck_behind_a_large_one(server) -> None:
     # THEN it is answered within about one round, long before the large one
     assert status == 200 and results[0][0] == 200
     assert small_s < large_s / 2, (small_s, large_s)
+
+
+def _children(pid: int) -> list[int]:
+    import os
+
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(entry))
+            except OSError:
+                continue
+    return out
+
+
+@pytest.mark.slow
+def test_workers_share_the_port_and_drain_together(make_server) -> None:
+    # GIVEN two worker processes on one port
+    srv = make_server(MAAS_WORKERS="2")
+    assert len(_children(srv.proc.pid)) == 2  # (each accepts only once its model is loaded)
+    # WHEN concurrent requests arrive, THEN they are all answered (by either worker)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: srv.post("/invocations", {"input_ids": [[101, 102]]}),
+                                range(32)))
+    assert {status for status, _, _ in results} == {200}
+    # AND SIGTERM stops both, and the parent exits 0
+    srv.proc.send_signal(signal.SIGTERM)
+    assert srv.proc.wait(timeout=40) == 0
+    assert _children(srv.proc.pid) == []

@@ -13,10 +13,7 @@ from inference_image.server.config import Settings
 from inference_image.server.errors import InvalidRequestError, ModelNotFoundError
 
 
-@pytest.mark.parametrize("fast", [True, False])
-def test_bodies_round_trip_float32(monkeypatch, fast: bool) -> None:
-    if not fast:
-        monkeypatch.setattr(schemas, "orjson", None)  # the stdlib fallback
+def test_bodies_round_trip_float32() -> None:
     emb = np.random.default_rng(0).standard_normal((3, 384)).astype(np.float32)
     inv = json.loads(schemas.invocations_body(emb, 7))
     assert inv["prompt_tokens"] == 7
@@ -34,7 +31,7 @@ def test_embeddings_input_forms() -> None:
     parse = lambda d: schemas.parse_embeddings(d, vocab_size=100, max_items=4)  # noqa: E731
     assert parse({"input": "hi"}).texts == ["hi"]
     assert parse({"input": ["a", "b"]}).texts == ["a", "b"]
-    assert parse({"input": [1, 2, 3]}).ids == [[1, 2, 3]]
+    assert parse({"input": [1, 2, 3]}).ids.to_lists() == [[1, 2, 3]]
     assert parse({"input": [[1], [2, 3]], "truncate": True}).truncate
     assert parse({"input": "x", "encoding_format": None}).encoding_format == "float"
     with pytest.raises(InvalidRequestError):

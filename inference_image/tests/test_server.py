@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import socket
@@ -157,20 +156,30 @@ def test_body_over_the_limit_is_413(server) -> None:
     assert json.loads(body)["error"]["code"] == "payload_too_large"
 
 
-def test_streamed_body_over_the_limit_is_413() -> None:
-    from starlette.requests import Request
-
-    from inference_image.server.app import read_body
-    from inference_image.server.errors import PayloadTooLargeError
-
-    chunks = [b"x" * 1000] * 5
-
-    async def receive() -> dict:
-        return {"type": "http.request", "body": chunks.pop(), "more_body": bool(chunks)}
-
-    request = Request({"type": "http", "method": "POST", "headers": []}, receive)
-    with pytest.raises(PayloadTooLargeError):
-        asyncio.run(read_body(request, 4500))
+def test_streamed_body_over_the_limit_is_413(server) -> None:
+    # A chunked body declares no length: the server counts what arrives and stops at the limit.
+    host, port = server.url.removeprefix("http://").split(":")
+    chunk = b"x" * 1_000_000
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                     b"application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        raw = b""
+        try:
+            for _ in range(10):
+                sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+        except OSError:
+            pass  # closed after answering: the rest was never read
+        while True:
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                break
+            if not data:
+                break
+            raw += data
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413"), raw[:200]
+    assert json.loads(body)["error"]["code"] == "payload_too_large"
 
 
 @pytest.mark.parametrize(("method", "path", "status"),

@@ -511,16 +511,11 @@ def container_reads() -> set[str]:
     return env.read
 
 
-# Set by the template for the container, read by it once the inference branch (MAAS_REQUIRE_GPU:
-# /ping refuses without a GPU provider) is merged; drop names from here as they land.
-CONTAINER_ENV_AWAITED = {"MAAS_REQUIRE_GPU"}
-
-
 def test_every_container_variable_is_one_the_server_reads(template):
     env = template["Resources"]["InferenceModel"]["Properties"]["PrimaryContainer"]["Environment"]
     assert "MAAS_INFERENCE_PROVIDERS" not in env  # the old name nobody read
     assert "MAAS_PROVIDERS" in container_reads()
-    assert set(env) - container_reads() - CONTAINER_ENV_AWAITED == set()
+    assert set(env) - container_reads() == set()
     # GPU endpoints insist on a GPU: /ping refuses otherwise, so SageMaker never routes to it
     assert env["MAAS_REQUIRE_GPU"] == {"Ref": "InferenceRequireGpu"}
     assert param_default(template, "InferenceRequireGpu") == "true"
@@ -625,10 +620,9 @@ CUSTOM_METRIC_SOURCES = {
     "FlusherLagSeconds": "functions/flusher/app.py",
     "AdmissionDegraded": "gateway/services/embeddings.py",
     "LedgerDrift": "gateway/services/reconcile.py",
-    "InferenceGpuActive": "inference_image/server",  # the inference branch's EMF line
-    "WebhookDeliveryFailures": "gateway",  # the money work's webhook sender
+    "InferenceGpuActive": "inference_image/server",  # the container's EMF line
+    "WebhookDeliveryFailures": "gateway/services/webhooks.py",
 }
-CUSTOM_METRICS_AWAITED = {"InferenceGpuActive", "WebhookDeliveryFailures"}
 
 
 def test_the_alarms_the_issue_asks_for_exist(template):
@@ -648,7 +642,7 @@ def test_custom_metric_alarms_match_what_the_code_emits(template):
             source = ROOT / CUSTOM_METRIC_SOURCES[metric]
             files = [source] if source.is_file() else list(source.rglob("*.py"))
             emitted = any(f'"{metric}"' in f.read_text() for f in files)
-            assert emitted or metric in CUSTOM_METRICS_AWAITED, metric
+            assert emitted, metric
 
 
 def test_cpu_fallback_alarm_treats_silence_as_failure(template):
