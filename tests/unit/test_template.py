@@ -621,7 +621,7 @@ CUSTOM_METRIC_SOURCES = {
     "AdmissionDegraded": "gateway/services/embeddings.py",
     "LedgerDrift": "gateway/services/reconcile.py",
     "InferenceGpuActive": "inference_image/server",  # the container's EMF line
-    "WebhookDeliveryFailures": "gateway/services/webhooks.py",
+    "WebhookDeliveryFailures": "functions/delivery/app.py",
 }
 
 
