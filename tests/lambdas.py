@@ -34,9 +34,17 @@ def context_for(function_dir: str) -> LambdaContext:
 
 
 def configure(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
-    """The environment a function gets in AWS (template.yaml), pointing at the test's services."""
-    for name, value in settings.to_env().items():
-        monkeypatch.setenv(name, value)
+    """The environment a function gets in AWS (template.yaml), pointing at the test's services:
+    exactly these settings (a setting left unset is removed, whatever another test left behind)."""
+    from gateway.config import PREFIX
+
+    wanted = settings.to_env()
+    for field in Settings.model_fields:
+        name = PREFIX + field.upper()
+        if name in wanted:
+            monkeypatch.setenv(name, wanted[name])
+        else:
+            monkeypatch.delenv(name, raising=False)
 
 
 def emf_metrics(stdout: str) -> dict[str, float]:

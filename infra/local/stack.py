@@ -223,6 +223,7 @@ class LocalStack:
         self.container: Any = None
         self.admin_key: str | None = None
         self._lock = StateLock(self.state.lock_file)
+        self._saved_env: dict[str, str | None] = {}
         self._provision_lock = threading.Lock()
 
     @property
@@ -275,6 +276,9 @@ class LocalStack:
     def _start(self, progress: Callable[[str], None]) -> None:
         c = self.config
         env = self.handler_env()
+        # The emulator's worker processes inherit this environment; what it was is put back
+        # when the stack stops (a test session runs stacks in its own process).
+        self._saved_env = {name: os.environ.get(name) for name in env}
         os.environ.update(env)
         from gateway.config import Settings
         from gateway.wiring import Container
@@ -325,6 +329,12 @@ class LocalStack:
             service.stop()
         self.supervisor.stop()
         self._lock.release()
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_env = {}
 
 
 # -------------------------------------------------------------------------------- make dev
