@@ -60,7 +60,9 @@ def assert_exactly_once(container, tenant_id: str, events: list[UsageEvent]) -> 
 
 
 def flusher_process(container, *, crash_at: str | None = None, loop: float | None = None) -> subprocess.Popen:
-    env = {**os.environ, **container.settings.model_copy(update={"flusher_claim_idle_ms": 0}).to_env()}
+    # Exactly these settings: none of a MAAS_* variable another test left in this process.
+    inherited = {name: value for name, value in os.environ.items() if not name.startswith("MAAS_")}
+    env = inherited | container.settings.model_copy(update={"flusher_claim_idle_ms": 0}).to_env()
     argv = [sys.executable, "-m", "tests.integration.crashing_flusher"]
     argv += (["--crash-at", crash_at] if crash_at else []) + (["--loop", str(loop)] if loop else [])
     return subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
