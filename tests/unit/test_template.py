@@ -333,6 +333,9 @@ def test_gateway_responses_use_openai_error_shape(template):
     unknown = json.loads(responses["MISSING_AUTHENTICATION_TOKEN"]["ResponseTemplates"]["application/json"])
     assert unknown["error"]["code"] == "unknown_route"
     assert unknown["error"]["type"] == "invalid_request_error"
+    # API Gateway's own 5xx (a function timed out, failed or throttled) say when to retry
+    for kind in ("INTEGRATION_TIMEOUT", "DEFAULT_5XX"):
+        assert responses[kind]["ResponseParameters"]["Headers"]["Retry-After"] == "'1'", kind
 
 
 def test_outputs(template):
