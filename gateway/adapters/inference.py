@@ -5,6 +5,7 @@ payload through ``sagemaker-runtime invoke_endpoint``. Both keep SageMaker's con
 
 from __future__ import annotations
 
+import time
 from array import array
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -67,19 +68,27 @@ class HttpInferenceClient:
         self.pool = urllib3.PoolManager(maxsize=pool_size, block=False, retries=False)
 
     def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float) -> Embeddings:
+        body = orjson.dumps({"input_ids": input_ids})
+        deadline = time.monotonic() + min(timeout_s, self.timeout.read_timeout or timeout_s)
         try:
-            response = self.pool.request(
-                "POST", f"{self.base_url}/invocations",
-                body=orjson.dumps({"input_ids": input_ids}),
-                headers={"Content-Type": "application/json"},
-                timeout=urllib3.Timeout(connect=1.0, read=min(timeout_s, self.timeout.read_timeout or timeout_s)),
-            )
-        except urllib3.exceptions.TimeoutError as error:
+            try:
+                response = self._post(body, deadline)
+            except urllib3.exceptions.ProtocolError:
+                # Closed before any answer: a pooled keep-alive connection the container had
+                # just closed. Nothing was computed: once more, on another connection.
+                response = self._post(body, deadline)
+        except urllib3.exceptions.ReadTimeoutError as error:  # it had the request: really out of time
             raise UpstreamTimeoutError("the inference service did not answer in time") from error
-        except urllib3.exceptions.HTTPError as error:
-            raise ServiceUnavailableError("the inference service is unreachable",
-                                          headers={"Retry-After": "1"}) from error
+        except urllib3.exceptions.HTTPError as error:  # refused, reset, connect timeout (urllib3 2
+            # makes NewConnectionError a ConnectTimeoutError, hence a TimeoutError): unreachable
+            raise ServiceUnavailableError("the inference service is unreachable") from error
         return _parse(response.status, response.data)
+
+    def _post(self, body: bytes, deadline: float) -> urllib3.BaseHTTPResponse:
+        read_s = max(0.001, deadline - time.monotonic())
+        return self.pool.request("POST", f"{self.base_url}/invocations", body=body,
+                                 headers={"Content-Type": "application/json"},
+                                 timeout=urllib3.Timeout(connect=1.0, read=read_s))
 
     def ready(self) -> bool:
         try:
