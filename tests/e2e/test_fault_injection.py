@@ -57,7 +57,9 @@ from tests.e2e.test_local_stack import RunningStack, wait_for
 SEED = int(os.environ.get("MAAS_FAULT_SEED") or time.time())
 ROUNDS = int(os.environ.get("MAAS_FAULT_ROUNDS") or 2)
 CLIENTS = 4
-VICTIMS = ("redis", "inference", "flusher", "lambda:InvokeFunction", "dynamodb")
+VICTIMS = ("redis", "inference", "flusher", "lambda:InvokeFunction", "dynamodb", "projector")
+# The local emulator's answer for a Lambda copy killed under its request (infra/local/apigw/proxy.py).
+COPY_LOST = "The function's execution environment was lost; retry"
 STARTUP_S = 240
 RESTART_S = {"inference": 240}  # it loads the model again; the others are back in seconds
 OUTAGE = {503, 504}  # with Retry-After
@@ -421,7 +423,7 @@ def test_nothing_acknowledged_is_lost_nothing_spent_is_forgotten(stack: RunningS
         Path(os.environ["MAAS_FAULT_REPORT"]).write_text(json.dumps(report, indent=1))
 
     check_answers(records)
-    check_ledger(admin, tenants, records)
+    check_ledger(admin, tenants, records, sum(kill.service.startswith("lambda:") for kill in kills))
     check_money(admin, tenants, records)
     check_admin_calls(stack, admin, admin_client)
     check_projection(stack, admin)
@@ -446,22 +448,37 @@ def check_answers(records: list[dict[str, Any]]) -> None:
     assert wrong == [], f"{len(wrong)} answers outside 200 / 503+Retry-After / 504+Retry-After: {wrong[:10]}"
 
 
-def check_ledger(admin: Admin, tenants: Tenants, records: list[dict[str, Any]]) -> None:
-    """Every 200 in the ledger once, no other answer there, and the reports agree with it."""
+def check_ledger(admin: Admin, tenants: Tenants, records: list[dict[str, Any]], copies_killed: int) -> None:
+    """Every 200 in the ledger once, no other answer there, and the reports agree with it.
+
+    One exception, as anywhere an answer can be lost on its way: a Lambda copy killed after
+    its request was charged and before the answer left it (a window of well under a
+    millisecond per request; docs/ARCHITECTURE.md, "Under failure"). Such a request is in
+    the ledger and was answered 503 COPY_LOST: at most one per copy killed, and counted."""
+    lost = {r["rid"]: r for r in records if r["status"] == 503 and r.get("message") == COPY_LOST}
+    charged_but_lost = 0
     for name, tenant_id in tenants.ids.items():
         mine = [r for r in records if r["tenant"] == name]
         ok = {r["rid"]: r for r in mine if r["status"] == 200}
         rows = ledger_rows(admin, tenant_id)
         ids = [row["request_id"] for row in rows]
         assert len(ids) == len(set(ids)), f"{name}: a request is in the ledger twice"
-        assert set(ids) == set(ok), (f"{name}: 200s missing from the ledger: {sorted(set(ok) - set(ids))[:5]}; "
-                                     f"in the ledger but not answered 200: {sorted(set(ids) - set(ok))[:5]}")
-        assert sum(row["prompt_tokens"] for row in rows) == sum(r["tokens"] for r in ok.values()), name
+        extra = set(ids) - set(ok)
+        assert set(ok) <= set(ids), f"{name}: 200s missing from the ledger: {sorted(set(ok) - set(ids))[:5]}"
+        assert extra <= set(lost), f"{name}: in the ledger but not answered 200: {sorted(extra - set(lost))[:5]}"
+        charged_but_lost += len(extra)
+        lost_tokens = sum(row["prompt_tokens"] for row in rows if row["request_id"] in extra)
+        assert sum(row["prompt_tokens"] for row in rows) == sum(r["tokens"] for r in ok.values()) + lost_tokens, name
+        if extra:
+            continue  # their cost is in no answer: the reports are checked against the answers elsewhere
         usage = admin.ok("GET", "/billing/usage", params={"tenant_id": tenant_id, "group_by": "tenant", **window()})
         totals = (sum(row["requests"] for row in usage["data"]), sum(row["prompt_tokens"] for row in usage["data"]),
                   sum(Decimal(row["cost"]) for row in usage["data"]))
         assert totals == (len(ok), sum(r["tokens"] for r in ok.values()),
                           sum(Decimal(r["cost"]) for r in ok.values())), name
+    print(f"[faults] charged requests whose answer was lost with their Lambda copy: {charged_but_lost} "
+          f"({len(lost)} requests answered '{COPY_LOST}', {copies_killed} copies killed)", flush=True)
+    assert charged_but_lost <= copies_killed
 
 
 def check_money(admin: Admin, tenants: Tenants, records: list[dict[str, Any]]) -> None:
