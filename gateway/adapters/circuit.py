@@ -39,7 +39,7 @@ class BreakerState(StrEnum):
 class CircuitBreaker:
     """Wraps ``inner`` (an ``InferenceClient``) and is one: ``embed`` and ``ready``."""
 
-    def __init__(self, inner: InferenceClient, *, open_s: float = 0.5, max_open_s: float = 2.0,
+    def __init__(self, inner: InferenceClient, *, open_s: float = 0.5, max_open_s: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.inner = inner
         self.open_s = open_s
