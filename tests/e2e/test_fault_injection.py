@@ -593,10 +593,15 @@ def recovery_report(kills: list[Kill], records: list[dict[str, Any]]) -> dict[st
         first = next((t1 for t0, t1 in served if t0 >= kill.killed_at), None)
         rows.append({"service": kill.service, "how": kill.how, "restart_s": round(kill.back_at - kill.killed_at, 2),
                      "first_200_s": round(first - kill.killed_at, 2) if first else None})
-    fast = sorted((r["t1"] - r["t0"]) * 1000 for r in records if r.get("code") == "inference_unavailable")
+    def spread(values: list[float]) -> dict[str, Any]:
+        values = sorted(values)
+        return {"count": len(values), "p50": round(statistics.median(values), 1) if values else None,
+                "p95": round(values[int(0.95 * (len(values) - 1))], 1) if values else None}
+
     return {"seed": SEED, "rounds": ROUNDS, "clients": CLIENTS, "load_avg": os.getloadavg(), "kills": rows,
-            "breaker_503_ms": {"count": len(fast), "p50": round(statistics.median(fast), 1) if fast else None,
-                               "p95": round(fast[int(0.95 * (len(fast) - 1))], 1) if fast else None}}
+            "breaker_503_ms": spread([(r["t1"] - r["t0"]) * 1000 for r in records
+                                      if r.get("code") == "inference_unavailable"]),
+            "ok_200_ms": spread([(t1 - t0) * 1000 for t0, t1 in served])}
 
 
 def print_report(report: dict[str, Any], records: list[dict[str, Any]]) -> None:
@@ -606,5 +611,5 @@ def print_report(report: dict[str, Any], records: list[dict[str, Any]]) -> None:
     for row in report["kills"]:
         first = f"{row['first_200_s']:.2f} s" if row["first_200_s"] is not None else "-"
         print(f"[faults] {row['service']:<23} {row['how']:<37} {row['restart_s']:>6.2f} s  {first}", flush=True)
-    print(f"[faults] breaker 503s end to end: {report['breaker_503_ms']}; load average {report['load_avg']}",
-          flush=True)
+    print(f"[faults] end to end, ms: breaker 503s {report['breaker_503_ms']}, 200s {report['ok_200_ms']}; "
+          f"load average {report['load_avg']}", flush=True)
