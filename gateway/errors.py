@@ -14,6 +14,8 @@ class Error(Exception):
     status: int = 500
     type: str = "server_error"
     code: str | None = "internal_error"
+    # Headers every error of the class carries unless the raiser gives its own value.
+    default_headers: dict[str, str] = {}  # noqa: RUF012 - read only
 
     def __init__(
         self,
@@ -32,7 +34,7 @@ class Error(Exception):
             self.code = code
         if type is not None:
             self.type = type
-        self.headers = headers or {}
+        self.headers = {**self.default_headers, **(headers or {})}
         # The limits and decision of an admission: rendered as RateLimit headers.
         self.ratelimit = ratelimit
 
@@ -99,13 +101,19 @@ class UpstreamError(Error):
     code = "inference_error"
 
 
+# A 503 or a 504 is an outage the caller may retry: each says when (CONTRACT.md §7, §10).
+RETRY_SOON: dict[str, str] = {"Retry-After": "1"}
+
+
 class ServiceUnavailableError(Error):
     status = 503
     type = "server_error"
     code = "service_unavailable"
+    default_headers = RETRY_SOON
 
 
 class UpstreamTimeoutError(Error):
     status = 504
     type = "server_error"
     code = "inference_timeout"
+    default_headers = RETRY_SOON

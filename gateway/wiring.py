@@ -90,6 +90,13 @@ class Container:
 
     @cached_property
     def inference(self) -> InferenceClient:
+        """The forwarder behind a circuit breaker: while the container is down or not ready,
+        a request is refused at once (503 + Retry-After) instead of waiting for it."""
+        from gateway.adapters.circuit import CircuitBreaker
+
+        return CircuitBreaker(self._inference_client())
+
+    def _inference_client(self) -> InferenceClient:
         from gateway.adapters import inference
 
         if self.settings.sagemaker_endpoint:

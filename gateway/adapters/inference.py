@@ -9,6 +9,7 @@ work whose caller has already given up."""
 from __future__ import annotations
 
 import sys
+import time
 from array import array
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -121,21 +122,32 @@ class HttpInferenceClient:
 
     def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float) -> Embeddings:
         timeout_s = min(timeout_s, self.timeout_s)
+        deadline = time.monotonic() + timeout_s
         body, attributes = _request(input_ids, tenant_id, timeout_s)
         exceptions = self._urllib3.exceptions
         try:
-            response = self.pool.urlopen(
-                "POST", "/invocations", body=body,
-                headers={"Content-Type": wire.TOKEN_IDS_TYPE, "Accept": wire.EMBEDDINGS_TYPE,
-                         wire.ATTRIBUTES_HEADER: attributes},
-                timeout=self._urllib3.Timeout(connect=min(1.0, timeout_s), read=timeout_s),
-            )
-        except exceptions.ReadTimeoutError as error:
+            try:
+                response = self._post(body, attributes, deadline)
+            except exceptions.ProtocolError:
+                # Closed before any answer: a pooled keep-alive connection the container had
+                # just closed. Nothing was computed: once more, on another connection.
+                response = self._post(body, attributes, deadline)
+        except exceptions.ReadTimeoutError as error:  # it had the request: really out of time
             raise UpstreamTimeoutError("the inference service did not answer in time") from error
-        except exceptions.HTTPError as error:  # refused, reset, connect timeout: unreachable
+        except exceptions.HTTPError as error:  # refused, reset, connect timeout (urllib3 2 makes
+            # NewConnectionError a ConnectTimeoutError, hence a TimeoutError): unreachable
             raise _unavailable("the inference service is unreachable") from error
         _raise_for_status(response.status)
         return parse_answer(input_ids, response.data, response.headers.get("Content-Type", ""))
+
+    def _post(self, body: bytes, attributes: str, deadline: float) -> Any:
+        read_s = max(0.001, deadline - time.monotonic())
+        return self.pool.urlopen(
+            "POST", "/invocations", body=body,
+            headers={"Content-Type": wire.TOKEN_IDS_TYPE, "Accept": wire.EMBEDDINGS_TYPE,
+                     wire.ATTRIBUTES_HEADER: attributes},
+            timeout=self._urllib3.Timeout(connect=min(1.0, read_s), read=read_s),
+        )
 
     def ready(self) -> bool:
         try:

@@ -1,17 +1,18 @@
 """``maas``: operator, admin and finance commands.
 
-Only ``admin bootstrap`` and ``flush`` touch the tables directly; every other command talks
-to the HTTP API with a key, like any client. Each command group registers itself here."""
+Only the operators' commands (``admin bootstrap``, ``flush``, ``webhooks deliver``,
+``projections repair``) touch the tables directly; every other command talks to the HTTP API
+with a key, like any client. Each command group registers itself here."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from gateway.cli import admin, finance, keys, money, preflight, tenants, webhooks
+from gateway.cli import admin, finance, keys, money, preflight, projections, tenants, webhooks
 
 # preflight adds `maas admin preflight`, so it comes after admin.
-GROUPS = [admin, preflight, tenants, keys, money, finance, webhooks]
+GROUPS = [admin, preflight, tenants, keys, money, finance, webhooks, projections]
 
 
 def main(argv: list[str] | None = None) -> int:

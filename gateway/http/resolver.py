@@ -18,8 +18,9 @@ from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from pydantic import BaseModel, ValidationError
 
+from gateway.adapters.outages import is_outage
 from gateway.domain.scopes import Scope
-from gateway.errors import Error, InvalidRequestError, NotFoundError, PayloadTooLargeError
+from gateway.errors import Error, InvalidRequestError, NotFoundError, PayloadTooLargeError, ServiceUnavailableError
 from gateway.http.auth import credential_from
 from gateway.http.responses import error_response
 from gateway.telemetry import logger
@@ -41,9 +42,14 @@ def build_resolver(container: Container, *routers: Router) -> APIGatewayRestReso
             response = next_middleware(app)
         except Error as error:
             response = error_response(error)
-        except Exception:  # logged with its traceback; the caller learns nothing of the internals
-            logger.exception("unhandled error")
-            response = error_response(Error("The server had an error while processing your request."))
+        except Exception as error:
+            if is_outage(error):  # a store the request needs is down: 503 + Retry-After, never a 500
+                logger.warning("store unavailable", extra={"error": type(error).__name__})
+                response = error_response(ServiceUnavailableError("A store this request needs is unavailable; "
+                                                                  "retry shortly."))
+            else:  # logged with its traceback; the caller learns nothing of the internals
+                logger.exception("unhandled error")
+                response = error_response(Error("The server had an error while processing your request."))
         response.headers["x-request-id"] = request_id
         # Every answer carries a caller's data, a secret or an error about them: never cached,
         # never sniffed into something else.

@@ -1,5 +1,6 @@
-"""Private local services as child processes: redis-server, moto's DynamoDB server, the
-inference server and the flusher loop. Used by ``make dev`` (under infra/local/supervisor.py,
+"""Private local services as child processes: redis-server, the DynamoDB emulator (the
+project's own, or moto's server), the inference server, the flusher, webhook delivery and
+projector loops. Used by ``make dev`` (under infra/local/supervisor.py,
 which restarts what crashes) and by the tests (which can also kill them).
 
 A service's owner starts and stops it: `start()` marks it wanted, `stop()` and `kill()` mark
@@ -288,6 +289,20 @@ def flusher_service(interval_s: float, env: dict[str, str], log_dir: Path) -> Se
         ready=lambda: True,
         env=env,
         log_path=log_dir / "flusher.log",
+        settle_s=1.0,
+    )
+
+
+def projector_service(interval_s: float, env: dict[str, str], log_dir: Path) -> Service:
+    """The projector loop as its own process (ProjectorFunction's work in AWS): admin changes
+    committed to DynamoDB whose Redis projection failed are projected again, every interval_s."""
+    return Service(
+        name="projector",
+        argv=[sys.executable, "-m", "gateway.cli", "projections", "repair", "--loop", str(interval_s)],
+        port=0,
+        ready=lambda: True,
+        env=env,
+        log_path=log_dir / "projector.log",
         settle_s=1.0,
     )
 

@@ -1,13 +1,13 @@
 """The local stack behind ``make dev`` (and the e2e tests): a private redis-server, a DynamoDB
-endpoint, the inference server, the flusher and webhook delivery loops and the API Gateway
-emulator serving the
-real handlers on the routes of template.yaml.
+endpoint, the inference server, the flusher, webhook delivery and projector loops and the API
+Gateway emulator serving the real handlers on the routes of template.yaml.
 
 It behaves as the managed services it stands in for: Redis is durable as MemoryDB is (an
 append-only file fsynced before every reply) and has one ACL user with a generated password;
-whatever crashes (redis-server, DynamoDB, the inference server, the flusher, a Lambda copy)
-is restarted by infra/local/supervisor.py with backoff, and /health shows it. The state lives
-under the state dir (.maas/) and survives Ctrl-C and the next ``make dev``:
+whatever crashes (redis-server, DynamoDB, the inference server, the flusher, the webhook
+and projector loops, a Lambda copy) is restarted by infra/local/supervisor.py with backoff,
+and /health shows it. The state lives under the state dir (.maas/) and survives Ctrl-C and
+the next ``make dev``:
 
     .maas/redis/            redis.conf and the append-only file (usage streams, limits, quotas)
     .maas/dynamodb/         the DynamoDB emulator's files, where the backend keeps any (see below)
@@ -45,6 +45,7 @@ from infra.local.services import (
     flusher_service,
     inference_service,
     moto_service,
+    projector_service,
     redis_service,
     webhooks_service,
 )
@@ -71,6 +72,7 @@ class StackConfig:
     table_name: str = "maas-local"
     flush_interval_s: float = 1.0
     webhook_interval_s: float = 0.5
+    projector_interval_s: float = 0.5
     api_workers: int = field(default_factory=lambda: _env_int("MAAS_API_WORKERS", 4))
     inference_env: dict[str, str] = field(default_factory=dict)
     dynamodb: str = field(default_factory=lambda: os.environ.get("MAAS_LOCAL_DYNAMODB") or DYNAMODB_BACKEND)
@@ -215,7 +217,8 @@ class LocalStack:
         self.inference: Service = inference_service(c.inference_port, c.model_dir, self.logs, c.inference_env)
         self.flusher: Service = flusher_service(c.flush_interval_s, self.handler_env(), self.logs)
         self.webhooks: Service = webhooks_service(c.webhook_interval_s, self.handler_env(), self.logs)
-        self.services = (self.redis, self.dynamodb, self.inference, self.flusher, self.webhooks)
+        self.projector: Service = projector_service(c.projector_interval_s, self.handler_env(), self.logs)
+        self.services = (self.redis, self.dynamodb, self.inference, self.flusher, self.webhooks, self.projector)
         for service in self.services:
             service.die_with_parent = True  # started from this thread or a supervisor thread
         self.supervisor = Supervisor(self.state.status_file, self.logs / "supervisor.log")
@@ -297,6 +300,8 @@ class LocalStack:
         self.flusher.start()
         progress(f"starting the webhook delivery loop (every {c.webhook_interval_s:g} s)")
         self.webhooks.start()
+        progress(f"starting the projector (admin changes Redis missed, every {c.projector_interval_s:g} s)")
+        self.projector.start()
         progress(f"starting the API Gateway emulator on :{c.api_port}")
         from infra.local.apigw import ApiGatewayEmulator
 
@@ -307,6 +312,7 @@ class LocalStack:
         self.supervisor.watch(ServiceUnit(self.inference))
         self.supervisor.watch(ServiceUnit(self.flusher))
         self.supervisor.watch(ServiceUnit(self.webhooks))
+        self.supervisor.watch(ServiceUnit(self.projector))
         for pool in self.api.app.pools.values():
             self.supervisor.watch(WorkerPoolUnit(pool))
         self.supervisor.start()
@@ -325,7 +331,7 @@ class LocalStack:
         if self.api is not None:
             self.api.stop()  # and its worker processes
             self.api = None
-        for service in (self.webhooks, self.flusher, self.inference, self.dynamodb, self.redis):
+        for service in (self.projector, self.webhooks, self.flusher, self.inference, self.dynamodb, self.redis):
             service.stop()
         self.supervisor.stop()
         self._lock.release()

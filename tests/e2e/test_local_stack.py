@@ -187,7 +187,8 @@ def kill_and_await_restart(stack: RunningStack, service: str, within_s: float) -
 
 def test_every_service_is_supervised_and_shown_in_health(local_stack):
     status = local_stack.status()
-    for name in ("redis", "dynamodb", "inference", "flusher", "lambda:InvokeFunction", "lambda:BillingFunction"):
+    for name in ("redis", "dynamodb", "inference", "flusher", "projector", "lambda:InvokeFunction",
+                 "lambda:BillingFunction"):
         assert status[name]["state"] == "running" and status[name]["restarts"] == 0, name
     health = requests.get(f"{local_stack.url}/health", timeout=10).json()
     assert health["status"] == "ok"

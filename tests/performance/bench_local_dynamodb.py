@@ -2,7 +2,7 @@
 project's SQLite-backed server (infra/local/dynamodb) as the table grows, with moto's
 server as the peer on the same small workload. A script that prints ratios, not a test.
 
-1. Flush throughput: `Store.record_usage` (the flusher's write: ledger puts + rollup ADDs
+1. Flush throughput: `UsageLedger.record_usage` (the flusher's write: ledger puts + rollup ADDs
    in TransactWriteItems) with batches of 99 events spread over many tenants, on an empty
    table, then on a table preloaded with 10,000 tenants, 200,000 ledger rows and their
    rollups. Goal: the loaded table flushes no worse than 2x slower than the empty one.
@@ -55,7 +55,7 @@ def tenant_ids(n: int) -> list[str]:
 
 
 def event(tenant: str, ts_ms: int) -> Any:
-    from gateway.models.records import UsageEvent
+    from gateway.domain.usage import UsageEvent
 
     return UsageEvent(request_id=uuid.uuid4().hex, tenant_id=tenant, key_id="key_bench", model=MODEL,
                       prompt_tokens=12, timestamp_ms=ts_ms)
@@ -65,6 +65,16 @@ def batches(tenants: list[str], count: int, seed: int, start_ms: int) -> list[li
     """``count`` batches of 99 events, each event of a tenant drawn at random."""
     rng = random.Random(seed)
     return [[event(rng.choice(tenants), start_ms + (b * 99 + i) * 10) for i in range(99)] for b in range(count)]
+
+
+def ledger_for(port: int, table: str) -> Any:
+    """The flusher's repository (gateway.adapters.dynamo.UsageLedger) on the server at ``port``."""
+    from gateway.adapters.dynamo import Table, UsageLedger
+    from infra.local.services import create_table
+
+    client = client_for(port)
+    create_table(client, table)
+    return UsageLedger(Table(client, table))
 
 
 def flush(store: Any, work: list[list[Any]], threads: int = 1) -> dict:
@@ -97,7 +107,9 @@ def preload(db_path: Path, table: str, n_tenants: int, ledger_rows: int) -> floa
 
     from boto3.dynamodb.types import TypeSerializer
 
-    from gateway.adapters.dynamo import Store
+    from gateway.adapters.dynamo import UsageLedger
+    from gateway.adapters.dynamo.usage import rollup_sk
+    from gateway.models.records import TenantRecord
     from infra.local.dynamodb.operations import CreateTable
     from infra.local.dynamodb.storage import Database
     from infra.local.template import table_definition
@@ -120,15 +132,17 @@ def preload(db_path: Path, table: str, n_tenants: int, ledger_rows: int) -> floa
 
         for i, tenant in enumerate(tenants):
             created = f"2026-01-01T00:00:00.{i:06d}Z"
+            record = TenantRecord(id=tenant, name="bench", plan="pro", created_at=created)
             put({"pk": f"TENANT#{tenant}", "sk": "TENANT", "gsi1pk": "TENANTS", "gsi1sk": f"{created}#{tenant}",
-                 "doc": f'{{"id":"{tenant}","name":"bench","plan":"pro","created_at":"{created}"}}'})
+                 "doc": record.model_dump_json()})
         for i in range(ledger_rows):
             usage = event(tenants[i % n_tenants], START_MS - 30 * DAY_MS + (i // n_tenants) * DAY_MS // 4)
-            put(Store._ledger_item(usage))
+            put({k: v for k, v in UsageLedger._ledger_item(usage).items() if v is not None})
             rollups[(usage.tenant_id, usage.date)] += 1
         for (tenant, date), requests in rollups.items():
-            put({"pk": f"USAGE#{tenant}", "sk": f"{date}#{MODEL}", "date": date, "model": MODEL,
-                 "requests": requests, "prompt_tokens": 12 * requests})
+            put({"pk": f"USAGE#{tenant}", "sk": rollup_sk(date, MODEL, "key_bench"), "date": date, "model": MODEL,
+                 "key_id": "key_bench", "requests": requests, "prompt_tokens": 12 * requests, "cost_nano": 0,
+                 "credit_nano": 0})
     database.close()
     return time.perf_counter() - started
 
@@ -144,8 +158,7 @@ def load_average() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gateway.adapters.dynamo import Store
-    from infra.local.services import create_table, dynamodb_service, free_port, moto_service
+    from infra.local.services import dynamodb_service, free_port, moto_service
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tenants", type=int, default=10_000)
@@ -164,8 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         # 1. empty table, new server; the same small workload on moto
         service = dynamodb_service(free_port(), logs / "empty.sqlite3", logs).start()
         try:
-            store = Store(client_for(service.port), "maas-empty")
-            create_table(store.client, store.table)
+            store = ledger_for(service.port, "maas-empty")
             small = batches(tenants, args.moto_batches, seed=1, start_ms=START_MS)
             rows.append(("new server, empty table, moto's workload", flush(store, small)))
             rows.append(("new server, empty table", flush(store, batches(tenants, args.batches, 2, START_MS + DAY_MS))))
@@ -173,11 +185,10 @@ def main(argv: list[str] | None = None) -> int:
             service.stop()
         moto = moto_service(free_port(), logs).start()
         try:
-            store = Store(client_for(moto.port), "maas-moto")
-            create_table(store.client, store.table)
+            store = ledger_for(moto.port, "maas-moto")
             rows.append(("moto, empty table, same workload", flush(store, small)))
             moto_rss = memory_mb(moto.process.pid)  # type: ignore[union-attr]
-            rows.append(("moto, 4 concurrent flushers", flush(
+            rows.append((f"moto, {args.threads} concurrent flushers", flush(
                 store, batches(tenants, args.threads, 5, START_MS + 4 * DAY_MS), threads=args.threads)))
         finally:
             moto.stop()
@@ -187,13 +198,13 @@ def main(argv: list[str] | None = None) -> int:
         preload_s = preload(db_path, "maas-loaded", args.tenants, args.ledger_rows)
         service = dynamodb_service(free_port(), db_path, logs).start()
         try:
-            store = Store(client_for(service.port), "maas-loaded")
+            store = ledger_for(service.port, "maas-loaded")
             rows.append((f"new server, {args.tenants} tenants / {args.ledger_rows} ledger rows",
                          flush(store, batches(tenants, args.batches, 3, START_MS + 2 * DAY_MS))))
             rows.append((f"new server, same size, {args.threads} concurrent flushers", flush(
                 store, batches(tenants, args.batches, 4, START_MS + 3 * DAY_MS), threads=args.threads)))
             rss, peak = memory_mb(service.process.pid)  # type: ignore[union-attr]
-            scanned = store.client.describe_table(TableName=store.table)["Table"]["ItemCount"]
+            scanned = store.table.client.describe_table(TableName=store.table.name)["Table"]["ItemCount"]
         finally:
             service.stop()
         db_mb = sum(p.stat().st_size for p in logs.glob("loaded.sqlite3*")) / 2**20

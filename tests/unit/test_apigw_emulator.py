@@ -270,6 +270,33 @@ def test_a_dead_worker_is_replaced(server):
     assert echo(server, "GET", "/echo")["event"]["resource"] == "/echo"
 
 
+def test_a_copy_killed_mid_request_is_503_with_retry_after():
+    # GIVEN a copy busy with a slow request
+    app = build_app(FIXTURE, max_copies=2)
+    srv = serve(app, "127.0.0.1", 0, block=False)
+    try:
+        pool = app.pools["EchoFunction"]
+        assert pool.warm(1) == 1
+        [victim] = pool.pids()
+        answer: list[tuple[int, http.client.HTTPMessage, bytes]] = []
+        caller = threading.Thread(target=lambda: answer.append(request(srv, "GET", "/slow?s=5")))
+        caller.start()
+        time.sleep(0.5)
+        # WHEN its process is killed (kill -9, as a host failure or the OOM killer would)
+        os.kill(victim, signal.SIGKILL)
+        caller.join(10)
+        # THEN the caller learns it may retry: 503 + Retry-After, in OpenAI's error shape
+        [(status, headers, body)] = answer
+        assert status == 503 and headers["Retry-After"] == "1" and headers["x-request-id"]
+        assert json.loads(body)["error"]["type"] == "server_error"
+        # AND the next request gets a new copy
+        assert echo(srv, "GET", "/echo")["event"]["resource"] == "/echo"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        app.close()
+
+
 def test_module_isolation_serves_too():
     # isolation="module": copies share the process (only for handlers without process-wide state)
     app = build_app(FIXTURE, max_copies=2, isolation="module")

@@ -64,6 +64,7 @@ FUNCTION_DIRS = {
     "ConsoleFunction": "console",
     "ReconcileFunction": "reconcile",
     "DeliveryFunction": "delivery",
+    "ProjectorFunction": "projector",
 }
 # Functions that read none of the gateway's settings (env.json.example leaves them empty).
 STATIC_FUNCTIONS = {"ConsoleFunction"}
@@ -279,6 +280,25 @@ def test_flusher_runs_every_minute_without_api(template):
     assert next(iter(events.values()))["Properties"]["Schedule"] == "rate(1 minute)"
 
 
+def test_projector_is_woken_by_projection_marks_and_every_minute(template):
+    resources = template["Resources"]
+    props = resources["ProjectorFunction"]["Properties"]
+    assert "VpcConfig" not in props  # the Globals' VPC: it writes MemoryDB
+    events = props["Events"]
+    stream = events["Marked"]["Properties"]
+    assert events["Marked"]["Type"] == "DynamoDB" and stream["Stream"] == {"Fn::GetAtt": ["MaasTable", "StreamArn"]}
+    (pattern,) = [json.loads(f["Pattern"]) for f in stream["FilterCriteria"]["Filters"]]
+    # Only the projection marks (gateway/adapters/dynamo/outbox.py): pk OUTBOX, written or rewritten.
+    assert pattern == {"eventName": ["INSERT", "MODIFY"], "dynamodb": {"Keys": {"pk": {"S": ["OUTBOX"]}}}}
+    assert events["EveryMinute"]["Type"] == "Schedule"
+    assert events["EveryMinute"]["Properties"]["Schedule"] == "rate(1 minute)"
+    # The webhook dispatcher's stream filter never matches a projection mark (no gsi2pk).
+    from gateway.adapters.dynamo.outbox import Outbox
+
+    mark = Outbox(None).mark_write("ten_x", "change")["Put"]["Item"]  # type: ignore[arg-type]
+    assert "gsi2pk" not in mark and mark["pk"] == {"S": "OUTBOX"}
+
+
 def test_delivery_function_is_fed_by_the_stream_the_bus_and_schedules(template):
     resources = template["Resources"]
     props = resources["DeliveryFunction"]["Properties"]
@@ -333,6 +353,9 @@ def test_gateway_responses_use_openai_error_shape(template):
     unknown = json.loads(responses["MISSING_AUTHENTICATION_TOKEN"]["ResponseTemplates"]["application/json"])
     assert unknown["error"]["code"] == "unknown_route"
     assert unknown["error"]["type"] == "invalid_request_error"
+    # API Gateway's own 5xx (a function timed out, failed or throttled) say when to retry
+    for kind in ("INTEGRATION_TIMEOUT", "DEFAULT_5XX"):
+        assert responses[kind]["ResponseParameters"]["Headers"]["Retry-After"] == "'1'", kind
 
 
 def test_outputs(template):
@@ -622,6 +645,7 @@ CUSTOM_METRIC_SOURCES = {
     "LedgerDrift": "gateway/services/reconcile.py",
     "InferenceGpuActive": "inference_image/server",  # the container's EMF line
     "WebhookDeliveryFailures": "functions/delivery/app.py",
+    "ProjectionsPending": "functions/projector/app.py",
 }
 
 
@@ -706,7 +730,7 @@ def test_sagemaker_client_makes_one_attempt_within_the_deadline():
     from gateway.wiring import Container
 
     settings = Settings(sagemaker_endpoint="maas-embeddings-test", inference_url=None, inference_timeout_s=20)
-    client = Container(settings).inference.client
+    client = Container(settings).inference.inner.client  # behind the circuit breaker
     config = client.meta.config
     assert config.retries["total_max_attempts"] == 1  # not max_attempts=1, which means 2 attempts
     assert config.read_timeout == 20 and config.connect_timeout <= 2

@@ -14,6 +14,7 @@ from infra.local.apigw import proxy
 from infra.local.apigw.pool import DEFAULT_MAX_COPIES, FunctionPool, LambdaContext
 from infra.local.apigw.proxy import MalformedProxyResponse, Response
 from infra.local.apigw.routes import FunctionSpec, Route, read_binary_media_types, read_functions, read_routes
+from infra.local.apigw.worker import CopyKilled
 from infra.local.template import load_template
 
 LOG = logging.getLogger("maas.apigw")
@@ -95,6 +96,9 @@ class Gateway:
             return proxy.bad_gateway(request_id)
         try:
             result = handler(event, LambdaContext(spec))
+        except CopyKilled:
+            LOG.warning("%s: the copy serving request %s was killed", spec.logical_id, request_id)
+            return proxy.copy_lost(request_id)
         except Exception:
             LOG.exception("%s: unhandled exception (request %s)", spec.logical_id, request_id)
             return proxy.bad_gateway(request_id)

@@ -212,6 +212,7 @@ _OWN_ERRORS: dict[int, tuple[str, str | None, str]] = {
     431: ("The request headers are too large", "headers_too_large", "invalid_request_error"),
     501: ("This method or transfer coding is not implemented", "not_implemented", "invalid_request_error"),
     502: ("Internal server error", None, "server_error"),
+    503: ("The function's execution environment was lost; retry", "service_unavailable", "server_error"),
     505: ("Only HTTP/1.0 and HTTP/1.1 are supported", "http_version_not_supported", "invalid_request_error"),
 }
 
@@ -243,3 +244,12 @@ def bad_gateway(request_id: str | None = None) -> Response:
     # What the template's DEFAULT_5XX gateway response makes of API Gateway's
     # {"message": "Internal server error"}: the same text in OpenAI's shape.
     return own_error(502, request_id)
+
+
+def copy_lost(request_id: str | None = None) -> Response:
+    """A function copy killed under its request (kill -9 of a worker, as a host failure would):
+    an outage the caller may retry, so 503 + Retry-After (CONTRACT.md §10), never a 5xx
+    without one. A copy that exits by itself (a bug) stays a 502."""
+    response = own_error(503, request_id)
+    response.headers.append(("Retry-After", "1"))
+    return response

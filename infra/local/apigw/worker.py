@@ -25,6 +25,11 @@ class HandlerFailed(Exception):
     """The handler raised; the message carries the worker's traceback (for the log only)."""
 
 
+class CopyKilled(HandlerFailed):
+    """The copy's process was killed by a signal mid-request (kill -9, the OOM killer): an
+    outage of the machine it ran on, not a fault of the request."""
+
+
 class _Context:
     def __init__(self, attributes: dict[str, Any], remaining_ms: int) -> None:
         self.__dict__.update(attributes)
@@ -94,6 +99,10 @@ class ProcessHandler:
             ok, payload = self._conn.recv()
         except (EOFError, OSError) as error:
             self._lost = True  # the pipe broke: the process is gone or going, never reuse it
+            self._process.join(timeout=1)
+            status = self._process.exitcode
+            if status is not None and status < 0:
+                raise CopyKilled(f"worker process killed by signal {-status}") from None
             raise HandlerFailed(f"worker process died: {error}") from None
         if not ok:
             raise HandlerFailed(payload)
