@@ -116,7 +116,7 @@ typecheck: install ## mypy (strict on gateway/domain and gateway/services) and t
 
 lint: install typecheck ## ruff, mypy, import contracts and cfn-lint
 	@$(VENV)/bin/ruff check gateway functions infra inference_image tests
-	@$(VENV)/bin/cfn-lint template.yaml -a cfn_lint_serverless.rules -i W1030 WS1004 ES1007 ES4000 ES7000
+	@$(VENV)/bin/cfn-lint template.yaml -a cfn_lint_serverless.rules -i W1030 WS1004 ES1007 ES4000 ES6000 ES7000
 
 clean: ## remove the venv, the exported model and local state
 	rm -rf $(VENV) .venv-sam .venv-infinity .maas .aws-sam functions/console/node_modules functions/console/site/vendor

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 
 from gateway.adapters.dynamo import Accounts, AuditLog, Credits, Outbox
 from gateway.adapters.dynamo.table import Write
+from gateway.adapters.outages import is_outage
 from gateway.adapters.redis_store import RedisLimiter
 from gateway.domain.admission import AdmissionUnavailable, Grant, KeySettings
 from gateway.domain.events import Event, EventType, event_id
@@ -450,7 +451,7 @@ class BillingService:
         except (ConflictError, InvalidRequestError):
             raise
         except Exception as error:
-            if _is_outage(error):
+            if is_outage(error):
                 raise ServiceUnavailableError("Changes cannot be applied right now; retry shortly.",
                                               headers=RETRY_SOON) from error
             raise
@@ -470,19 +471,3 @@ class BillingService:
     def list_audit(self, cursor: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
         page = self.audit.list(cursor=cursor, limit=limit)
         return [{k: item.get(k) for k in AUDIT_FIELDS} for item in page.items], page.next_cursor
-
-
-def _is_outage(error: Exception) -> bool:
-    """A DynamoDB that cannot answer (unreachable, throttled, erroring): a 503, never a 500."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    if isinstance(error, BotoCoreError):
-        return True
-    if isinstance(error, ClientError):
-        code = str(error.response.get("Error", {}).get("Code", ""))
-        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        return status >= 500 or code in {"ProvisionedThroughputExceededException", "ThrottlingException",
-                                         "RequestLimitExceeded", "InternalServerError", "ServiceUnavailable",
-                                         "TransactionInProgressException"}
-    return False
-
