@@ -40,6 +40,13 @@ class LocalLimiter:
         self._lock = threading.Lock()
 
     def admit(self, ticket: Ticket) -> Decision:
+        return self._decide(ticket, requests=0 if ticket.counted else 1, tokens=ticket.tokens, slot=True)
+
+    def count_request(self, ticket: Ticket) -> Decision:
+        # Key state lives in Redis only: with Redis gone, the key record (authentication) decides.
+        return self._decide(ticket, requests=1, tokens=0, slot=False)
+
+    def _decide(self, ticket: Ticket, *, requests: int, tokens: int, slot: bool) -> Decision:
         limits = ticket.limits
         now = self.clock_ms()
         with self._lock:
@@ -55,18 +62,18 @@ class LocalLimiter:
                                state.tokens + elapsed * limits.tokens_per_minute / PERIOD_MS)
             state.updated_ms = now
             verdict, retry_ms = Verdict.OK, 0.0
-            if state.requests < 1:
+            if state.requests < requests:
                 verdict = Verdict.REQUESTS
-                retry_ms = (1 - state.requests) * PERIOD_MS / limits.requests_per_minute
-            elif state.tokens < ticket.tokens:
+                retry_ms = (requests - state.requests) * PERIOD_MS / limits.requests_per_minute
+            elif state.tokens < tokens:
                 verdict = Verdict.TOKENS
-                retry_ms = (ticket.tokens - state.tokens) * PERIOD_MS / limits.tokens_per_minute
-            elif state.in_flight >= limits.max_concurrent_requests:
+                retry_ms = (tokens - state.tokens) * PERIOD_MS / limits.tokens_per_minute
+            elif slot and state.in_flight >= limits.max_concurrent_requests:
                 verdict, retry_ms = Verdict.CONCURRENCY, 1000
             else:
-                state.requests -= 1
-                state.tokens -= ticket.tokens
-                state.in_flight += 1
+                state.requests -= requests
+                state.tokens -= tokens
+                state.in_flight += slot
             return Decision(
                 verdict=verdict,
                 requests_remaining=math.floor(state.requests),
@@ -76,7 +83,7 @@ class LocalLimiter:
                 tokens_reset_s=math.ceil((limits.tokens_per_minute - state.tokens) * 60 / limits.tokens_per_minute),
                 retry_after_s=max(1, math.ceil(retry_ms / 1000)),
                 # Flat prices only (a graduated price needs the month's count, which only Redis holds).
-                cost_nano=tiered_cost(0, ticket.tokens, ticket.pricing)[0],
+                cost_nano=tiered_cost(0, tokens, ticket.pricing)[0],
                 local=True,
             )
 

@@ -1,6 +1,7 @@
 """Admission and settlement in Redis: the *where* of the limits.
 
-Two scripts, two round trips per request (``admit`` before inference, ``settle`` after).
+Two scripts, two round trips per request (``admit`` before inference, ``settle`` after); a
+third, ``gate``, counts a request that is refused before admission or whose body is large.
 ``tenant_key`` is the one function that names every Redis key; all of a tenant's keys
 share its hash tag so each script runs on one shard.
 """
@@ -53,8 +54,12 @@ class RedisLike(Protocol):
     def ping(self) -> Any: ...
 
 
-def _script(name: str) -> str:
-    return resources.files("gateway.lua").joinpath(name).read_text()
+def _script(name: str, *, prelude: str | None = None) -> str:
+    """A script's text; ``prelude``: a file of shared functions put before it (Redis scripts
+    cannot import)."""
+    scripts = resources.files("gateway.lua")
+    text = scripts.joinpath(name).read_text()
+    return scripts.joinpath(prelude).read_text() + text if prelude else text
 
 
 def month_key(tenant_id: str, month: str) -> str:
@@ -111,6 +116,25 @@ def _key_cfg(settings: KeySettings) -> str:
     return json.dumps({k: v for k, v in config.items() if v is not None})
 
 
+def _decision(reply: list[Any]) -> Decision:
+    """admit.lua's and gate.lua's reply (buckets.lua's ``reply``)."""
+    (verdict, rq_rem, rq_reset, tk_rem, tk_reset, retry_ms, cost, debits, tiers,
+     krq_rem, krq_reset, ktk_rem, ktk_reset) = (v.decode() if isinstance(v, bytes) else v for v in reply)
+    return Decision(
+        verdict=Verdict(verdict),
+        requests_remaining=int(rq_rem),
+        requests_reset_s=math.ceil(int(rq_reset) / 1000),
+        tokens_remaining=int(tk_rem),
+        tokens_reset_s=math.ceil(int(tk_reset) / 1000),
+        retry_after_s=max(1, math.ceil(int(retry_ms) / 1000)),
+        cost_nano=int(cost),
+        debits=debits,
+        tier_tokens=tuple(int(n) for n in tiers.split(",") if n),
+        key_requests=None if int(krq_rem) < 0 else (int(krq_rem), math.ceil(int(krq_reset) / 1000)),
+        key_tokens=None if int(ktk_rem) < 0 else (int(ktk_rem), math.ceil(int(ktk_reset) / 1000)),
+    )
+
+
 class RedisLimiter:
     """The ``Limiter`` of gateway.domain.admission: runs the admission and settlement scripts
     (EVALSHA, reloaded on NOSCRIPT by redis-py's Script), seeds a tenant's state and projects
@@ -122,7 +146,8 @@ class RedisLimiter:
         self.lease_ms = lease_ms
         # Redis's own clock by default, so every Lambda agrees; tests may drive time.
         self.clock_ms = clock_ms
-        self._admit = client.register_script(_script("admit.lua"))
+        self._admit = client.register_script(_script("admit.lua", prelude="buckets.lua"))
+        self._gate = client.register_script(_script("gate.lua", prelude="buckets.lua"))
         self._settle = client.register_script(_script("settle.lua"))
         self._seed = client.register_script(_script("seed.lua"))
         self._grant = client.register_script(_script("grant.lua"))
@@ -148,26 +173,21 @@ class RedisLimiter:
         args: list[Any] = [
             k, ticket.key_expires_ms, limits.requests_per_minute, limits.tokens_per_minute, limits.monthly_tokens,
             limits.max_concurrent_requests, ticket.tokens, ticket.request_id, self.lease_ms, MONTH_TTL_S,
-            _tiers(ticket.pricing), t, month,
+            _tiers(ticket.pricing), t, month, 0 if ticket.counted else 1,
         ]
         if self.clock_ms is not None:
             args.append(self.clock_ms())
-        reply = self._call(self._admit, keys, args)
-        (verdict, rq_rem, rq_reset, tk_rem, tk_reset, retry_ms, cost, debits, tiers,
-         krq_rem, krq_reset, ktk_rem, ktk_reset) = (v.decode() if isinstance(v, bytes) else v for v in reply)
-        return Decision(
-            verdict=Verdict(verdict),
-            requests_remaining=int(rq_rem),
-            requests_reset_s=math.ceil(int(rq_reset) / 1000),
-            tokens_remaining=int(tk_rem),
-            tokens_reset_s=math.ceil(int(tk_reset) / 1000),
-            retry_after_s=max(1, math.ceil(int(retry_ms) / 1000)),
-            cost_nano=int(cost),
-            debits=debits,
-            tier_tokens=tuple(int(n) for n in tiers.split(",") if n),
-            key_requests=None if int(krq_rem) < 0 else (int(krq_rem), math.ceil(int(krq_reset) / 1000)),
-            key_tokens=None if int(ktk_rem) < 0 else (int(ktk_rem), math.ceil(int(ktk_reset) / 1000)),
-        )
+        return _decision(self._call(self._admit, keys, args))
+
+    def count_request(self, ticket: Ticket) -> Decision:
+        t, k = ticket.tenant_id, ticket.key_id
+        keys = [tenant_key(t, "keys"), tenant_key(t, "status"), tenant_key(t, "buckets"), tenant_key(t, "cfg"),
+                tenant_key(t, "kcfg"), tenant_key(t, f"kb:{k}")]
+        args: list[Any] = [k, ticket.key_expires_ms, ticket.limits.requests_per_minute,
+                           ticket.limits.tokens_per_minute]
+        if self.clock_ms is not None:
+            args.append(self.clock_ms())
+        return _decision(self._call(self._gate, keys, args))
 
     def settle(self, ticket: Ticket, decision: Decision, *, charge: bool, event: UsageEvent | None = None) -> None:
         t, k, month = ticket.tenant_id, ticket.key_id, ticket.month

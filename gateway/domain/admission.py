@@ -51,6 +51,7 @@ class Ticket:
     request_id: str
     month: str  # YYYY-MM, UTC
     pricing: Tiers = ((None, 0),)  # the model's price: (up to this many tokens of the month, nano per token)
+    counted: bool = False  # count_request already took this request from the request buckets
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,11 @@ class AdmissionUnavailable(Exception):
 class Limiter(Protocol):
     def admit(self, ticket: Ticket) -> Decision:
         """Check every limit and, only if all pass, take from each: atomically."""
+        ...
+
+    def count_request(self, ticket: Ticket) -> Decision:
+        """The cheap checks alone: key state and suspension, then one request from the request
+        buckets (taken only if every check passes). ``ticket.tokens`` is not looked at."""
         ...
 
     def settle(self, ticket: Ticket, decision: Decision, *, charge: bool, event: UsageEvent | None = None) -> None:

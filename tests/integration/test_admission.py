@@ -83,3 +83,15 @@ def test_scripts_reload_after_script_flush(limiter, client):
     assert limiter.admit(ticket(cost=1)).verdict is Verdict.OK
     client.script_flush()
     assert limiter.admit(ticket(cost=1)).verdict is Verdict.OK
+
+
+
+def test_the_gate_refuses_a_revoked_expired_or_suspended_key_and_takes_nothing(limiter, client):
+    revoked = ticket(0)
+    limiter.revoke_key("ten_a", "key_a")
+    assert limiter.count_request(revoked).verdict is Verdict.KEY_REVOKED
+    assert limiter.count_request(ticket(0, tenant="ten_b", expires_ms=1)).verdict is Verdict.KEY_EXPIRED
+    assert client.exists(tenant_key("ten_a", "buckets"), tenant_key("ten_b", "buckets")) == 0
+    limiter.set_tenant_status("ten_b", "suspended")
+    assert limiter.count_request(ticket(0, tenant="ten_b", key="key_b")).verdict is Verdict.SUSPENDED
+    assert limiter.count_request(ticket(0, tenant="ten_unseeded")).verdict is Verdict.UNSEEDED

@@ -110,3 +110,28 @@ def test_tenants_do_not_share_buckets(limiter: Limiter) -> None:
         settle(limiter, t, decision)
     assert limiter.admit(ticket(cost=1, tenant="ten_busy")).verdict is Verdict.REQUESTS
     assert limiter.admit(ticket(cost=1, tenant="ten_quiet")).verdict is Verdict.OK
+
+
+def test_a_counted_request_takes_one_request_and_no_tokens(limiter: Limiter) -> None:
+    for _ in range(5):
+        assert limiter.count_request(ticket(cost=0)).verdict is Verdict.OK
+    refused = limiter.count_request(ticket(cost=0))
+    assert refused.verdict is Verdict.REQUESTS and refused.retry_after_s == 12
+    assert refused.tokens_remaining == 100  # the token bucket is untouched
+    # Admission after the gate takes the tokens and not a second request.
+    counted = Ticket(tenant_id="ten_a", key_id="key_a", key_expires_ms=0, limits=LIMITS, tokens=30,
+                     request_id=uuid.uuid4().hex, month="2026-11", counted=True)
+    decision = limiter.admit(counted)
+    assert decision.verdict is Verdict.OK and decision.tokens_remaining == 70 and decision.requests_remaining == 0
+    assert limiter.admit(ticket(cost=1)).verdict is Verdict.REQUESTS
+
+
+def test_counting_refills_the_token_bucket_it_does_not_take(limiter: Limiter, clock: Clock) -> None:
+    # One state hash holds both buckets and one timestamp: counting a request moves the
+    # timestamp, so it must write the token level refilled to it, or tokens would be lost.
+    t = ticket(cost=100)
+    settle(limiter, t, limiter.admit(t))
+    clock.ms += 30_000  # half the token bucket back
+    assert limiter.count_request(ticket(cost=0)).tokens_remaining == 50
+    clock.ms += 30_000
+    assert limiter.admit(ticket(cost=100)).verdict is Verdict.OK
