@@ -47,6 +47,10 @@ class Settings(BaseModel):
     quota_on_redis_failure: Literal["closed", "open"] = "closed"
 
     max_body_bytes: int = 2 * 1024 * 1024
+    # This endpoint's largest request in tokens, on top of each plan's own: what the inference
+    # hardware completes well inside the deadline (docs/BENCHMARKS.md: 8,192 on a CPU that
+    # other tenants share, the API's own 524,288 on a GPU).
+    max_request_tokens: int = Field(default=524_288, ge=1, le=524_288)
     # A concurrency slot is a lease: it expires if a Lambda dies mid-request.
     lease_ms: int = 60_000
     key_cache_ttl_s: float = 60.0

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from gateway.services.billing import BillingService
     from gateway.services.calls import IdempotentCalls
     from gateway.services.embeddings import EmbeddingsService
+    from gateway.services.gate import RequestGate
     from gateway.services.limits import LimitsResolver
     from gateway.services.metering import Flusher
     from gateway.services.reconcile import Reconciler
@@ -180,7 +181,14 @@ class Container:
         fallback = LocalLimiter() if self.settings.quota_on_redis_failure == "open" else None
         return EmbeddingsService(tokenizers={MINILM.id: ModelTokenizer(MINILM)}, limiter=self.limiter,
                                  inference=self.inference, usage=self.usage, limits=self.limits,
-                                 seeder=self.seeder, fallback=fallback, timeout_s=self.settings.inference_timeout_s)
+                                 gate=self.gate, fallback=fallback, timeout_s=self.settings.inference_timeout_s,
+                                 max_request_tokens=self.settings.max_request_tokens)
+
+    @cached_property
+    def gate(self) -> RequestGate:
+        from gateway.services.gate import RequestGate
+
+        return RequestGate(limiter=self.limiter, limits=self.limits, seeder=self.seeder)
 
     @cached_property
     def billing(self) -> BillingService:

@@ -17,6 +17,9 @@ from gateway.domain.money import CURRENCIES, PRICE_PLACES, Tiers, nano_per_token
 RatePerMinute = Annotated[StrictInt, Field(gt=0, le=10**9)]
 TokenAmount = Annotated[StrictInt, Field(gt=0, le=10**15)]
 SlotCount = Annotated[StrictInt, Field(gt=0, le=10**6)]
+# The API's own ceiling: 2,048 inputs of the model's 256 tokens.
+API_MAX_REQUEST_TOKENS = 2048 * 256
+RequestTokens = Annotated[StrictInt, Field(gt=0, le=API_MAX_REQUEST_TOKENS)]
 
 
 class Limits(BaseModel):
@@ -26,6 +29,9 @@ class Limits(BaseModel):
     tokens_per_minute: RatePerMinute
     monthly_tokens: TokenAmount
     max_concurrent_requests: SlotCount
+    # The largest request the plan takes, in tokens: sized so that it completes well inside the
+    # gateway's deadline (docs/BENCHMARKS.md). Plans stored before it existed take the API's own.
+    max_request_tokens: RequestTokens = API_MAX_REQUEST_TOKENS
 
 
 class LimitOverrides(BaseModel):
@@ -37,6 +43,7 @@ class LimitOverrides(BaseModel):
     tokens_per_minute: RatePerMinute | None = None
     monthly_tokens: TokenAmount | None = None
     max_concurrent_requests: SlotCount | None = None
+    max_request_tokens: RequestTokens | None = None
 
     def apply(self, limits: Limits) -> Limits:
         return limits.model_copy(update=self.model_dump(exclude_none=True))

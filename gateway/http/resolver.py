@@ -89,6 +89,21 @@ def principal(router: BaseRouter, scope: Scope | None, *, fresh: bool = True) ->
     return container_of(router).authenticator.authenticate(credential, scope, fresh=fresh)
 
 
+def metered_caller(router: BaseRouter, scope: Scope | None) -> Principal:
+    """The caller of a tenant read route: the key record from the cache, then the request gate
+    (the key's state in Redis, one request from the tenant's request bucket: 401, 403 or 429).
+    With Redis unreachable the records are read fresh instead: revocation still bites."""
+    caller = principal(router, scope, fresh=False)
+    if container_of(router).gate.count(caller, request_id(router)) is None:
+        caller = principal(router, scope, fresh=True)
+    return caller
+
+
+def body_size(router: BaseRouter) -> int:
+    """The body's length as sent (base64 if API Gateway encoded it), before any parsing."""
+    return len(event_of(router).body or "")
+
+
 def body(router: BaseRouter, model: type[M]) -> M:
     """The request body as ``model``: 413 over the size limit, 400 for anything that is
     not a JSON object of the right shape, with the offending field as ``param``."""

@@ -32,7 +32,7 @@ from gateway.domain.events import Event, EventType, event_id
 from gateway.domain.keys import hash_key, new_key
 from gateway.domain.money import AmountError, fmt, fmt_nano, parse_amount, to_nano
 from gateway.domain.plans import BillingMode, Budget, LimitOverrides, Plan
-from gateway.errors import ConflictError, InvalidRequestError, NotFoundError, ServiceUnavailableError
+from gateway.errors import RETRY_SOON, ConflictError, InvalidRequestError, NotFoundError, ServiceUnavailableError
 from gateway.models.api import BudgetBody, CreateCredit, CreateKey, CreateTenant, RotateKey, UpdateKey, UpdateTenant
 from gateway.models.records import CreditGrant, KeyRecord, TenantRecord, budget_view, rfc3339, utcnow
 from gateway.services.calls import Call, IdempotentCalls, audit_entry
@@ -41,7 +41,6 @@ from gateway.services.seeding import Seeder, month_bounds
 
 T = TypeVar("T")
 _RETRIES = 5  # optimistic-concurrency attempts before a 409
-RETRY_SOON = {"Retry-After": "1"}
 
 AUDIT_FIELDS = ("id", "timestamp", "actor_key_id", "actor_tenant_id", "action", "target", "request_id", "details")
 

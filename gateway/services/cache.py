@@ -11,42 +11,55 @@ from typing import Generic, TypeVar
 K = TypeVar("K")
 V = TypeVar("V")
 
-_ABSENT = object()
-
 
 class TtlCache(Generic[K, V]):
     """Entries live ``ttl_s``; past ``max_entries`` the least recently used go first.
 
-    With ``cache_misses`` a lookup that found nothing is remembered too (for ``miss_ttl_s``),
-    so a flood of unknown keys costs one store read each per container and then nothing:
-    an unknown key and a known one then take the same path. Without it, a record created a
-    moment ago is found at once."""
+    With ``max_misses`` a lookup that found nothing is remembered too, in an LRU of its own (so
+    a flood of unknown keys never pushes out the known ones): an unknown key then costs one
+    store read per container and afterwards takes the same path, in the same time, as a known
+    one. Only for keys that cannot come to exist later (random ids)."""
 
     def __init__(self, ttl_s: float, loader: Callable[[K], V | None], *, max_entries: int = 10_000,
-                 cache_misses: bool = False, miss_ttl_s: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.ttl_s, self.loader, self.max_entries = ttl_s, loader, max_entries
-        self.cache_misses = cache_misses
-        self.miss_ttl_s = ttl_s if miss_ttl_s is None else miss_ttl_s
+                 max_misses: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s, self.loader, self.max_entries, self.max_misses = ttl_s, loader, max_entries, max_misses
         self.clock = clock
-        self._entries: OrderedDict[K, tuple[float, object]] = OrderedDict()
+        self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self._misses: OrderedDict[K, float] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: K) -> V | None:
         now = self.clock()
         with self._lock:
             hit = self._entries.get(key)
-            if hit is not None:
-                stored_at, value = hit
-                ttl = self.miss_ttl_s if value is _ABSENT else self.ttl_s
-                if now - stored_at < ttl:
-                    self._entries.move_to_end(key)
-                    return None if value is _ABSENT else value  # type: ignore[return-value]
-        value = self.loader(key)
-        if value is not None or self.cache_misses:
-            with self._lock:
-                self._entries[key] = (now, _ABSENT if value is None else value)
+            if hit is not None and now - hit[0] < self.ttl_s:
                 self._entries.move_to_end(key)
-                while len(self._entries) > self.max_entries:
-                    self._entries.popitem(last=False)
+                return hit[1]
+            missed_at = self._misses.get(key)
+            if missed_at is not None and now - missed_at < self.ttl_s:
+                self._misses.move_to_end(key)
+                return None
+        return self.put(key, self.loader(key), now)
+
+    def put(self, key: K, value: V | None, now: float | None = None) -> V | None:
+        """Remember what a read outside the cache found (a strongly consistent one, say)."""
+        now = self.clock() if now is None else now
+        with self._lock:
+            if value is not None:
+                _remember(self._entries, key, (now, value), self.max_entries)
+                self._misses.pop(key, None)
+            elif self.max_misses:
+                _remember(self._misses, key, now, self.max_misses)
         return value
+
+    def known_missing(self, key: K) -> bool:
+        with self._lock:
+            missed_at = self._misses.get(key)
+            return missed_at is not None and self.clock() - missed_at < self.ttl_s
+
+
+def _remember(entries: OrderedDict[K, V], key: K, value: V, bound: int) -> None:
+    entries[key] = value
+    entries.move_to_end(key)
+    while len(entries) > bound:
+        entries.popitem(last=False)

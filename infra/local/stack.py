@@ -251,6 +251,8 @@ class LocalStack:
             "MAAS_KEY_PEPPER": local_secret(self.state.pepper, lambda: secrets.token_hex(32)),
             "MAAS_LOCAL_STATUS_FILE": str(self.state.status_file),
             "MAAS_WEBHOOK_ALLOW_LOCAL_HTTP": "true",
+            # The local inference server is a CPU shared with other tenants (docs/BENCHMARKS.md).
+            "MAAS_MAX_REQUEST_TOKENS": "8192",
             "AWS_REGION": "us-east-1",
             "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_ACCESS_KEY_ID": "local",

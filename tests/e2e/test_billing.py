@@ -47,7 +47,8 @@ def test_plans_list_limits_and_prices(admin):
     plans = {plan["id"]: plan for plan in body["data"]}
     assert {"free", "starter", "pro"} <= set(plans)
     assert plans["starter"]["limits"] == {"requests_per_minute": 600, "tokens_per_minute": 150000,
-                                          "monthly_tokens": 100000000, "max_concurrent_requests": 16}
+                                          "monthly_tokens": 100000000, "max_concurrent_requests": 16,
+                                          "max_request_tokens": 65536}
     assert plans["starter"]["price_per_1k_tokens"][MODEL] == "0.0050"
 
 

@@ -306,6 +306,8 @@ class Kill:
 def kill_and_await(stack: RunningStack, service: str, rng: random.Random, *, lose_data: bool = False) -> Kill:
     """SIGKILL one process of the service (a random one of a pool's); wait until the supervisor
     has it back. lose_data (redis): its append-only files are deleted before the restart."""
+    # A pool may hold no process for a moment (its copies all replaced): wait for one.
+    wait_for(f"{service} has a process", lambda: bool(stack.status()[service]["pids"]), 60, stack)
     before = stack.status()[service]
     victim = rng.choice(before["pids"])
     os.kill(victim, signal.SIGKILL)

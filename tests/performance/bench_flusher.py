@@ -123,7 +123,7 @@ def bench_writes_per_request(c: Any, requests: int, n_tenants: int) -> dict:
 
     principals = tenants(c, n_tenants)
     service = EmbeddingsService(tokenizers={MINILM.id: ModelTokenizer(MINILM)}, limiter=c.limiter,
-                                inference=StubInference(), usage=c.usage, limits=c.limits)
+                                inference=StubInference(), usage=c.usage, limits=c.limits, gate=c.gate)
     counter = HttpCounter(c.dynamodb)
     for principal in principals:  # warm the plan cache, as a running function has it
         c.limits.for_tenant(principal.tenant)

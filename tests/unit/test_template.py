@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from infra.local.apigw import load_template, read_functions, read_routes
+from infra.local.apigw.proxy import GATEWAY_RESPONSE_HEADERS
 from tests.routes import handler_routes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -350,6 +351,9 @@ def test_gateway_responses_use_openai_error_shape(template):
         rendered = body.replace("$context.error.messageString", '"x"').replace("$context.requestId", "r")
         error = json.loads(rendered)["error"]
         assert set(error) == {"message", "type", "param", "code"}, kind
+        # the same headers as the local gateway's own answers (and as every function's)
+        headers = {name: value.strip("'") for name, value in response["ResponseParameters"]["Headers"].items()}
+        assert set(GATEWAY_RESPONSE_HEADERS) <= set(headers.items()), kind
     unknown = json.loads(responses["MISSING_AUTHENTICATION_TOKEN"]["ResponseTemplates"]["application/json"])
     assert unknown["error"]["code"] == "unknown_route"
     assert unknown["error"]["type"] == "invalid_request_error"

@@ -14,7 +14,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from gateway.domain.registry import MINILM
 from gateway.domain.scopes import Scope
 from gateway.http.ratelimit_headers import ratelimit_headers
-from gateway.http.resolver import body, container_of, principal, query, request_id
+from gateway.http.resolver import body, body_size, container_of, metered_caller, principal, query, request_id
 from gateway.http.responses import json_response, list_body
 from gateway.models.api import EmbeddingsRequest
 
@@ -39,18 +39,18 @@ def render_embeddings(result: EmbeddingsResult) -> dict[str, Any]:
 @router.post("/v1/embeddings")
 def create_embeddings() -> Response:
     caller = principal(router, Scope.INFERENCE, fresh=False)
-    request = body(router, EmbeddingsRequest)
     context = router.lambda_context
     time_left_s = context.get_remaining_time_in_millis() / 1000 if context is not None else None
-    result = container_of(router).embeddings.create(request, caller, request_id(router), time_left_s=time_left_s)
+    result = container_of(router).embeddings.create_from_body(
+        lambda: body(router, EmbeddingsRequest), caller, request_id(router),
+        body_bytes=body_size(router), time_left_s=time_left_s)
     return json_response(render_embeddings(result),
                          headers=ratelimit_headers(result.limits, result.decision, result.key_limits))
 
 
 @router.get("/v1/models")
 def list_models() -> Response:
-    # No admission check runs here, so the key is read fresh: revocation bites at once.
-    principal(router, Scope.INFERENCE)
+    metered_caller(router, Scope.INFERENCE)
     return json_response(list_body([
         {"id": MINILM.id, "object": "model", "created": 0, "owned_by": MINILM.owned_by}
     ]))
@@ -58,7 +58,7 @@ def list_models() -> Response:
 
 @router.get("/v1/usage")
 def own_usage() -> Response:
-    caller = principal(router, Scope.USAGE_READ)
+    caller = metered_caller(router, Scope.USAGE_READ)
     rows = container_of(router).reports.usage(start=query(router, "start"), end=query(router, "end"),
                                               tenant_id=caller.tenant.id, group_by=query(router, "group_by"))
     return json_response(list_body(rows))
@@ -66,14 +66,14 @@ def own_usage() -> Response:
 
 @router.get("/v1/balance")
 def own_balance() -> Response:
-    caller = principal(router, Scope.USAGE_READ)
+    caller = metered_caller(router, Scope.USAGE_READ)
     return json_response(container_of(router).billing.balance(caller.tenant.id))
 
 
 @router.get("/v1/me")
 def me() -> Response:
     """Any valid key, whatever its scopes: the console learns from it what to show."""
-    caller = principal(router, None)
+    caller = metered_caller(router, None)
     return json_response({"object": "principal", "key_id": caller.key.id, "tenant_id": caller.tenant.id,
                           "tenant_name": caller.tenant.name, "scopes": caller.key.scopes})
 
@@ -81,7 +81,7 @@ def me() -> Response:
 @router.get("/v1/keys")
 def own_keys() -> Response:
     """The caller's own tenant's keys, as admins see them (never a secret or a hash)."""
-    caller = principal(router, Scope.USAGE_READ)
+    caller = metered_caller(router, Scope.USAGE_READ)
     keys, cursor = container_of(router).billing.list_keys(caller.tenant.id, query(router, "cursor", max_length=1024),
                                                           100)
     return json_response(list_body(keys, cursor))

@@ -221,6 +221,10 @@ def error_body(message: str, code: str | None, type_: str = "invalid_request_err
     return json.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}}).encode()
 
 
+# What the template's GatewayResponses put on every answer of the gateway's own.
+GATEWAY_RESPONSE_HEADERS = [("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")]
+
+
 def own_error(status: int, request_id: str | None = None, *, message: str | None = None) -> Response:
     """What the gateway answers by itself for `status`, in OpenAI's error shape."""
     request_id = request_id or new_request_id()
@@ -228,7 +232,7 @@ def own_error(status: int, request_id: str | None = None, *, message: str | None
     text = message or default
     if type_ != "server_error":  # as the template's gateway responses do: the id to quote
         text = f"{text} (request {request_id})"
-    headers = [*_request_headers(request_id), ("Content-Type", "application/json")]
+    headers = [*_request_headers(request_id), ("Content-Type", "application/json"), *GATEWAY_RESPONSE_HEADERS]
     return Response(status, headers, error_body(text, code, type_))
 
 
