@@ -19,7 +19,7 @@ from gateway.domain.admission import AdmissionUnavailable, Decision, Limiter, Ti
 from gateway.domain.money import fmt_nano
 from gateway.domain.plans import LimitOverrides, Limits
 from gateway.domain.registry import resolve
-from gateway.domain.usage import UsageEvent
+from gateway.domain.usage import UsageEvent, ledger_shard, ledger_shards
 from gateway.errors import (
     AuthenticationError,
     Error,
@@ -136,7 +136,8 @@ class EmbeddingsService:
 
         event = UsageEvent(request_id=request_id, tenant_id=ticket.tenant_id, key_id=ticket.key_id,
                            model=spec.id, prompt_tokens=cost, timestamp_ms=int(time.time() * 1000),
-                           cost_nano=decision.cost_nano, debits=decision.debits, tier_tokens=decision.tier_tokens)
+                           cost_nano=decision.cost_nano, debits=decision.debits, tier_tokens=decision.tier_tokens,
+                           ledger_shard=ledger_shard(request_id, ledger_shards(limits.requests_per_minute)))
         self._charge(ticket, decision, event)
         metrics.add_metric(name="PromptTokens", unit=MetricUnit.Count, value=cost)
         return EmbeddingsResult(model=spec.id, embeddings=result, prompt_tokens=cost,
