@@ -127,6 +127,10 @@ class RedisLimiter:
         self._seed = client.register_script(_script("seed.lua"))
         self._grant = client.register_script(_script("grant.lua"))
         self._project = client.register_script(_script("project.lua"))
+        from gateway.adapters.active_tenants import ActiveTenants  # it names its keys with tenant_key
+
+        # The scripts list a tenant with something to flush in its slot's index (no extra command).
+        self._active_key = ActiveTenants(client).key_for
 
     def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         try:
@@ -142,7 +146,7 @@ class RedisLimiter:
             tenant_key(t, "keys"), tenant_key(t, "status"), tenant_key(t, "buckets"), month_key(t, month),
             tenant_key(t, "inflight"), tenant_key(t, "cfg"), tenant_key(t, "kcfg"), tenant_key(t, f"kb:{k}"),
             tenant_key(t, f"ki:{k}"), key_month_key(t, k, month), tenant_key(t, "grants"),
-            tenant_key(t, "credit"), events_stream(t),
+            tenant_key(t, "credit"), events_stream(t), self._active_key(t),
         ]
         limits = ticket.limits
         args: list[Any] = [
@@ -174,7 +178,7 @@ class RedisLimiter:
         keys = [
             tenant_key(t, "inflight"), tenant_key(t, f"ki:{k}"), month_key(t, month), key_month_key(t, k, month),
             tenant_key(t, "credit"), usage_stream(t), events_stream(t), tenant_key(t, "cfg"), tenant_key(t, "kcfg"),
-            tenant_key(t, "grants"),
+            tenant_key(t, "grants"), self._active_key(t),
         ]
         fields: list[str] = []
         for name, value in (event.to_fields() if event else {}).items():

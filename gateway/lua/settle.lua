@@ -11,7 +11,7 @@
 -- stored and delivered once all the same.
 --
 -- KEYS  1 inflight, 2 key inflight, 3 month, 4 key month, 5 credit, 6 usage stream,
---       7 events, 8 cfg, 9 key cfg, 10 grants
+--       7 events, 8 cfg, 9 key cfg, 10 grants, 11 the active-tenants index of the tenant's slot
 -- ARGV  1 request id, 2 'charge' | 'refund', 3 tokens, 4 cost nano, 5 debits "grant:nano,...",
 --       6 key id, 7 tenant id, 8 month YYYY-MM, 9 now ms, 10.. usage event field/value pairs
 local request_id, tokens, cost = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -98,4 +98,7 @@ if cfg[1] == 'prepaid' and cfg[4] and cfg[4] ~= '' then
   end
 end
 
+-- Listed with its usage, atomically: the flusher visits active tenants only (an idle one costs
+-- it nothing) and takes this one out only once both its streams are empty again.
+redis.call('SADD', KEYS[11], tenant_id)
 return redis.call('XADD', KEYS[6], '*', unpack(ARGV, 10))
