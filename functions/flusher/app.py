@@ -25,8 +25,8 @@ def handler(event: dict, context: LambdaContext) -> dict:
     deadline = flusher.clock() + max(remaining_ms - _SAFETY_MARGIN_MS, 1_000) / 1000
     started = time.perf_counter()
     if "part" in event:
-        result = flusher.run(part=int(event["part"]), parts=int(event["parts"]),
-                             until=min(float(event["until"]), deadline), idle_s=container.settings.flusher_idle_s)
+        result = flusher.run(part=int(event["part"]), parts=int(event["parts"]), until=float(event["until"]),
+                             deadline=deadline, idle_s=container.settings.flusher_idle_s)
     else:
         result = flusher.flush(deadline=deadline)
     metrics.add_metric(name="FlushedEvents", unit=MetricUnit.Count, value=result.written)

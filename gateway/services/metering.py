@@ -340,14 +340,18 @@ class Flusher:
             result.errors.append(f"lag: {type(error).__name__}")
         return result
 
-    def run(self, *, until: float, part: int = 0, parts: int = 1, idle_s: float = 1.0,
-            sleep: Callable[[float], None] = time.sleep) -> FlushResult:
-        """A worker: flush its share of the active tenants (``part`` of ``parts``) again and
-        again until ``until`` (a ``clock()`` value), pausing ``idle_s`` when a pass found
-        nothing. The counts add up over the passes; the lag is the last pass's."""
+    def run(self, *, until: float, deadline: float | None = None, part: int = 0, parts: int = 1,
+            idle_s: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> FlushResult:
+        """A worker: flush its share of the active tenants (``part`` of ``parts``), pass after
+        pass, starting passes until ``until`` (at least one) and batches until ``deadline``
+        (a ``clock()`` value, the function's own limit; default ``until``), pausing ``idle_s``
+        when a pass found nothing. The counts add up over the passes; the lag is the last
+        pass's."""
         total = FlushResult()
-        while self.clock() < until:
-            result = self.flush(deadline=until, part=part, parts=parts)
+        batches_until = until if deadline is None else deadline
+        until = min(until, batches_until)
+        while True:
+            result = self.flush(deadline=batches_until, part=part, parts=parts)
             total.add(result)
             total.unflushed, total.lag_known = result.unflushed, result.lag_known
             total.oldest_unflushed_age_s = result.oldest_unflushed_age_s
@@ -355,9 +359,10 @@ class Flusher:
                 self._count_flushed(result.written)
             except redis.RedisError:
                 logger.warning("flushed count not recorded")
+            if self.clock() >= until:
+                return total
             if result.errors or not (result.read or result.relayed):  # nothing to do, or a store failing
                 sleep(max(0.0, min(idle_s, until - self.clock())))
-        return total
 
     def plan(self, *, max_workers: int, events_per_worker: int, interval_s: int = 60) -> FlushPlan:
         """The dispatcher's look at the work: the active tenants, what they hold and how old

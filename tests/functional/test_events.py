@@ -24,7 +24,7 @@ EVENTS = sorted((ROOT / "events").glob("*/*.json"))
 EXAMPLE_TENANT = "ten_EXAMPLE0000000000"
 EXAMPLE_WEBHOOK = "wh_0123456789abcdef01234567"
 # Not API Gateway events: the scheduled flusher, and the delivery function's stream, bus and schedules.
-NOT_API = {"flusher", "reconcile", "delivery"}  # schedules, a stream, a bus: not API requests
+NOT_API = {"flusher", "flush_dispatcher", "reconcile", "delivery"}  # schedules, a stream, a bus: not API requests
 SCOPES = {"admin": ["admin"], "finance": ["finance"], "tenant": ["inference", "usage:read"]}
 
 # What each recorded request gets from a freshly seeded table.
