@@ -17,6 +17,7 @@ from gateway.adapters.inference import Embeddings, InferenceClient
 from gateway.adapters.tokenizer import ModelTokenizer
 from gateway.domain.admission import AdmissionUnavailable, Decision, Limiter, Ticket, Verdict
 from gateway.domain.money import fmt_nano
+from gateway.domain.payloads import max_inputs
 from gateway.domain.plans import LimitOverrides, Limits
 from gateway.domain.registry import resolve
 from gateway.domain.usage import UsageEvent, ledger_shard, ledger_shards
@@ -88,8 +89,10 @@ class EmbeddingsService:
                                       param="dimensions")
         tokenizer = self.tokenizers[spec.id]
         texts, ids = request.texts_or_ids()
-        if len(texts or ids or []) > MAX_INPUT_ITEMS:
+        count = len(texts or ids or [])
+        if count > MAX_INPUT_ITEMS:
             raise InvalidRequestError(f"At most {MAX_INPUT_ITEMS} inputs per request.", param="input")
+        _refuse_unless_the_answer_fits(count, spec.dimensions, request.encoding_format)
         input_ids = (tokenizer.encode_texts(texts, truncate=request.truncate) if texts is not None
                      else tokenizer.wrap_ids(ids or [], truncate=request.truncate))
         cost = sum(len(sequence) for sequence in input_ids)
@@ -228,6 +231,18 @@ class EmbeddingsService:
                              extra={"request_id": event.request_id})
             raise ServiceUnavailableError("Usage could not be recorded; the request was not charged.",
                                           headers=RETRY_SOON) from error
+
+
+def _refuse_unless_the_answer_fits(count: int, dimensions: int, encoding_format: str) -> None:
+    """Before any work: an answer Lambda could not return (over 6 MB) is a 400 naming the
+    largest count that fits, rather than a 502 after the inference was paid for."""
+    fits = max_inputs(dimensions, encoding_format)
+    if count > fits:
+        hint = "" if encoding_format == "base64" else (
+            f" With encoding_format 'base64' up to {min(max_inputs(dimensions, 'base64'), MAX_INPUT_ITEMS)} fit.")
+        raise InvalidRequestError(
+            f"The embeddings of {count} inputs may exceed the 6 MB response limit; at most {fits} inputs fit in "
+            f"one request with encoding_format '{encoding_format}'.{hint}", param="input", code="response_too_large")
 
 
 def _money_decides(ticket: Ticket, principal: Principal) -> bool:
