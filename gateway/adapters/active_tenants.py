@@ -117,13 +117,31 @@ class ActiveTenants:
 
     def members(self, part: int = 0, parts: int = 1) -> list[str]:
         """The active tenants (those of worker ``part`` of ``parts``), in a stable order."""
-        pipe = self.client.pipeline(transaction=False)
-        for key in self.index_keys(part, parts):
-            pipe.smembers(key)
-        tenants = {(m.decode() if isinstance(m, bytes) else str(m)) for found in pipe.execute() for m in found}
+        if self.cluster:
+            found = self._read_by_node(range(part, CLUSTER_SLOTS, parts))
+        else:
+            found = self.client.smembers(SINGLE_NODE_INDEX)
+        tenants = {(m.decode() if isinstance(m, bytes) else str(m)) for m in found}
         if parts > 1:
             tenants = {t for t in tenants if part_of(t, parts) == part}
         return sorted(tenants, key=lambda t: (zlib.crc32(t.encode()), t))
+
+    def _read_by_node(self, slots: range) -> set[Any]:
+        """SMEMBERS of the slots' index keys: one plain pipeline per master, which knows its
+        slots (a cluster pipeline works out each command's node again, at several times the
+        cost); a key whose slot moved meanwhile is read again through the cluster client."""
+        by_node: dict[str, tuple[Any, list[str]]] = {}
+        for slot in slots:
+            node = self.client.nodes_manager.get_node_from_slot(slot)
+            by_node.setdefault(node.name, (node, []))[1].append(cluster_index_key(slot))
+        found: set[Any] = set()
+        for node, keys in by_node.values():
+            pipe = node.redis_connection.pipeline(transaction=False)
+            for key in keys:
+                pipe.smembers(key)
+            for key, reply in zip(keys, pipe.execute(raise_on_error=False), strict=True):
+                found |= self.client.smembers(key) if isinstance(reply, Exception) else reply
+        return found
 
     def deactivate(self, tenant_id: str) -> bool:
         """Take the tenant out of the index if, and only if, both its streams are empty."""
