@@ -1,5 +1,9 @@
 """Which tenants have usage or business events waiting in Redis: the flusher's work list.
 
+Its members are work units: a tenant id (its usage stream and its events stream), or
+``<tenant>#<part>`` for a further part of a hot tenant's usage stream (gateway.domain.usage.
+stream_part), which another worker may drain at the same time.
+
 A tenant enters its index set in the same script, in the same round trip, that appends to its
 streams (``settle.lua`` with every usage event, ``admit.lua`` when it emits an event), so being
 listed costs the request path no command and is atomic with the append. The flusher takes a
@@ -24,6 +28,7 @@ from typing import Any
 from redis.crc import key_slot
 
 from gateway.adapters.redis_store import events_stream, tenant_key, usage_stream
+from gateway.domain.usage import STREAM_PARTS
 
 CLUSTER_SLOTS = 16384
 SINGLE_NODE_INDEX = "{active}:tenants"
@@ -90,10 +95,23 @@ def is_cluster(client: Any) -> bool:
     return isinstance(client, RedisCluster)
 
 
-def part_of(tenant_id: str, parts: int) -> int:
-    """Which of ``parts`` flush workers owns the tenant: by hash slot, so that on a cluster
-    each worker reads only the index keys of its own slots."""
-    return tenant_slot(tenant_id) % parts if parts > 1 else 0
+def work_unit(tenant_id: str, part: int = 0) -> str:
+    """The index member for a tenant's stream part (part 0 also stands for its events stream)."""
+    return tenant_id if not part else f"{tenant_id}#{part}"
+
+
+def parse_unit(unit: str) -> tuple[str, int]:
+    tenant_id, _, part = unit.partition("#")
+    return tenant_id, int(part or 0)
+
+
+def part_of(unit: str, parts: int) -> int:
+    """Which of ``parts`` flush workers owns a work unit: by the tenant's hash slot plus the
+    stream part, so that on a cluster a worker reads only the index keys of its own slots (all
+    of them while there are no more workers than stream parts), and a hot tenant's parts go to
+    different workers."""
+    tenant_id, part = parse_unit(unit)
+    return (tenant_slot(tenant_id) + part) % parts if parts > 1 else 0
 
 
 class ActiveTenants:
@@ -113,20 +131,20 @@ class ActiveTenants:
     def index_keys(self, part: int = 0, parts: int = 1) -> list[str]:
         if not self.cluster:
             return [SINGLE_NODE_INDEX]
-        return [cluster_index_key(slot) for slot in range(part, CLUSTER_SLOTS, parts)]
+        return [cluster_index_key(slot) for slot in _slots_of(part, parts)]
 
     def members(self, part: int = 0, parts: int = 1) -> list[str]:
-        """The active tenants (those of worker ``part`` of ``parts``), in a stable order."""
+        """The work units (those of worker ``part`` of ``parts``), in a stable order."""
         if self.cluster:
-            found = self._read_by_node(range(part, CLUSTER_SLOTS, parts))
+            found = self._read_by_node(_slots_of(part, parts))
         else:
             found = self.client.smembers(SINGLE_NODE_INDEX)
-        tenants = {(m.decode() if isinstance(m, bytes) else str(m)) for m in found}
+        units = {(m.decode() if isinstance(m, bytes) else str(m)) for m in found}
         if parts > 1:
-            tenants = {t for t in tenants if part_of(t, parts) == part}
-        return sorted(tenants, key=lambda t: (zlib.crc32(t.encode()), t))
+            units = {u for u in units if part_of(u, parts) == part}
+        return sorted(units, key=lambda u: (zlib.crc32(u.encode()), u))
 
-    def _read_by_node(self, slots: range) -> set[Any]:
+    def _read_by_node(self, slots: list[int]) -> set[Any]:
         """SMEMBERS of the slots' index keys: one plain pipeline per master, which knows its
         slots (a cluster pipeline works out each command's node again, at several times the
         cost); a key whose slot moved meanwhile is read again through the cluster client."""
@@ -143,23 +161,37 @@ class ActiveTenants:
                 found |= self.client.smembers(key) if isinstance(reply, Exception) else reply
         return found
 
-    def deactivate(self, tenant_id: str) -> bool:
-        """Take the tenant out of the index if, and only if, both its streams are empty."""
-        keys = [self.key_for(tenant_id), usage_stream(tenant_id), events_stream(tenant_id)]
-        return bool(self._deactivate(keys, [tenant_id]))
+    def deactivate(self, unit: str) -> bool:
+        """Take a work unit out of the index if, and only if, its streams are empty."""
+        tenant_id, part = parse_unit(unit)
+        stream = usage_stream(tenant_id, part)
+        other = events_stream(tenant_id) if not part else stream  # a further part has no events stream
+        return bool(self._deactivate([self.key_for(tenant_id), stream, other], [unit]))
 
     def mark(self, tenant_ids: list[str]) -> list[str]:
-        """Add the tenants whose streams hold entries (the migration and the daily safety
-        sweep: one pipelined XLEN pair per tenant); returns those added."""
+        """List the work units of these tenants whose streams hold entries (the migration and
+        the daily safety sweep: one pipelined XLEN per stream, never on the request path);
+        returns the units listed."""
+        units = [work_unit(t, part) for t in tenant_ids for part in range(STREAM_PARTS)]
         pipe = self.client.pipeline(transaction=False)
-        for tenant_id in tenant_ids:
-            pipe.xlen(usage_stream(tenant_id))
-            pipe.xlen(events_stream(tenant_id))
-        lengths = pipe.execute()
-        waiting = [t for i, t in enumerate(tenant_ids) if lengths[2 * i] or lengths[2 * i + 1]]
+        for unit in units:
+            tenant_id, part = parse_unit(unit)
+            pipe.xlen(usage_stream(tenant_id, part))
+            if not part:
+                pipe.xlen(events_stream(tenant_id))
+        lengths = iter(pipe.execute())
+        waiting = [unit for unit in units if next(lengths) + (0 if parse_unit(unit)[1] else next(lengths))]
         if waiting:
             pipe = self.client.pipeline(transaction=False)
-            for tenant_id in waiting:
-                pipe.sadd(self.key_for(tenant_id), tenant_id)
+            for unit in waiting:
+                pipe.sadd(self.key_for(parse_unit(unit)[0]), unit)
             pipe.execute()
         return waiting
+
+
+def _slots_of(part: int, parts: int) -> list[int]:
+    """The hash slots whose index keys may hold work units of worker ``part`` of ``parts``."""
+    if parts <= STREAM_PARTS:
+        return list(range(CLUSTER_SLOTS))
+    residues = {(part - p) % parts for p in range(STREAM_PARTS)}
+    return [slot for slot in range(CLUSTER_SLOTS) if slot % parts in residues]

@@ -15,6 +15,18 @@ LEDGER_SHARD_EVENTS_PER_S = 200
 MAX_LEDGER_SHARDS = 64
 
 
+# A tenant's usage stream is split in parts past this many ledger shards: each part is drained
+# by one flush worker (its shards' rollup cells are its own, so parts never contend), so a tenant
+# above one worker's pace is drained by several. Every tenant below 1,600 requests/s has one part.
+LEDGER_SHARDS_PER_STREAM = 8
+STREAM_PARTS = -(-MAX_LEDGER_SHARDS // LEDGER_SHARDS_PER_STREAM)
+
+
+def stream_part(shard: int | None) -> int:
+    """The part of the tenant's usage stream an event of this ledger shard is appended to."""
+    return (shard or 0) // LEDGER_SHARDS_PER_STREAM
+
+
 def ledger_shards(requests_per_minute: int) -> int:
     """How many ledger partitions a tenant allowed ``requests_per_minute`` writes a day over."""
     return max(1, min(MAX_LEDGER_SHARDS, -(-requests_per_minute // (60 * LEDGER_SHARD_EVENTS_PER_S))))

@@ -50,7 +50,7 @@ from typing import Any, Protocol
 
 import redis
 
-from gateway.adapters.active_tenants import ActiveTenants
+from gateway.adapters.active_tenants import ActiveTenants, parse_unit
 from gateway.adapters.dynamo import Accounts, UsageLedger
 from gateway.adapters.redis_store import STREAM_GROUP, events_stream, tenant_key, usage_stream
 from gateway.adapters.stream_consumers import ConsumerPruner
@@ -283,16 +283,19 @@ class Flusher:
         pipe.execute()
 
     # -- every stream --------------------------------------------------------------------
-    def _flush_tenant(self, tenant_id: str, deadline: float | None) -> FlushResult:
+    def _flush_tenant(self, unit: str, deadline: float | None) -> FlushResult:
+        """One work unit: a tenant's usage and events streams, or a further part of a hot
+        tenant's usage stream (``<tenant>#<part>``)."""
         result = FlushResult(streams=1)
         if deadline is not None and self.clock() >= deadline:
             return result
-        stream = usage_stream(tenant_id)
+        tenant_id, part = parse_unit(unit)
+        stream = usage_stream(tenant_id, part)
         try:
             pipe = self.redis.pipeline(transaction=False)
             pipe.exists(tenant_key(tenant_id, "cfg"))
             pipe.xlen(stream)
-            pipe.xlen(events_stream(tenant_id))
+            pipe.xlen(events_stream(tenant_id) if not part else stream)
             seeded, pending, events = pipe.execute()
             if not seeded:
                 # Redis does not hold the tenant's counters: seeding will count what is on the
@@ -301,10 +304,10 @@ class Flusher:
                     self.seed(tenant_id)
                 return result
             self.flush_stream(stream, result, deadline)
-            if events and self.events is not None:
+            if events and not part and self.events is not None:
                 self.flush_stream(events_stream(tenant_id), result, deadline)
             if not result.errors:
-                result.idled = int(self.active.deactivate(tenant_id))  # drained: idle from now on
+                result.idled = int(self.active.deactivate(unit))  # drained: idle from now on
         except Exception as error:  # one tenant's failure must not stop the others
             logger.exception("flush failed; the entries stay pending", extra={"stream": stream})
             result.errors.append(f"{stream}: {type(error).__name__}")
@@ -312,10 +315,10 @@ class Flusher:
 
     def flush(self, tenant_ids: list[str] | None = None, *, deadline: float | None = None, part: int = 0,
               parts: int = 1) -> FlushResult:
-        """One run over the active tenants (those of worker ``part`` of ``parts``), or over
-        ``tenant_ids``, ``concurrency`` tenants at a time (each stream by one thread, in order).
-        ``deadline`` (a ``clock()`` value) stops it starting new batches; what is left is taken
-        by the next run."""
+        """One run over the active index's work units (those of worker ``part`` of ``parts``),
+        or over ``tenant_ids`` (tenants, or units ``<tenant>#<part>``), ``concurrency`` at a time
+        (each stream by one thread, in order). ``deadline`` (a ``clock()`` value) stops it
+        starting new batches; what is left is taken by the next run."""
         if tenant_ids is None:
             try:
                 tenant_ids = self.active.members(part, parts)
@@ -332,7 +335,7 @@ class Flusher:
         for one in each:
             result.add(one)
         # A tenant taken out of the index had both streams empty: no lag to measure there.
-        listed = [tenant_id for tenant_id, one in zip(tenants, each, strict=True) if not one.idled]
+        listed = [unit for unit, one in zip(tenants, each, strict=True) if not one.idled]
         try:
             self._measure_lag(listed, result)
         except Exception as error:
@@ -410,9 +413,10 @@ class Flusher:
             result.lag_known = True
             return
         pipe = self.redis.pipeline(transaction=False)
-        for tenant_id in tenant_ids:
-            pipe.xrange(usage_stream(tenant_id), count=1)
-            pipe.xlen(usage_stream(tenant_id))
+        for unit in tenant_ids:
+            tenant_id, part = parse_unit(unit)
+            pipe.xrange(usage_stream(tenant_id, part), count=1)
+            pipe.xlen(usage_stream(tenant_id, part))
         replies = pipe.execute()
         now_ms = self.clock() * 1000
         for first, length in zip(replies[::2], replies[1::2], strict=True):

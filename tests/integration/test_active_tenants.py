@@ -178,3 +178,43 @@ def test_worker_count_follows_demand():
                        max_workers=8) == 8
     assert workers_for(active=2, unflushed=10**6, flushed_last_interval=0, events_per_worker=100,
                        max_workers=8) == 2  # one worker per tenant at most
+
+
+def test_a_hot_tenants_stream_parts_are_drained_by_several_workers_at_once(container):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gateway.adapters.active_tenants import part_of
+    from gateway.domain.usage import ledger_shard, ledger_shards, stream_part
+
+    index = ActiveTenants(container.redis)
+    tenant = make_tenant(container, f"ten_hot_{uuid.uuid4().hex[:6]}")
+    shards = ledger_shards(5_000 * 60)  # the target's hottest tenant: 25 ledger shards, 4 stream parts
+    month = MONTH
+    # GIVEN 400 charged requests, each appended to the stream part of its ledger shard
+    charged = []
+    for _ in range(400):
+        ticket = Ticket(tenant_id=tenant, key_id="key_a", key_expires_ms=0, limits=LIMITS, tokens=5,
+                        request_id=uuid.uuid4().hex, month=month)
+        decision = container.limiter.admit(ticket)
+        shard = ledger_shard(ticket.request_id, shards)
+        container.limiter.settle(ticket, decision, charge=True, event=UsageEvent(
+            request_id=ticket.request_id, tenant_id=tenant, key_id="key_a", model="all-MiniLM-L6-v2",
+            prompt_tokens=5, timestamp_ms=int(time.time() * 1000), ledger_shard=shard))
+        charged.append((ticket.request_id, stream_part(shard)))
+    units = index.members()
+    assert sorted(units) == sorted([tenant, f"{tenant}#1", f"{tenant}#2", f"{tenant}#3"])
+    for part in range(4):
+        assert container.redis.xlen(usage_stream(tenant, part)) == sum(1 for _, p in charged if p == part)
+    # AND a Redis that lost the tenant's counters (not its streams) seeds them back from all parts
+    container.redis.delete(f"{{t:{tenant}}}:cfg", f"{{t:{tenant}}}:m:{month}")
+    assert container.seeder.seed(tenant)
+    assert int(container.redis.hget(f"{{t:{tenant}}}:m:{month}", "tok")) == 400 * 5
+    # WHEN four workers run at once, each on its share (the parts land on different workers)
+    assert len({part_of(unit, 4) for unit in units}) == 4
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda part: flusher_on(container.redis, container).run(
+            part=part, parts=4, until=time.time() + 1.0, idle_s=0.1), range(4)))
+    # THEN every part was drained, each event once, and no rollup write conflicted
+    assert sum(r.written for r in results) == 400 and all(r.errors == [] for r in results)
+    assert in_ledger(container, tenant) == {rid for rid, _ in charged}
+    assert index.members() == []

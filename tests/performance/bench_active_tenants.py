@@ -11,6 +11,8 @@ a private redis-server and the local DynamoDB (infra/local/dynamodb), no model; 
    with its SADD against the same script without it, interleaved on the same Redis.
 3. Reading the whole index: one SMEMBERS on a single node; on a cluster one per hash slot
    (16,384, pipelined), measured on a local 3-master TLS cluster with ``--cluster``.
+4. Redis memory: a seeded tenant's admission state after a request, and one usage event
+   waiting in a stream (used_memory before and after, per tenant and per event).
 
 Timings are noisy on a shared machine: the load average is printed beside them.
 """
@@ -178,6 +180,43 @@ def bench_settle(c: Any, rounds: int) -> dict:
     return {name: round(sorted(values)[len(values) // 2], 2) for name, values in usec.items()}
 
 
+def bench_memory(c: Any, tenants: int = 200, events: int = 20_000) -> dict:
+    from gateway.adapters.redis_store import RedisLimiter, usage_stream
+    from gateway.domain.admission import Ticket
+    from gateway.domain.plans import Limits
+    from gateway.domain.usage import UsageEvent, ledger_shard
+    from tests.integration.conftest import seed_empty
+
+    limiter = RedisLimiter(c.redis)
+    month = time.strftime("%Y-%m", time.gmtime())
+    limits = Limits(requests_per_minute=10**6, tokens_per_minute=10**9, monthly_tokens=10**15,
+                    max_concurrent_requests=1000)
+
+    def request(tenant: str) -> None:
+        ticket = Ticket(tenant_id=tenant, key_id="key_0123456789abcdef", key_expires_ms=0, limits=limits,
+                        tokens=12, request_id=str(uuid.uuid4()), month=month)
+        decision = limiter.admit(ticket)
+        limiter.settle(ticket, decision, charge=True, event=UsageEvent(
+            request_id=ticket.request_id, tenant_id=tenant, key_id=ticket.key_id, model="all-MiniLM-L6-v2",
+            prompt_tokens=12, timestamp_ms=int(time.time() * 1000), cost_nano=decision.cost_nano,
+            ledger_shard=ledger_shard(ticket.request_id, 25)))
+
+    used = lambda: c.redis.info("memory")["used_memory"]  # noqa: E731
+    before = used()
+    for _ in range(tenants):
+        tenant = f"ten_{uuid.uuid4().hex[:20]}"
+        seed_empty(limiter, tenant, month=month)
+        request(tenant)
+        c.redis.delete(usage_stream(tenant))
+    per_tenant = (used() - before) / tenants
+    tenant = f"ten_{uuid.uuid4().hex[:20]}"
+    seed_empty(limiter, tenant, month=month)
+    before = used()
+    for _ in range(events):
+        request(tenant)
+    return {"tenant_state_bytes": round(per_tenant), "stream_event_bytes": round((used() - before) / events)}
+
+
 def bench_index_read_single(c: Any) -> dict:
     from gateway.adapters.active_tenants import ActiveTenants
 
@@ -238,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
             c = container_for(redis.port, dynamodb.port)
             report = {"runs": bench_runs(c, f"redis://127.0.0.1:{redis.port}/0"),
                       "settle_usec_per_call": bench_settle(c, args.settle_rounds),
-                      "index_read_single_node": bench_index_read_single(c)}
+                      "index_read_single_node": bench_index_read_single(c),
+                      "memory": bench_memory(c)}
             if args.cluster:
                 report["index_read_cluster"] = bench_index_read_cluster(tmp)
         finally:
@@ -260,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  visiting every tenant / index: commands {runs['every_tenant_visited']['commands'] / b['commands']:.0f}x")
     print(f"settle.lua server time, usec per call (median of {args.settle_rounds}): {report['settle_usec_per_call']}")
     print(f"index read, single node: {report['index_read_single_node']}")
+    print(f"redis memory: {report['memory']}")
     if "index_read_cluster" in report:
         print(f"index read, 3-master TLS cluster: {report['index_read_cluster']}")
     return 0
