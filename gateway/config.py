@@ -67,7 +67,7 @@ class Settings(BaseModel):
     # flusher_idle_s when a pass over its tenants found nothing.
     flusher_lanes: int = Field(default=1, ge=1, le=16)
     flush_workers_max: int = Field(default=8, ge=1, le=256)
-    flush_worker_events_per_minute: int = Field(default=60_000, ge=1)
+    flush_worker_events_per_minute: int = Field(default=80_000, ge=1)
     flush_worker_function: str | None = None
     flusher_idle_s: float = Field(default=1.0, gt=0, le=30)
 

@@ -130,7 +130,7 @@ def bench_runs(c: Any, redis_url: str) -> dict:
     return report
 
 
-SADD_LINE = "redis.call('SADD', KEYS[11], tenant_id)"
+SADD_LINE = "redis.call('SADD', KEYS[11], ARGV[10])"
 
 
 def bench_settle(c: Any, rounds: int) -> dict:
@@ -170,7 +170,7 @@ def bench_settle(c: Any, rounds: int) -> dict:
                     events_stream(tenant), tenant_key(tenant, "cfg"), tenant_key(tenant, "kcfg"),
                     tenant_key(tenant, "grants"), limiter._active_key(tenant)]
             args = [ticket.request_id, "charge", 5, decision.cost_nano, decision.debits, "k", tenant, month,
-                    int(time.time() * 1000), *fields]
+                    int(time.time() * 1000), tenant, *fields]
             c.redis.config_resetstat()
             for _ in range(50):
                 script(keys, args)
