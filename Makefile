@@ -14,7 +14,7 @@ MODEL  := .maas/model/model.onnx
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install redis node console chromium model dev dev-reset test test-fast bench bench-inference bench-gateway lint typecheck sam-build clean
+.PHONY: help install redis node console chromium model dev dev-reset test test-fast bench bench-inference bench-gateway bench-metering scale-model lint typecheck sam-build clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -107,6 +107,14 @@ bench-inference: install model $(INFINITY) ## inference: CPU, null model, servin
 
 bench-gateway: install model ## admission and gateway overhead vs their peers
 	@$(PY) -m tests.performance.bench_gateway
+
+bench-metering: install ## flush work vs active tenants, parallel flush workers, the flusher's write counts
+	@$(PY) -m tests.performance.bench_active_tenants
+	@$(PY) -m tests.performance.bench_flush_workers
+	@$(PY) -m tests.performance.bench_flusher
+
+scale-model: install ## project today's load to 10x, 100x, 1,000x and the target, per component (docs/SCALE.md)
+	@$(PY) -m infra.scale_model
 
 typecheck: install ## mypy (strict on gateway/domain and gateway/services) and the import-layer contracts
 	@$(VENV)/bin/mypy

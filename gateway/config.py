@@ -64,6 +64,16 @@ class Settings(BaseModel):
     flusher_claim_idle_ms: int = Field(default=30_000, ge=0)
     flusher_max_batches: int = Field(default=50, ge=1)
     flusher_concurrency: int = Field(default=1, ge=1, le=64)
+    # Batches read at once from a stream, and transactions of distinct ledger shards committed
+    # at once (a hot tenant's drain rate); 1 locally. The dispatcher starts enough workers for
+    # the backlog at flush_worker_events_per_minute each (measured: docs/SCALE.md), at most
+    # flush_workers_max, by invoking flush_worker_function (AWS) asynchronously; a worker pauses
+    # flusher_idle_s when a pass over its tenants found nothing.
+    flusher_lanes: int = Field(default=1, ge=1, le=16)
+    flush_workers_max: int = Field(default=8, ge=1, le=256)
+    flush_worker_events_per_minute: int = Field(default=80_000, ge=1)
+    flush_worker_function: str | None = None
+    flusher_idle_s: float = Field(default=1.0, gt=0, le=30)
 
     # Locally only: the stack supervisor's status file, shown by GET /health.
     local_status_file: str | None = None

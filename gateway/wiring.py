@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from gateway.adapters.dynamo import Accounts, AuditLog, Credits, Table, UsageLedger
     from gateway.adapters.dynamo.events import EventLog
     from gateway.adapters.dynamo.webhooks import DeliveryLog, Webhooks
+    from gateway.adapters.flush_workers import LambdaFlushWorkers
     from gateway.adapters.inference import InferenceClient
     from gateway.adapters.redis_store import RedisLimiter
     from gateway.adapters.webhook_sender import WebhookSender
@@ -230,7 +231,15 @@ class Container:
         return Flusher(redis_client=self.redis, usage=self.usage, accounts=self.accounts,
                        batch_size=s.flusher_batch_size, claim_idle_ms=s.flusher_claim_idle_ms,
                        max_batches_per_stream=s.flusher_max_batches, concurrency=s.flusher_concurrency,
-                       seed=self.seeder.seed, events=self.event_log)
+                       seed=self.seeder.seed, events=self.event_log, lanes=s.flusher_lanes)
+
+    @cached_property
+    def flush_workers(self) -> LambdaFlushWorkers:
+        from gateway.adapters.flush_workers import LambdaFlushWorkers
+
+        if not self.settings.flush_worker_function:
+            raise RuntimeError("MAAS_FLUSH_WORKER_FUNCTION must be set")
+        return LambdaFlushWorkers(self.boto_session.client("lambda"), self.settings.flush_worker_function)
 
     # -- events and webhooks ---------------------------------------------------------------
     @cached_property

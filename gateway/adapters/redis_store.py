@@ -30,7 +30,7 @@ from gateway.domain.admission import (
     Verdict,
 )
 from gateway.domain.money import Tiers
-from gateway.domain.usage import UsageEvent
+from gateway.domain.usage import STREAM_PARTS, UsageEvent, stream_part
 
 MONTH_TTL_S = 40 * 86400  # a month's counters outlive the month they count
 STREAM_GROUP = "flusher"
@@ -42,8 +42,9 @@ def tenant_key(tenant_id: str, name: str) -> str:
     return f"{{t:{tenant_id}}}:{name}"
 
 
-def usage_stream(tenant_id: str) -> str:
-    return tenant_key(tenant_id, "usage")
+def usage_stream(tenant_id: str, part: int = 0) -> str:
+    """The tenant's usage stream (part > 0: one of a hot tenant's further parts, gateway.domain.usage.stream_part)."""
+    return tenant_key(tenant_id, "usage" if not part else f"usage:{part}")
 
 
 class RedisLike(Protocol):
@@ -152,6 +153,11 @@ class RedisLimiter:
         self._seed = client.register_script(_script("seed.lua"))
         self._grant = client.register_script(_script("grant.lua"))
         self._project = client.register_script(_script("project.lua"))
+        from gateway.adapters.active_tenants import ActiveTenants, work_unit  # it names keys with tenant_key
+
+        # The scripts list a tenant with something to flush in its slot's index (no extra command).
+        self._active_key = ActiveTenants(client).key_for
+        self._work_unit = work_unit
 
     def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         try:
@@ -167,7 +173,7 @@ class RedisLimiter:
             tenant_key(t, "keys"), tenant_key(t, "status"), tenant_key(t, "buckets"), month_key(t, month),
             tenant_key(t, "inflight"), tenant_key(t, "cfg"), tenant_key(t, "kcfg"), tenant_key(t, f"kb:{k}"),
             tenant_key(t, f"ki:{k}"), key_month_key(t, k, month), tenant_key(t, "grants"),
-            tenant_key(t, "credit"), events_stream(t),
+            tenant_key(t, "credit"), events_stream(t), self._active_key(t),
         ]
         limits = ticket.limits
         args: list[Any] = [
@@ -191,17 +197,19 @@ class RedisLimiter:
 
     def settle(self, ticket: Ticket, decision: Decision, *, charge: bool, event: UsageEvent | None = None) -> None:
         t, k, month = ticket.tenant_id, ticket.key_id, ticket.month
+        part = stream_part(event.ledger_shard) if event else 0
         keys = [
             tenant_key(t, "inflight"), tenant_key(t, f"ki:{k}"), month_key(t, month), key_month_key(t, k, month),
-            tenant_key(t, "credit"), usage_stream(t), events_stream(t), tenant_key(t, "cfg"), tenant_key(t, "kcfg"),
-            tenant_key(t, "grants"),
+            tenant_key(t, "credit"), usage_stream(t, part), events_stream(t), tenant_key(t, "cfg"),
+            tenant_key(t, "kcfg"), tenant_key(t, "grants"), self._active_key(t),
         ]
         fields: list[str] = []
         for name, value in (event.to_fields() if event else {}).items():
             fields += [name, value]
         now_ms = self.clock_ms() if self.clock_ms is not None else int(time.time() * 1000)
         self._call(self._settle, keys, [ticket.request_id, "charge" if charge else "refund", ticket.tokens,
-                                        decision.cost_nano, decision.debits, k, t, month, now_ms, *fields])
+                                        decision.cost_nano, decision.debits, k, t, month, now_ms,
+                                        self._work_unit(t, part), *fields])
 
     # -- a tenant's state: seeded from DynamoDB, then kept current by the billing API ---------
     def seed(self, state: TenantState, *, month_start_ms: int, month_end_ms: int) -> bool:
@@ -210,7 +218,8 @@ class RedisLimiter:
         t = state.tenant_id
         keys = [tenant_key(t, "cfg"), tenant_key(t, "status"), tenant_key(t, "keys"), tenant_key(t, "kcfg"),
                 month_key(t, state.month), tenant_key(t, "grants"), tenant_key(t, "credit"), usage_stream(t),
-                *(key_month_key(t, k, state.month) for k in state.key_ids)]
+                *(key_month_key(t, k, state.month) for k in state.key_ids),
+                *(usage_stream(t, part) for part in range(1, STREAM_PARTS))]
         payload = {
             "cfg": _cfg_fields(state.money), "status": "suspended" if state.suspended else "active",
             "key_states": state.key_states,

@@ -59,7 +59,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     flush = commands.add_parser("flush", help="drain the usage streams into the ledger (once, or in a loop)")
     flush.add_argument("--json", action="store_true", help="one JSON line per run")
     flush.add_argument("--loop", type=float, default=0.0, metavar="SECONDS",
-                       help="flush every SECONDS until stopped (the local stack's flusher process)")
+                       help="flush every SECONDS until stopped (the local stack's flusher process); "
+                            "starts with --sweep")
+    flush.add_argument("--sweep", action="store_true",
+                       help="first list every tenant whose streams hold entries the active index misses "
+                            "(after an upgrade; reads the tenant list)")
     flush.set_defaults(run=_flush)
 
 
@@ -79,6 +83,14 @@ def _flush(args: argparse.Namespace) -> int:
     from gateway.wiring import Container
 
     flusher = Container().flusher
+    if args.sweep or args.loop:
+        try:
+            listed = flusher.sweep()
+            print(f"swept: {len(listed)} tenant(s) with unflushed entries listed", file=sys.stderr, flush=True)
+        except Exception as error:  # a loop goes on: the daily sweep, or the next start, catches up
+            print(f"sweep failed: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+            if not args.loop:
+                return 1
     while True:
         outcome = flusher.flush()
         print(json.dumps(outcome.__dict__) if args.json else

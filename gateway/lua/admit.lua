@@ -16,6 +16,7 @@
 --      11 grants       zset grant id -> expiry ms (2^52 = none)
 --      12 credit       hash grant id -> remaining nano; _epoch (last grant), _low, _exh flags
 --      13 events       stream of business events
+--      14 active       set: the active-tenants index of the tenant's hash slot (the flusher's work list)
 -- ARGV  1 key id, 2 key expiry ms from the key record (0 = none), 3 requests/min, 4 tokens/min,
 --       5 monthly tokens, 6 max concurrent, 7 tokens, 8 request id, 9 lease ms,
 --      10 month counters' ttl s, 11 tiers "up_to:nano_per_token,...,-:nano_per_token",
@@ -57,6 +58,7 @@ end
 local function emit(kind, cause, data)
   redis.call('XADD', KEYS[13], '*', 'id', 'evt_' .. string.sub(redis.sha1hex(cause), 1, 24), 'type', kind,
              'created', tostring(math.floor(now / 1000)), 'tenant_id', tenant_id, 'data', cjson.encode(data))
+  redis.call('SADD', KEYS[14], tenant_id)  -- something to flush: the flusher visits this tenant
 end
 
 local kcfg = redis.call('HGET', KEYS[7], key_id)

@@ -5,7 +5,8 @@
 -- If another caller seeded first, nothing is written: the first seed wins.
 --
 -- KEYS  1 cfg, 2 status, 3 key states, 4 key cfg, 5 month, 6 grants, 7 credit, 8 usage stream,
---       9.. the month hash of each key, in the order of state.key_ids
+--       9.. the month hash of each key, in the order of state.key_ids, then the usage stream's
+--       further parts (a hot tenant's; absent keys read as empty)
 -- ARGV  1 JSON state: cfg {field: text}, status, key_states {key id: expiry ms | 0},
 --       key_cfg {key id: JSON text}, key_ids [...], tok, cost, key_months {key id: [tok, cost]},
 --       grants [[id, expiry ms, remaining nano]], epoch, fired [flag...], key_fired {key id: [flag...]},
@@ -31,7 +32,13 @@ local remaining = {}
 for _, grant in ipairs(state.grants) do
   remaining[grant[1]] = grant[3]
 end
-for _, entry in ipairs(redis.call('XRANGE', KEYS[8], '-', '+')) do
+local entries = redis.call('XRANGE', KEYS[8], '-', '+')
+for i = 9 + #state.key_ids, #KEYS do
+  for _, entry in ipairs(redis.call('XRANGE', KEYS[i], '-', '+')) do
+    entries[#entries + 1] = entry
+  end
+end
+for _, entry in ipairs(entries) do
   local f = {}
   for i = 1, #entry[2], 2 do
     f[entry[2][i]] = entry[2][i + 1]

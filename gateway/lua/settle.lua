@@ -10,10 +10,12 @@
 -- grant. Event ids derive from their cause, so a re-emission (after Redis lost its flags) is
 -- stored and delivered once all the same.
 --
--- KEYS  1 inflight, 2 key inflight, 3 month, 4 key month, 5 credit, 6 usage stream,
---       7 events, 8 cfg, 9 key cfg, 10 grants
+-- KEYS  1 inflight, 2 key inflight, 3 month, 4 key month, 5 credit, 6 usage stream (the part the
+--       event's ledger shard goes to), 7 events, 8 cfg, 9 key cfg, 10 grants, 11 the
+--       active-tenants index of the tenant's slot
 -- ARGV  1 request id, 2 'charge' | 'refund', 3 tokens, 4 cost nano, 5 debits "grant:nano,...",
---       6 key id, 7 tenant id, 8 month YYYY-MM, 9 now ms, 10.. usage event field/value pairs
+--       6 key id, 7 tenant id, 8 month YYYY-MM, 9 now ms, 10 the index member of that stream part,
+--       11.. usage event field/value pairs
 local request_id, tokens, cost = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4])
 local key_id, tenant_id, month, now = ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9])
 local function int(n)
@@ -98,7 +100,10 @@ if cfg[1] == 'prepaid' and cfg[4] and cfg[4] ~= '' then
   end
 end
 
-if #ARGV < 10 then
+if #ARGV < 11 then
   return false  -- charged with no usage event to record (the caller records it itself)
 end
-return redis.call('XADD', KEYS[6], '*', unpack(ARGV, 10))
+-- Listed with its usage, atomically: the flusher visits active tenants only (an idle one costs
+-- it nothing) and takes this one out only once both its streams are empty again.
+redis.call('SADD', KEYS[11], ARGV[10])
+return redis.call('XADD', KEYS[6], '*', unpack(ARGV, 11))

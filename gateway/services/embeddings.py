@@ -21,9 +21,10 @@ from gateway.adapters.inference import Embeddings, InferenceClient
 from gateway.adapters.tokenizer import CHARS_PER_TOKEN, ModelTokenizer
 from gateway.domain.admission import AdmissionUnavailable, Decision, Limiter, Ticket, Verdict
 from gateway.domain.money import fmt_nano
+from gateway.domain.payloads import max_inputs
 from gateway.domain.plans import API_MAX_REQUEST_TOKENS, LimitOverrides, Limits
 from gateway.domain.registry import ModelSpec, resolve
-from gateway.domain.usage import UsageEvent
+from gateway.domain.usage import UsageEvent, ledger_shard, ledger_shards
 from gateway.errors import (
     RETRY_SOON,
     Error,
@@ -135,7 +136,8 @@ class EmbeddingsService:
 
         event = UsageEvent(request_id=request_id, tenant_id=ticket.tenant_id, key_id=ticket.key_id,
                            model=spec.id, prompt_tokens=cost, timestamp_ms=int(time.time() * 1000),
-                           cost_nano=decision.cost_nano, debits=decision.debits, tier_tokens=decision.tier_tokens)
+                           cost_nano=decision.cost_nano, debits=decision.debits, tier_tokens=decision.tier_tokens,
+                           ledger_shard=ledger_shard(request_id, ledger_shards(limits.requests_per_minute)))
         self._charge(ticket, decision, event)
         metrics.add_metric(name="PromptTokens", unit=MetricUnit.Count, value=cost)
         return EmbeddingsResult(model=spec.id, embeddings=result, prompt_tokens=cost,
@@ -166,8 +168,10 @@ class EmbeddingsService:
                                       param="dimensions")
         tokenizer = self.tokenizers[spec.id]
         texts, ids = request.texts_or_ids()
-        if len(texts or ids or []) > MAX_INPUT_ITEMS:
+        count = len(texts or ids or [])
+        if count > MAX_INPUT_ITEMS:
             raise InvalidRequestError(f"At most {MAX_INPUT_ITEMS} inputs per request.", param="input")
+        _refuse_unless_the_answer_fits(count, spec.dimensions, request.encoding_format)
         allowed = min(limits.max_request_tokens, self.max_request_tokens,
                       principal.key.limits.max_request_tokens or API_MAX_REQUEST_TOKENS)
         if texts is not None:
@@ -258,6 +262,18 @@ class EmbeddingsService:
                              extra={"request_id": event.request_id})
             raise ServiceUnavailableError("Usage could not be recorded; the request was not charged.",
                                           headers=RETRY_SOON) from error
+
+
+def _refuse_unless_the_answer_fits(count: int, dimensions: int, encoding_format: str) -> None:
+    """Before any work: an answer Lambda could not return (over 6 MB) is a 400 naming the
+    largest count that fits, rather than a 502 after the inference was paid for."""
+    fits = max_inputs(dimensions, encoding_format)
+    if count > fits:
+        hint = "" if encoding_format == "base64" else (
+            f" With encoding_format 'base64' up to {min(max_inputs(dimensions, 'base64'), MAX_INPUT_ITEMS)} fit.")
+        raise InvalidRequestError(
+            f"The embeddings of {count} inputs may exceed the 6 MB response limit; at most {fits} inputs fit in "
+            f"one request with encoding_format '{encoding_format}'.{hint}", param="input", code="response_too_large")
 
 
 def _money_decides(ticket: Ticket, principal: Principal) -> bool:

@@ -13,8 +13,22 @@ An entry that does not parse as a usage event is moved, in the same MULTI as its
 acknowledgement, to ``<stream>:dead`` (logged, counted in ``dead_lettered``) so that
 one bad entry cannot stop a tenant's stream for ever.
 
-Lag: after a run, the age of the oldest entry still in any stream (acknowledged entries
-are deleted, so what remains is exactly what is not yet in the ledger), published as
+Which tenants: the active-tenants index (gateway/adapters/active_tenants.py), which the
+admission and settle scripts fill in the same round trip as their appends and the flusher
+empties tenant by tenant once both streams of a tenant are drained. A run reads the index and
+visits active tenants only: an idle tenant costs nothing per run (``sweep`` adds back any
+tenant with entries the index does not list: the upgrade, and a daily safety net).
+
+Parallel drain: ``plan`` (the dispatcher, every minute) sizes the work from the backlog and
+the events flushed in the last minute and says how many workers to start; each worker
+``run``s for the minute over its share of the tenants (``part`` of ``parts``, by hash slot),
+visiting them again as long as there is work. Consumer groups keep parallel consumers
+exactly-once; each instance reads as its own consumer. A tenant whose ledger is sharded
+(a hot one) is read ``lanes`` batches at a time and its shards' transactions committed on
+parallel lanes (gateway/adapters/dynamo/usage.py).
+
+Lag: after a run, the age of the oldest entry still in any visited stream (acknowledged
+entries are deleted, so what remains is exactly what is not yet in the ledger), published as
 ``FlusherLagSeconds``.
 
 Tuning comes from Settings (``flusher_*``; the wiring passes it in). ``checkpoint``, when
@@ -36,6 +50,7 @@ from typing import Any, Protocol
 
 import redis
 
+from gateway.adapters.active_tenants import ActiveTenants, parse_unit
 from gateway.adapters.dynamo import Accounts, UsageLedger
 from gateway.adapters.redis_store import STREAM_GROUP, events_stream, tenant_key, usage_stream
 from gateway.adapters.stream_consumers import ConsumerPruner
@@ -79,7 +94,43 @@ class FlushResult:
     unflushed: int = 0
     dead_lettered: int = 0
     relayed: int = 0  # business events handed to the event log
+    idled: int = 0  # tenants drained and taken out of the active index
     errors: list[str] = field(default_factory=list)
+
+    def add(self, part: FlushResult) -> None:
+        """Counts of another run (or tenant) added to these; lag stays this result's own."""
+        self.streams += part.streams
+        self.batches += part.batches
+        self.read += part.read
+        self.written += part.written
+        self.dead_lettered += part.dead_lettered
+        self.relayed += part.relayed
+        self.idled += part.idled
+        self.errors += part.errors
+
+
+@dataclass(frozen=True)
+class FlushPlan:
+    """What the dispatcher found and decided: the active tenants, their backlog and its age,
+    and how many workers to start for the next interval."""
+
+    active: int
+    unflushed: int
+    oldest_unflushed_age_s: float
+    flushed_last_interval: int
+    workers: int
+
+
+def workers_for(*, active: int, unflushed: int, flushed_last_interval: int, events_per_worker: int,
+                max_workers: int) -> int:
+    """Workers for the next interval: enough for what arrived in the last one (what was
+    flushed) plus what is waiting, at ``events_per_worker`` each, never more workers than
+    active tenants (a tenant is drained by one worker), nor than ``max_workers``; none when
+    no tenant is active."""
+    if active == 0:
+        return 0
+    demand = unflushed + flushed_last_interval
+    return max(1, min(max_workers, active, -(-demand // max(events_per_worker, 1))))
 
 
 class Flusher:
@@ -87,7 +138,7 @@ class Flusher:
                  claim_idle_ms: int = 30_000, max_batches_per_stream: int = 50, concurrency: int = 1,
                  consumer: str | None = None, clock: Callable[[], float] = time.time,
                  checkpoint: Checkpoint | None = None, seed: Callable[[str], object] | None = None,
-                 events: EventSink | None = None) -> None:
+                 events: EventSink | None = None, active: ActiveTenants | None = None, lanes: int = 1) -> None:
         self.redis = redis_client
         self.usage = usage
         self.accounts = accounts
@@ -102,6 +153,10 @@ class Flusher:
         # An unseeded tenant's stream is left alone (the seed reads it); ``seed`` seeds it.
         self.seed = seed
         self.events = events
+        self.active = active or ActiveTenants(redis_client)
+        # Batches read at once from one stream, and transactions of distinct shards committed
+        # at once: >1 lets a hot tenant's sharded ledger take more than one transaction's pace.
+        self.lanes = lanes
         self.pruner = ConsumerPruner(redis_client, STREAM_GROUP, keep=self.consumer)
         self._groups: set[str] = set()
 
@@ -119,32 +174,33 @@ class Flusher:
     def _batches(self, stream: str) -> Any:
         """Yields batches: this consumer's own pending entries (a write that failed), then
         idle entries of other (crashed) consumers, then new entries."""
+        count = self.batch_size * self.lanes
         last: Any = "0"
         while True:
-            own = self.redis.xreadgroup(STREAM_GROUP, self.consumer, {stream: last}, count=self.batch_size)
+            own = self.redis.xreadgroup(STREAM_GROUP, self.consumer, {stream: last}, count=count)
             entries = own[0][1] if own else []
             if not entries:
                 break
             yield entries
             last = entries[-1][0]
-            if len(entries) < self.batch_size:
+            if len(entries) < count:
                 break
         cursor = "0-0"
         while True:
             reply = self.redis.xautoclaim(stream, STREAM_GROUP, self.consumer, min_idle_time=self.claim_idle_ms,
-                                          start_id=cursor, count=self.batch_size)
+                                          start_id=cursor, count=count)
             cursor, claimed = reply[0], reply[1]
             if claimed:
                 yield claimed
             if not claimed or cursor in (b"0-0", "0-0"):
                 break
         while True:
-            response = self.redis.xreadgroup(STREAM_GROUP, self.consumer, {stream: ">"}, count=self.batch_size)
+            response = self.redis.xreadgroup(STREAM_GROUP, self.consumer, {stream: ">"}, count=count)
             entries = response[0][1] if response else []
             if not entries:
                 return
             yield entries
-            if len(entries) < self.batch_size:
+            if len(entries) < count:
                 return
 
     def flush_stream(self, stream: str, result: FlushResult, deadline: float | None = None) -> None:
@@ -193,7 +249,7 @@ class Flusher:
         self._checkpoint("after_read", events)
         if events:
             self._checkpoint("before_commit", events)
-            result.written += self.usage.record_usage(events)
+            result.written += self.usage.record_usage(events, lanes=self.lanes)
         self._checkpoint("after_commit", events)
         self._acknowledge(stream, ids, poison, result)
 
@@ -227,65 +283,140 @@ class Flusher:
         pipe.execute()
 
     # -- every stream --------------------------------------------------------------------
-    def _flush_tenant(self, tenant_id: str, deadline: float | None) -> FlushResult:
+    def _flush_tenant(self, unit: str, deadline: float | None) -> FlushResult:
+        """One work unit: a tenant's usage and events streams, or a further part of a hot
+        tenant's usage stream (``<tenant>#<part>``)."""
         result = FlushResult(streams=1)
         if deadline is not None and self.clock() >= deadline:
             return result
-        stream = usage_stream(tenant_id)
+        tenant_id, part = parse_unit(unit)
+        stream = usage_stream(tenant_id, part)
         try:
             pipe = self.redis.pipeline(transaction=False)
             pipe.exists(tenant_key(tenant_id, "cfg"))
             pipe.xlen(stream)
-            pipe.xlen(events_stream(tenant_id))
+            pipe.xlen(events_stream(tenant_id) if not part else stream)
             seeded, pending, events = pipe.execute()
             if not seeded:
                 # Redis does not hold the tenant's counters: seeding will count what is on the
-                # stream, so it must stay there until then.
+                # stream, so it must stay there (and the tenant listed) until then.
                 if pending and self.seed is not None:
                     self.seed(tenant_id)
                 return result
             self.flush_stream(stream, result, deadline)
-            if events and self.events is not None:
+            if events and not part and self.events is not None:
                 self.flush_stream(events_stream(tenant_id), result, deadline)
+            if not result.errors:
+                result.idled = int(self.active.deactivate(unit))  # drained: idle from now on
         except Exception as error:  # one tenant's failure must not stop the others
             logger.exception("flush failed; the entries stay pending", extra={"stream": stream})
             result.errors.append(f"{stream}: {type(error).__name__}")
         return result
 
-    def flush(self, tenant_ids: list[str] | None = None, *, deadline: float | None = None) -> FlushResult:
-        """One run over every tenant's stream, ``concurrency`` streams at a time (each
-        stream by one thread, in order). ``deadline`` (a ``clock()`` value) stops it
+    def flush(self, tenant_ids: list[str] | None = None, *, deadline: float | None = None, part: int = 0,
+              parts: int = 1) -> FlushResult:
+        """One run over the active index's work units (those of worker ``part`` of ``parts``),
+        or over ``tenant_ids`` (tenants, or units ``<tenant>#<part>``), ``concurrency`` at a time
+        (each stream by one thread, in order). ``deadline`` (a ``clock()`` value) stops it
         starting new batches; what is left is taken by the next run."""
-        tenants = tenant_ids if tenant_ids is not None else self.accounts.all_tenant_ids()
+        if tenant_ids is None:
+            try:
+                tenant_ids = self.active.members(part, parts)
+            except redis.RedisError as error:  # no index, no work list: the run fails, no lag is known
+                logger.exception("the active-tenants index could not be read")
+                return FlushResult(errors=[f"index: {type(error).__name__}"])
+        tenants = tenant_ids
         if self.concurrency > 1 and len(tenants) > 1:
             with ThreadPoolExecutor(min(self.concurrency, len(tenants)), thread_name_prefix="flush") as pool:
-                parts = list(pool.map(lambda tenant_id: self._flush_tenant(tenant_id, deadline), tenants))
+                each = list(pool.map(lambda tenant_id: self._flush_tenant(tenant_id, deadline), tenants))
         else:
-            parts = [self._flush_tenant(tenant_id, deadline) for tenant_id in tenants]
+            each = [self._flush_tenant(tenant_id, deadline) for tenant_id in tenants]
         result = FlushResult()
-        for part in parts:
-            result.streams += part.streams
-            result.batches += part.batches
-            result.read += part.read
-            result.written += part.written
-            result.dead_lettered += part.dead_lettered
-            result.relayed += part.relayed
-            result.errors += part.errors
+        for one in each:
+            result.add(one)
+        # A tenant taken out of the index had both streams empty: no lag to measure there.
+        listed = [unit for unit, one in zip(tenants, each, strict=True) if not one.idled]
         try:
-            self._measure_lag(tenants, result)
+            self._measure_lag(listed, result)
         except Exception as error:
             logger.exception("lag could not be measured")
             result.errors.append(f"lag: {type(error).__name__}")
         return result
+
+    def run(self, *, until: float, deadline: float | None = None, part: int = 0, parts: int = 1,
+            idle_s: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> FlushResult:
+        """A worker: flush its share of the active tenants (``part`` of ``parts``), pass after
+        pass, starting passes until ``until`` (at least one) and batches until ``deadline``
+        (a ``clock()`` value, the function's own limit; default ``until``), pausing ``idle_s``
+        when a pass found nothing. The counts add up over the passes; the lag is the last
+        pass's."""
+        total = FlushResult()
+        batches_until = until if deadline is None else deadline
+        until = min(until, batches_until)
+        while True:
+            result = self.flush(deadline=batches_until, part=part, parts=parts)
+            total.add(result)
+            total.unflushed, total.lag_known = result.unflushed, result.lag_known
+            total.oldest_unflushed_age_s = result.oldest_unflushed_age_s
+            try:
+                self._count_flushed(result.written)
+            except redis.RedisError:
+                logger.warning("flushed count not recorded")
+            if self.clock() >= until:
+                return total
+            if result.errors or not (result.read or result.relayed):  # nothing to do, or a store failing
+                sleep(max(0.0, min(idle_s, until - self.clock())))
+
+    def plan(self, *, max_workers: int, events_per_worker: int, interval_s: int = 60) -> FlushPlan:
+        """The dispatcher's look at the work: the active tenants, what they hold and how old
+        it is, the events flushed in the last ``interval_s``, and the workers that calls for."""
+        tenants = self.active.members()
+        result = FlushResult()
+        self._measure_lag(tenants, result)
+        flushed = self._flushed_in_last(interval_s)
+        workers = workers_for(active=len(tenants), unflushed=result.unflushed, flushed_last_interval=flushed,
+                              events_per_worker=events_per_worker, max_workers=max_workers)
+        return FlushPlan(active=len(tenants), unflushed=result.unflushed,
+                         oldest_unflushed_age_s=result.oldest_unflushed_age_s, flushed_last_interval=flushed,
+                         workers=workers)
+
+    def sweep(self, tenant_ids: list[str] | None = None, chunk: int = 1000) -> list[str]:
+        """List again every tenant whose streams hold entries but which the index does not
+        (after the upgrade that brought the index; a daily safety net): one pipelined XLEN
+        pair per tenant, never on the request path. Returns the tenants listed."""
+        tenants = tenant_ids if tenant_ids is not None else self.accounts.all_tenant_ids()
+        found: list[str] = []
+        for i in range(0, len(tenants), chunk):
+            found += self.active.mark(tenants[i : i + chunk])
+        return found
+
+    # The events flushed per clock minute, counted by the workers (the dispatcher's measure of
+    # the arrival rate: the backlog alone reads near zero while the workers keep up).
+    _FLUSHED_KEY = "{flush}:flushed:"
+
+    def _count_flushed(self, written: int) -> None:
+        if written:
+            key = f"{self._FLUSHED_KEY}{int(self.clock() // 60)}"
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.incrby(key, written)
+            pipe.expire(key, 600)
+            pipe.execute()
+
+    def _flushed_in_last(self, interval_s: int) -> int:
+        now_minute = int(self.clock() // 60)
+        minutes = max(1, -(-interval_s // 60))
+        values = self.redis.mget([f"{self._FLUSHED_KEY}{m}" for m in range(now_minute - minutes, now_minute)])
+        return sum(int(v) for v in values if v)
 
     def _measure_lag(self, tenant_ids: list[str], result: FlushResult) -> None:
         if not tenant_ids:
             result.lag_known = True
             return
         pipe = self.redis.pipeline(transaction=False)
-        for tenant_id in tenant_ids:
-            pipe.xrange(usage_stream(tenant_id), count=1)
-            pipe.xlen(usage_stream(tenant_id))
+        for unit in tenant_ids:
+            tenant_id, part = parse_unit(unit)
+            pipe.xrange(usage_stream(tenant_id, part), count=1)
+            pipe.xlen(usage_stream(tenant_id, part))
         replies = pipe.execute()
         now_ms = self.clock() * 1000
         for first, length in zip(replies[::2], replies[1::2], strict=True):
@@ -295,4 +426,3 @@ class Flusher:
                 entry_ms = int((entry_id.decode() if isinstance(entry_id, bytes) else entry_id).split("-")[0])
                 result.oldest_unflushed_age_s = max(result.oldest_unflushed_age_s, (now_ms - entry_ms) / 1000)
         result.lag_known = True
-

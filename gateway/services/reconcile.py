@@ -23,7 +23,7 @@ from gateway.domain.money import fmt_nano, to_nano
 from gateway.domain.usage import UsageEvent
 from gateway.errors import ConflictError
 
-Cell = tuple[str, str, str]  # (date, model, key id)
+Cell = tuple[str, str, str, int]  # (date, model, key id, ledger shard)
 _ATTEMPTS = 5
 
 
@@ -40,6 +40,7 @@ class Drift:
     rollup_prompt_tokens: int
     rollup_cost: str
     fixed: bool = False
+    ledger_shard: int = 0  # the cell's ledger partition of the day (0 below 200 requests/s)
 
     def row(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,7 +69,8 @@ def _ledger_cells(usage: UsageLedger, tenant_id: str, first: date, last: date) -
     cells: dict[Cell, CellSums] = defaultdict(CellSums)
     for item in usage.ledger_all(tenant_id, first.isoformat(), last.isoformat(), consistent=True):
         day = datetime.fromtimestamp(int(item["timestamp_ms"]) / 1000, UTC).strftime("%Y-%m-%d")
-        cells[(day, item["model"], str(item.get("key_id", "")))].add(UsageEvent(
+        cell = (day, item["model"], str(item.get("key_id", "")), int(item.get("ledger_shard", 0)))
+        cells[cell].add(UsageEvent(
             request_id=item["request_id"], tenant_id=tenant_id, key_id=str(item.get("key_id", "")),
             model=item["model"], prompt_tokens=int(item["prompt_tokens"]), timestamp_ms=int(item["timestamp_ms"]),
             cost_nano=int(item.get("cost_nano", 0)), debits=str(item.get("debits") or ""),
@@ -77,8 +79,13 @@ def _ledger_cells(usage: UsageLedger, tenant_id: str, first: date, last: date) -
 
 
 def _rollup_cells(usage: UsageLedger, tenant_id: str, first: date, last: date) -> dict[Cell, CellSums]:
-    return {(r["date"], r["model"], str(r.get("key_id", ""))): sums_of(r)
+    return {(r["date"], r["model"], str(r.get("key_id", "")), int(r.get("ledger_shard", 0))): sums_of(r)
             for r in usage.rollups(tenant_id, first.isoformat(), last.isoformat(), consistent=True)}
+
+
+def _cell_name(tenant_id: str, cell: Cell) -> str:
+    day, model, key_id, shard = cell
+    return f"{tenant_id} {day} {model} {key_id}" + (f" shard {shard}" if shard else "")
 
 
 def _same(a: CellSums | None, b: CellSums | None) -> bool:
@@ -134,22 +141,23 @@ class Reconciler:
             pending = moving
             if not moving:
                 break
-        result.unstable += [f"{tenant_id} {d} {m} {k}" for d, m, k in sorted(pending or ())]
+        result.unstable += [_cell_name(tenant_id, cell) for cell in sorted(pending or ())]
         result.cells += len(stable)
-        for (day, model, key_id), (in_ledger, in_rollup) in sorted(stable.items()):
+        for (day, model, key_id, shard), (in_ledger, in_rollup) in sorted(stable.items()):
             if _same(in_ledger, in_rollup):
                 continue
             truth, seen = in_ledger or CellSums(), in_rollup or CellSums()
             fixed = False
             if fix:
                 try:
-                    self.usage.set_rollup(tenant_id, day, model, key_id, sums=truth, expected=in_rollup)
+                    self.usage.set_rollup(tenant_id, day, model, key_id, sums=truth, expected=in_rollup,
+                                          shard=shard)
                     fixed = True
                 except ConflictError:
-                    result.unstable.append(f"{tenant_id} {day} {model} {key_id}")
+                    result.unstable.append(_cell_name(tenant_id, (day, model, key_id, shard)))
             result.drift.append(Drift(tenant_id, day, model, key_id, truth.requests, truth.tokens,
                                       fmt_nano(truth.cost_nano), seen.requests, seen.tokens, fmt_nano(seen.cost_nano),
-                                      fixed))
+                                      fixed, shard))
 
     def _grants(self, tenant_id: str, last: date, result: ReconcileResult) -> None:
         grants = self.credits.grants(tenant_id, consistent=True)

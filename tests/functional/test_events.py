@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 EVENTS = sorted((ROOT / "events").glob("*/*.json"))
 EXAMPLE_TENANT = "ten_EXAMPLE0000000000"
 EXAMPLE_WEBHOOK = "wh_0123456789abcdef01234567"
-# Not API Gateway events: the scheduled flusher, the delivery function's stream, bus and schedules, the
-# projector's stream and schedule.
-NOT_API = {"flusher", "reconcile", "delivery", "projector"}  # schedules, streams, a bus: not API requests
+# Not API Gateway events: the flusher's dispatcher and workers, the reconcile schedule, the
+# delivery function's stream, bus and schedules, the projector's stream and schedule.
+NOT_API = {"flusher", "flush_dispatcher", "reconcile", "delivery", "projector"}
 SCOPES = {"admin": ["admin"], "finance": ["finance"], "tenant": ["inference", "usage:read"]}
 
 # What each recorded request gets from a freshly seeded table.

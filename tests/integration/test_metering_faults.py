@@ -24,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from gateway.adapters.active_tenants import ActiveTenants
 from gateway.adapters.redis_store import STREAM_GROUP, usage_stream
 from gateway.domain.usage import UsageEvent
 from gateway.models.records import TenantRecord, rfc3339, utcnow
@@ -43,6 +44,7 @@ def seed(container, n: int, tenant_id: str | None = None) -> tuple[str, list[Usa
     for e in events:
         pipe.xadd(usage_stream(tenant_id), e.to_fields())
     pipe.execute()
+    ActiveTenants(container.redis).mark([tenant_id])  # listed, as the settle script does with each append
     return tenant_id, events
 
 

@@ -213,3 +213,31 @@ def test_acl_user_cannot_run_what_the_gateway_never_runs(cluster, acl_client, co
     node = acl_client.get_primaries()[0]
     with pytest.raises(NoPermissionError):
         acl_client.execute_command(*command, target_nodes=node)
+
+
+def test_the_active_index_lives_in_each_tenants_slot_and_the_flusher_finds_it(cluster, acl_client, container):
+    from redis.crc import key_slot
+
+    from gateway.adapters.active_tenants import CLUSTER_SLOTS, ActiveTenants
+
+    # GIVEN a charged request on a tenant of each master, as the ACL user (the settle script
+    # adds the tenant to an index key of its own slot: no CROSSSLOT, no extra command)
+    index = ActiveTenants(acl_client)
+    assert index.cluster and len(index.index_keys()) == CLUSTER_SLOTS
+    limiter = RedisLimiter(acl_client)
+    tenants = [f"{t}_idx" for t in tenant_on_each_master(acl_client)]
+    for tenant in tenants:
+        seed_empty(limiter, tenant, month=MONTH)
+        admitted = ticket(tenant)
+        decision = limiter.admit(admitted)
+        limiter.settle(admitted, decision, charge=True, event=UsageEvent(
+            request_id=admitted.request_id, tenant_id=tenant, key_id="key_a", model="all-MiniLM-L6-v2",
+            prompt_tokens=7, timestamp_ms=int(time.time() * 1000), cost_nano=decision.cost_nano))
+        assert key_slot(index.key_for(tenant).encode()) == key_slot(usage_stream(tenant).encode())
+    # WHEN the flusher (as the ACL user) reads the index of every slot and drains it
+    assert set(tenants) <= set(index.members())
+    assert set().union(*(index.members(part, 3) for part in range(3))) == set(index.members())
+    result = Flusher(redis_client=acl_client, usage=container.usage, accounts=container.accounts).flush()
+    # THEN each tenant's usage is in the ledger and the tenants left the index
+    assert result.errors == [] and result.written >= len(tenants)
+    assert not set(tenants) & set(index.members())

@@ -235,9 +235,15 @@ def test_body_over_10_mib_is_413(server):
 
 
 def test_body_of_exactly_10_mib_passes(server):
-    status, _, body = request(server, "POST", "/echo", body=b"x" * (10 * 1024 * 1024))
+    status, _, body = request(server, "POST", "/echo?summary=1", body=b"x" * (10 * 1024 * 1024))
     assert status == 200
-    assert len(json.loads(body)["event"]["body"]) == 10 * 1024 * 1024
+    assert json.loads(body)["event"]["body_length"] == 10 * 1024 * 1024
+
+
+def test_a_result_over_lambdas_6_mb_is_a_502(server):
+    # the same body echoed back whole: the handler's result is over Lambda's 6 MB response limit
+    status, _, body = request(server, "POST", "/echo", body=b"x" * (7 * 1024 * 1024))
+    assert status == 502 and json.loads(body)["error"]["type"] == "server_error"
 
 
 def test_413_before_reading_a_declared_huge_body(server):

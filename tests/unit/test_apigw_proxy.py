@@ -126,6 +126,20 @@ def test_malformed_results_are_refused(result):
         proxy_response(result, "r")
 
 
+def test_a_result_over_lambdas_6_mb_is_a_bad_gateway_as_in_aws():
+    from infra.local.apigw.proxy import LAMBDA_RESPONSE_LIMIT_BYTES, lambda_response_bytes
+
+    def result(body_bytes: int) -> dict:
+        return {"statusCode": 200, "headers": {"Content-Type": "text/plain"}, "body": "x" * body_bytes}
+
+    envelope = lambda_response_bytes(result(0))
+    assert proxy_response(result(LAMBDA_RESPONSE_LIMIT_BYTES - envelope), "r").status == 200
+    with pytest.raises(MalformedProxyResponse, match="payload size"):
+        proxy_response(result(LAMBDA_RESPONSE_LIMIT_BYTES - envelope + 1), "r")
+    # quotes in a JSON body are escaped once more inside the result: they count twice
+    assert lambda_response_bytes(result(0) | {"body": '"' * 10}) == envelope + 20
+
+
 # ------------------------------------------------------------------------ the gateway's own answers
 
 

@@ -245,7 +245,7 @@ def test_parameters_resolve_as_sam_deploy_does():
     dev = resolve_parameters(template, samconfig, "default", {"InferenceMaxInstances": "2"})
     assert dev["InvokeReservedConcurrency"] == "0" and dev["InferenceMaxInstances"] == "2"
     deploy = DeployPlan.from_parameters(prod, stack_name="s", region=REGION)
-    assert deploy.reserved == {"InvokeFunction": 500, "FlusherFunction": 1}
+    assert deploy.reserved == {"InvokeFunction": 500, "FlusherFunction": 10}  # FlushWorkersMax 8, and overlap
     assert deploy.pepper_parameter == "/maas/prod/key-pepper" and deploy.endpoint_name == "maas-embeddings-prod"
 
 

@@ -62,6 +62,7 @@ FUNCTION_DIRS = {
     "BillingFunction": "billing",
     "ReportsFunction": "reports",
     "FlusherFunction": "flusher",
+    "FlushDispatcherFunction": "flush_dispatcher",
     "ConsoleFunction": "console",
     "ReconcileFunction": "reconcile",
     "DeliveryFunction": "delivery",
@@ -275,10 +276,22 @@ def test_environment_covers_what_the_code_reads(template):
     assert env["POWERTOOLS_METRICS_NAMESPACE"] == "MaasGateway"
 
 
-def test_flusher_runs_every_minute_without_api(template):
-    events = template["Resources"]["FlusherFunction"]["Properties"]["Events"]
-    assert [e["Type"] for e in events.values()] == ["Schedule"]
-    assert next(iter(events.values()))["Properties"]["Schedule"] == "rate(1 minute)"
+def test_flush_dispatcher_runs_every_minute_and_starts_the_workers(template):
+    resources = template["Resources"]
+    # The workers have no trigger of their own: the dispatcher invokes their live alias.
+    assert "Events" not in resources["FlusherFunction"]["Properties"]
+    dispatcher = resources["FlushDispatcherFunction"]["Properties"]
+    schedules = {name: (e["Properties"]["Schedule"], json.loads(e["Properties"].get("Input", "{}")))
+                 for name, e in dispatcher["Events"].items()}
+    assert [e["Type"] for e in dispatcher["Events"].values()] == ["Schedule", "Schedule"]
+    assert schedules == {"EveryMinute": ("rate(1 minute)", {}), "Sweep": ("cron(15 3 * * ? *)", {"task": "sweep"})}
+    assert dispatcher["Environment"]["Variables"]["MAAS_FLUSH_WORKER_FUNCTION"] == {"Ref": "FlusherFunction.Alias"}
+    assert {"LambdaInvokePolicy": {"FunctionName": {"Ref": "FlusherFunction"}}} in dispatcher["Policies"]
+    # A worker's minute fits its timeout (functions/flush_dispatcher/app.py WORKER_WINDOW_S = 55).
+    assert resources["FlusherFunction"]["Properties"]["Timeout"] > 55 + 10
+    # Without a NAT the dispatcher reaches the Lambda API through an endpoint.
+    assert resources["LambdaEndpoint"]["Properties"]["ServiceName"] == {
+        "Fn::Sub": "com.amazonaws.${AWS::Region}.lambda"}
 
 
 def test_projector_is_woken_by_projection_marks_and_every_minute(template):
@@ -834,7 +847,7 @@ def test_data_at_rest_uses_the_customer_managed_key(template):
 
 
 def test_functions_that_read_the_redis_secret_may_decrypt_it(template):
-    for name in ("InvokeFunction", "BillingFunction", "ReportsFunction", "FlusherFunction"):
+    for name in ("InvokeFunction", "BillingFunction", "ReportsFunction", "FlusherFunction", "FlushDispatcherFunction"):
         policies = template["Resources"][name]["Properties"]["Policies"]
         statements = [s for p in policies if isinstance(p, dict) for s in p.get("Statement", [])]
         (decrypt,) = [s for s in statements if s["Action"] == "kms:Decrypt"]

@@ -148,6 +148,14 @@ def build_event(
 # -------------------------------------------------------------------- proxy result -> response
 
 _RESULT_KEYS = {"statusCode", "body", "headers", "multiValueHeaders", "isBase64Encoded", "cookies"}
+# Lambda returns at most 6 MB from a synchronous invocation, measured on the result as the
+# Python runtime serialises it (json.dumps); over it the invocation fails and API Gateway says 502.
+LAMBDA_RESPONSE_LIMIT_BYTES = 6 * 1024 * 1024
+
+
+def lambda_response_bytes(result: Any) -> int:
+    """The size Lambda measures a handler's result at."""
+    return len(json.dumps(result).encode())
 
 
 def _request_headers(request_id: str) -> Headers:
@@ -159,6 +167,8 @@ def proxy_response(result: Any, request_id: str) -> Response:
     Gateway would answer 502. The handler's own x-request-id, if any, wins."""
     if not isinstance(result, dict):
         raise MalformedProxyResponse(f"expected a dict, got {type(result).__name__}")
+    if lambda_response_bytes(result) > LAMBDA_RESPONSE_LIMIT_BYTES:
+        raise MalformedProxyResponse("Response payload size exceeded maximum allowed payload size")
     extra = set(result) - _RESULT_KEYS
     if extra:
         raise MalformedProxyResponse(f"unexpected keys {sorted(extra)}")
