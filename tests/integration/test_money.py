@@ -346,3 +346,19 @@ def test_a_tenant_seeded_from_dynamodb_counts_the_months_usage_exactly(money):
     assert money.embed(key, "a").decision.tier_tokens == (0, 3)
     rollups = money.c.usage.rollups(tenant, "2000-01-01", "2100-01-01")
     assert sum(sums_of(r).tokens for r in rollups) == 14
+
+
+def test_an_idempotency_key_from_before_a_pepper_rotation_is_a_409_not_a_500(money):
+    # GIVEN a call made with an Idempotency-Key: its answer is stored sealed under the pepper
+    first = money.c.billing.create_tenant(CreateTenant(name="before", plan="metered"), money.call("rotation-1"))
+    assert money.c.billing.create_tenant(CreateTenant(name="before", plan="metered"),
+                                         money.call("rotation-1")) == first  # replayed
+    # WHEN the pepper is rotated and the call is retried with the same key
+    rotated = Container(money.c.settings.model_copy(update={"key_pepper": "a rotated pepper"}),
+                        dynamodb=money.c.dynamodb)
+    with pytest.raises(ConflictError) as refused:
+        rotated.billing.create_tenant(CreateTenant(name="before", plan="metered"), money.call("rotation-1"))
+    # THEN it is told to use a new key, and nothing was created twice
+    assert refused.value.code == "idempotency_key_unreadable"
+    tenants, _ = rotated.accounts.list_tenants(limit=1000)
+    assert [t.id for t in tenants if t.name == "before"] == [first["id"]]

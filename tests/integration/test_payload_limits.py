@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import uuid
 from array import array
+from datetime import UTC, datetime
 
 import pytest
 
@@ -73,7 +74,18 @@ def test_a_request_that_cannot_fit_is_refused_before_any_work(container):
         service.create(EmbeddingsRequest(model="all-MiniLM-L6-v2", input=texts), caller, uuid.uuid4().hex)
     assert refused.value.code == "response_too_large" and refused.value.param == "input"
     assert "at most 649 inputs" in refused.value.message and "'base64' up to 2048" in refused.value.message
-    assert container.redis.dbsize() == 0  # never admitted: no state touched, nothing reserved
+    # never admitted: nothing reserved (no tokens, no money, no lease); a refusal still costs
+    # one request from the request bucket (the gate counts every 4xx before admission)
+    tag = f"{{t:{caller.tenant.id}}}"
+    month = datetime.now(UTC).strftime("%Y-%m")
+    redis = container.redis
+    assert redis.hmget(f"{tag}:m:{month}", "tok", "cost") in ([b"0", b"0"], [None, None])
+    assert redis.zcard(f"{tag}:inflight") == 0
+    full = container.limits.for_tenant(caller.tenant)
+    per_minute = 60_000  # a bucket's level is in units of 1/60,000 (a per-minute rate, per ms)
+    tokens_left, requests_left = (int(v) for v in redis.hmget(f"{tag}:buckets", "t", "r"))
+    assert (tokens_left, requests_left) == (full.tokens_per_minute * per_minute,
+                                            (full.requests_per_minute - 1) * per_minute)
     # the same count as base64 fits, so it goes on (to the dead inference server: 503/504)
     with pytest.raises(UNREACHABLE):
         service.create(EmbeddingsRequest(model="all-MiniLM-L6-v2", input=texts, encoding_format="base64"), caller,

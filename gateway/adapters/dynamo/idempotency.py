@@ -14,11 +14,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gateway.adapters.dynamo.table import Table, Write, item_key
+from gateway.errors import ConflictError
 
 RETENTION_S = 24 * 3600
 
@@ -45,7 +47,12 @@ class Idempotency:
         if item is None:
             return None
         blob = bytes(item["answer"])
-        answer = json.loads(self._aead.decrypt(blob[:12], blob[12:], self._pk(scope, key).encode()))
+        try:
+            answer = json.loads(self._aead.decrypt(blob[:12], blob[12:], self._pk(scope, key).encode()))
+        except InvalidTag:  # sealed under another pepper (rotated since): it cannot be replayed
+            raise ConflictError("This Idempotency-Key was used before the service's keys were rotated; its answer "
+                                "cannot be replayed. Send the call with a new key.", param="Idempotency-Key",
+                                code="idempotency_key_unreadable") from None
         return Stored(request_hash=str(item["request_hash"]), status=int(answer["status"]), body=answer["body"])
 
     def record_write(self, scope: str, key: str, request_hash: str, status: int, body: dict[str, Any]) -> Write:
