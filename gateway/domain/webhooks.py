@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from gateway.domain.events import Event, EventType
+from gateway.domain.events import EventType
 
 SIGNATURE_HEADER = "Maas-Signature"
 MAX_URL_LENGTH = 2048
@@ -162,12 +162,6 @@ class Webhook:
     url: str
     events: tuple[EventType, ...]
     created_at: str  # RFC 3339
-
-    def subscribes_to(self, event: Event) -> bool:
-        """Its types, from its creation on (to the second): a new webhook is not handed the
-        events that were still in the outbox when it was added (as Stripe's endpoints)."""
-        created_s = int(datetime.fromisoformat(self.created_at.replace("Z", "+00:00")).timestamp())
-        return event.type in self.events and event.created >= created_s
 
     def public(self) -> dict[str, Any]:
         return {"id": self.id, "object": "webhook", "url": self.url, "events": [str(e) for e in self.events],

@@ -208,7 +208,7 @@ class Deliverer:
         opened. From then on the retry pass attempts them whatever else happens."""
         now_ms = self._now_ms()
         return sum(self.deliveries.open(webhook.id, event, now_ms) is not None
-                   for webhook in self.webhooks.all() if webhook.subscribes_to(event))
+                   for webhook in self.webhooks.all() if event.type in webhook.events)
 
     def deliver(self, event: Event, pool: DeliveryPool) -> int:
         """Start the deliveries of ``event`` that are pending and due, opening those missing,
@@ -216,7 +216,7 @@ class Deliverer:
         same event handed over again) are left alone."""
         started = 0
         for webhook in self.webhooks.all():
-            if not webhook.subscribes_to(event):
+            if event.type not in webhook.events:
                 continue
             delivery = (self.deliveries.get(webhook.id, event.id)
                         or self.deliveries.open(webhook.id, event, self._now_ms()))

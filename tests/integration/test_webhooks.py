@@ -125,21 +125,6 @@ def test_record_stores_new_events_only(hooks):
 # -- delivering ------------------------------------------------------------------------------
 
 
-def test_a_new_webhook_is_not_handed_the_events_from_before_it(hooks, receiver):
-    # GIVEN an event stored a minute ago and not dispatched yet (the outbox lagging)
-    old = an_event("stale", created=int(time.time()) - 60)
-    hooks.event_log.record([old])
-    # WHEN a webhook subscribed to its type is added, then a new event is stored
-    target = receiver()
-    webhook = subscribe(hooks, target, EventType.CREDITS_LOW)
-    new = an_event("fresh")
-    hooks.event_log.record([new])
-    work_until(hooks, lambda: target.received and not hooks.event_log.undispatched())
-    # THEN only the new one reaches it
-    assert [r.event["id"] for r in target.wait_for(1)] == [new.id]
-    assert hooks.deliveries.get(webhook["id"], old.id) is None
-
-
 def test_delivery_is_signed_and_the_receiver_verifies_it(hooks, receiver):
     target = receiver()
     webhook = subscribe(hooks, target, EventType.CREDITS_LOW)
