@@ -425,7 +425,10 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         while True:
-            time.sleep(3600)
+            # Short sleeps: the kernel may hand Ctrl-C to any of this process's threads, and
+            # then only the main thread's next wake-up runs the handler (a long sleep once
+            # left the stack running for its whole length).
+            time.sleep(0.2)
     except KeyboardInterrupt:
         pass
     finally:
