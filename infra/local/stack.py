@@ -75,6 +75,9 @@ class StackConfig:
     projector_interval_s: float = 0.5
     api_workers: int = field(default_factory=lambda: _env_int("MAAS_API_WORKERS", 4))
     inference_env: dict[str, str] = field(default_factory=dict)
+    # The largest request the endpoint takes, on top of each plan's: what the local CPU
+    # completes well inside the deadline while others are served (docs/BENCHMARKS.md).
+    max_request_tokens: int = 8192
     dynamodb: str = field(default_factory=lambda: os.environ.get("MAAS_LOCAL_DYNAMODB") or DYNAMODB_BACKEND)
     # MemoryDB acknowledges a write once it is durable; so does this Redis (appendfsync always).
     redis_durable: bool = True
@@ -251,8 +254,7 @@ class LocalStack:
             "MAAS_KEY_PEPPER": local_secret(self.state.pepper, lambda: secrets.token_hex(32)),
             "MAAS_LOCAL_STATUS_FILE": str(self.state.status_file),
             "MAAS_WEBHOOK_ALLOW_LOCAL_HTTP": "true",
-            # The local inference server is a CPU shared with other tenants (docs/BENCHMARKS.md).
-            "MAAS_MAX_REQUEST_TOKENS": "8192",
+            "MAAS_MAX_REQUEST_TOKENS": str(c.max_request_tokens),
             "AWS_REGION": "us-east-1",
             "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_ACCESS_KEY_ID": "local",
