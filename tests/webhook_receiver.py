@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -84,6 +85,18 @@ class Receiver:
                     return list(self.received[:count])
             time.sleep(0.02)
         raise AssertionError(f"{len(self.received)} of {count} requests within {timeout_s}s")
+
+    def wait_for_matching(self, match: Callable[[dict[str, Any]], bool], timeout_s: float = 10.0) -> Received:
+        """The first request whose event ``match``es (others may arrive too: a shared stack's
+        events go to every webhook subscribed to their type)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                for request in self.received:
+                    if match(request.event):
+                        return request
+            time.sleep(0.02)
+        raise AssertionError(f"no matching event within {timeout_s}s ({len(self.received)} others)")
 
     def close(self) -> None:
         self._server.shutdown()

@@ -393,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
                              "not the exported model) and start clean")
     args = parser.parse_args(argv)
     config = StackConfig()
+    # Ctrl-C stops the stack even when it was started from a shell or a runner that ignores
+    # SIGINT (a non-interactive shell's background job does; Python then keeps it ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     _stop_on(signal.SIGTERM, signal.SIGHUP)
     try:
         if args.reset:
@@ -427,10 +430,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         while True:
-            # Short sleeps: the kernel may hand Ctrl-C to any of this process's threads, and
-            # then only the main thread's next wake-up runs the handler (a long sleep once
-            # left the stack running for its whole length).
-            time.sleep(0.2)
+            time.sleep(3600)
     except KeyboardInterrupt:
         pass
     finally:
