@@ -50,9 +50,9 @@ import pytest
 import requests
 
 from gateway.adapters.redis_store import tenant_key
-from infra.local.services import ROOT, free_port
+from infra.local.services import ROOT
 from tests.e2e.load_clients import MODEL, Load, Target
-from tests.e2e.test_local_stack import RunningStack, wait_for
+from tests.e2e.test_local_stack import RunningStack, run_stack, wait_for
 
 SEED = int(os.environ.get("MAAS_FAULT_SEED") or time.time())
 ROUNDS = int(os.environ.get("MAAS_FAULT_ROUNDS") or 2)
@@ -75,30 +75,8 @@ UNLIMITED = {"requests_per_minute": 1_000_000, "tokens_per_minute": 100_000_000,
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    model_dir = ROOT / ".maas" / "model"
-    if not (model_dir / "model.onnx").exists():
-        pytest.fail("the ONNX model is missing: run `make model` (make test does it)")
-    state_dir = tmp_path_factory.mktemp("fault-stack")
-    ports = {name: free_port() for name in ("API", "INFERENCE", "REDIS", "DYNAMODB")}
-    env = {**os.environ, "MAAS_STATE_DIR": str(state_dir), "MAAS_MODEL_DIR": str(model_dir),
-           "MAAS_API_WORKERS": str(CLIENTS + 4), **{f"MAAS_{name}_PORT": str(port) for name, port in ports.items()}}
-    log = state_dir.parent / "fault-stack-output.log"
-    with open(log, "wb") as output:
-        process = subprocess.Popen([sys.executable, "-m", "infra.local.stack"], cwd=ROOT, env=env, stdout=output,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-    running = RunningStack(process, state_dir, ports, log)
-    try:
-        wait_for("GET /health = 200", lambda: requests.get(f"{running.url}/health", timeout=5).status_code == 200,
-                 STARTUP_S, running)
+    with run_stack(tmp_path_factory, "fault-stack", api_workers=CLIENTS + 4, startup_s=STARTUP_S) as running:
         yield running
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
 
 
 class Admin:

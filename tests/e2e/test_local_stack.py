@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -105,16 +106,19 @@ def running(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.fixture(scope="module")
-def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+@contextmanager
+def run_stack(tmp_path_factory: pytest.TempPathFactory, name: str, *, api_workers: int,
+              startup_s: float = STARTUP_S) -> Iterator[RunningStack]:
+    """`python -m infra.local.stack` on free ports with its state in a fresh folder, until
+    GET /health answers 200; Ctrl-C (SIGKILL after 60 s) when done."""
     model_dir = ROOT / ".maas" / "model"
     if not (model_dir / "model.onnx").exists():
         pytest.fail("the ONNX model is missing: run `make model` (make test does it)")
-    state_dir = tmp_path_factory.mktemp("stack-state")
-    ports = {name: free_port() for name in ("API", "INFERENCE", "REDIS", "DYNAMODB")}
-    env = {**os.environ, "MAAS_STATE_DIR": str(state_dir), "MAAS_MODEL_DIR": str(model_dir), "MAAS_API_WORKERS": "2",
-           **{f"MAAS_{name}_PORT": str(port) for name, port in ports.items()}}
-    log = state_dir.parent / "stack-output.log"
+    state_dir = tmp_path_factory.mktemp(name)
+    ports = {port_name: free_port() for port_name in ("API", "INFERENCE", "REDIS", "DYNAMODB")}
+    env = {**os.environ, "MAAS_STATE_DIR": str(state_dir), "MAAS_MODEL_DIR": str(model_dir),
+           "MAAS_API_WORKERS": str(api_workers), **{f"MAAS_{n}_PORT": str(port) for n, port in ports.items()}}
+    log = state_dir.parent / f"{name}-output.log"
     with open(log, "wb") as output:
         # A session of its own, as a terminal's foreground job: Ctrl-C is SIGINT to the group.
         process = subprocess.Popen([sys.executable, "-m", "infra.local.stack"], cwd=ROOT, env=env, stdout=output,
@@ -122,7 +126,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSta
     stack = RunningStack(process, state_dir, ports, log)
     try:
         wait_for("GET /health = 200", lambda: requests.get(f"{stack.url}/health", timeout=5).status_code == 200,
-                 STARTUP_S, stack)
+                 startup_s, stack)
         yield stack
     finally:
         if process.poll() is None:
@@ -132,6 +136,12 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSta
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+@pytest.fixture(scope="module")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    with run_stack(tmp_path_factory, "stack", api_workers=2) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")
