@@ -85,7 +85,7 @@ dev-reset: install model ## delete the local state (Redis, DynamoDB, pepper, adm
 test: install model chromium $(SAM) typecheck ## run the whole test suite against real local components
 	@if [ -n "$(PY312)" ]; then $(MAKE) --no-print-directory sam-build; \
 	  else echo "[maas] python3.12 not found: sam build and its tests are not run"; fi
-	@MAAS_SAM=$(SAM) $(PY) -m pytest $(if $(PY312),,--deselect tests/unit/test_sam_build.py) $(PYTEST_ARGS)
+	@MAAS_SAM=$(SAM) MAAS_PY312=$(PY312) $(PY) -m pytest $(if $(PY312),,--deselect tests/unit/test_sam_build.py) $(PYTEST_ARGS)
 
 test-fast: install ## unit and functional tests only (no sam build)
 	@$(PY) -m pytest tests/unit tests/functional --deselect tests/unit/test_sam_build.py $(PYTEST_ARGS)
@@ -132,9 +132,14 @@ clean: ## remove the venv, the exported model and local state
 # `sam build` builds the shared layer with this target (BuildMethod: makefile, run in a copy
 # of layers/gateway/, whose links bring the gateway package and pyproject.toml): wheels for the
 # functions' runtime (Python 3.12 on arm64), whatever Python and machine build it.
+# LAYER_ARCH=x86_64 builds the same layer for this machine (the artifact test runs it here).
+# Both platform tags: with manylinux2014 alone pip silently picks older releases of packages
+# that ship only manylinux_2_28 wheels.
+LAYER_ARCH ?= aarch64
 build-GatewayLayer:
 	$(PYTHON) -m pip wheel --quiet --no-deps . -w "$(ARTIFACTS_DIR)/.wheel"
-	$(PYTHON) -m pip install --quiet --no-compile --only-binary=:all: --platform manylinux2014_aarch64 \
+	$(PYTHON) -m pip install --quiet --no-compile --only-binary=:all: \
+	  --platform manylinux_2_28_$(LAYER_ARCH) --platform manylinux2014_$(LAYER_ARCH) \
 	  --implementation cp --python-version 3.12 -t "$(ARTIFACTS_DIR)/python" "$(ARTIFACTS_DIR)"/.wheel/*.whl
 	@# The Lambda runtime provides boto3 and botocore: without them the layer is 31 MB (43%)
 	@# smaller to download and unpack at cold start (docs/OPERATIONS.md, "The layer").

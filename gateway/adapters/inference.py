@@ -2,7 +2,7 @@
 
 Locally a pooled HTTP connection to the container's ``/invocations``; in AWS the same bytes
 through ``sagemaker-runtime invoke_endpoint``. Both send the compact binary hop format
-(``inference_image.wire``) and the tenant and remaining time in the one metadata channel
+(``gateway.wire``) and the tenant and remaining time in the one metadata channel
 SageMaker forwards (``CustomAttributes``), so the container schedules tenants fairly and drops
 work whose caller has already given up."""
 
@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from gateway import wire
 from gateway.errors import ServiceUnavailableError, UpstreamError, UpstreamTimeoutError
-from inference_image import wire
 
 # The container gives up this much before the gateway does, so its 504 (work dropped, nothing
 # computed for nobody) arrives before the gateway's own read timeout.

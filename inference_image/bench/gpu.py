@@ -229,7 +229,7 @@ def _st_rows(st: Any, texts: dict[int, list[str]], workloads: dict[int, list[lis
 def _serving_rows(mdir: Path, workloads: dict[int, list[list[int]]],
                   args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
     """The real server on this GPU under closed-loop load, binary hop format."""
-    from inference_image import wire
+    from gateway import wire
     from inference_image.bench.common import REPO, run_load
     from inference_image.bench.serving import _free_port
 

@@ -17,7 +17,8 @@ from collections.abc import Callable
 import numpy as np
 import orjson
 
-from inference_image import EMBEDDING_DIM, wire
+from gateway import wire
+from inference_image import EMBEDDING_DIM
 from inference_image.server import schemas
 
 ITEMS, TOKENS = 2048, 71

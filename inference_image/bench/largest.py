@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 
-from inference_image import wire
+from gateway import wire
 from inference_image.bench.common import ensure_model, sentences
 from inference_image.bench.serving import _start
 

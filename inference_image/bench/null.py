@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from inference_image import EMBEDDING_DIM, wire
+from gateway import wire
+from inference_image import EMBEDDING_DIM
 from inference_image.bench.common import REPO, model_dir, process_cpu_s, run_load
 
 FORMATS = {

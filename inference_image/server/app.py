@@ -3,7 +3,7 @@ Prometheus' /metrics) and the single error-to-response mapping.
 
 ``/invocations`` negotiates its formats: a body of ``application/vnd.maas.token-ids`` or JSON
 ``{"input_ids": [[...]]}``; an answer of ``application/vnd.maas.embeddings`` (float32, count,
-dim and prompt_tokens inside: ``inference_image.wire``) when the Accept header asks for it,
+dim and prompt_tokens inside: ``gateway.wire``) when the Accept header asks for it,
 JSON ``{"embeddings", "prompt_tokens"}`` otherwise. The binary answer is written by the
 model lane straight into the response buffer: no float leaves float32 on its way out.
 
@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from inference_image import EMBEDDING_DIM, MODEL_NAME, TOKENIZER_FILE, wire
+from gateway import wire
+from inference_image import EMBEDDING_DIM, MODEL_NAME, TOKENIZER_FILE
 from inference_image.server import schemas
 from inference_image.server.batcher import Batcher, Result, TokenBatch, lower_thread_priority
 from inference_image.server.config import Settings

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from inference_image import MODEL_ALIASES, MODEL_NAME, wire
+from gateway import wire
+from inference_image import MODEL_ALIASES, MODEL_NAME
 from inference_image.server.batcher import TokenBatch
 from inference_image.server.errors import InvalidRequestError, ModelNotFoundError
 
@@ -101,7 +102,7 @@ def parse_invocations(data: dict[str, Any], *, vocab_size: int, max_items: int,
 
 def parse_token_ids(body: bytes, *, vocab_size: int, max_items: int,
                     max_tokens: int) -> TokenBatch:
-    """The binary request (``inference_image.wire``): header, lengths, int32 ids."""
+    """The binary request (``gateway.wire``): header, lengths, int32 ids."""
     head = wire.TOKEN_IDS_HEADER
     if len(body) < head.size:
         raise InvalidRequestError(f"a {wire.TOKEN_IDS_TYPE} body starts with a "

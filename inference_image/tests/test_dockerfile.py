@@ -106,7 +106,7 @@ def test_the_copied_files_alone_run_the_server(tmp_path: Path) -> None:
     # GIVEN only what the runtime stage copies, laid out as in the image
     for sources, dest in copies("runtime"):
         for src in sources:
-            if not src.startswith("inference_image"):
+            if not src.startswith(("inference_image", "gateway")):
                 continue
             target = tmp_path / "app" / dest.lstrip("./") if not dest.startswith("/") else None
             if target is None:
@@ -119,15 +119,19 @@ def test_the_copied_files_alone_run_the_server(tmp_path: Path) -> None:
                 target.mkdir(parents=True, exist_ok=True)
                 shutil.copy(path, target / path.name)
     # WHEN the server module is imported from there
-    code = ("import sys, inference_image.server.__main__ as m, inference_image.server.app; "
-            "print(m.__file__); print('torch' in sys.modules)")
+    code = ("import sys, inference_image.server.__main__ as m, inference_image.server.app, gateway.wire as w; "
+            "print(m.__file__); print(w.__file__); print('torch' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path,
                           env={**os.environ, "PYTHONPATH": str(tmp_path / "app")},
                           capture_output=True, text=True, timeout=60)
     # THEN it imports from the copied tree, without torch
     assert proc.returncode == 0, proc.stderr
-    file, torch_loaded = proc.stdout.split()
+    file, wire, torch_loaded = proc.stdout.split()
     assert file.startswith(str(tmp_path / "app")), file
+    # AND the hop format from the one module of the gateway the image holds
+    assert wire == str(tmp_path / "app" / "gateway" / "wire.py")
+    assert sorted(p.name for p in (tmp_path / "app" / "gateway").iterdir() if p.suffix == ".py") == [
+        "__init__.py", "wire.py"]
     assert torch_loaded == "False"
 
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from inference_image import wire
+from gateway import wire
 from inference_image.bench.common import pct
 
 from .conftest import ServerProc

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from gateway import wire
 from gateway.adapters.inference import (
     Embeddings,
     HttpInferenceClient,
@@ -21,7 +22,6 @@ from gateway.adapters.inference import (
     parse_answer,
 )
 from gateway.errors import ServiceUnavailableError, UpstreamError, UpstreamTimeoutError
-from inference_image import wire
 from infra.local.services import free_port
 
 IDS = [[101, 7592, 2088, 102], [101, 1037, 102], [101, 2023, 2003, 1037, 3231, 102]]

@@ -65,9 +65,9 @@ def call(api: urllib3.PoolManager, url: str, key: str, n: int, encoding_format: 
 def hop(api: urllib3.PoolManager, inference_url: str, n: int) -> dict[str, Any]:
     """The container's answer to the same request, as the gateway asks for it (the binary hop:
     token ids out, float32 vectors back)."""
+    from gateway import wire
     from gateway.adapters.tokenizer import ModelTokenizer
     from gateway.domain.registry import MINILM
-    from inference_image import wire
 
     ids = ModelTokenizer(MINILM).encode_texts(sentences(n), truncate=False)
     body = wire.encode_token_ids(ids)

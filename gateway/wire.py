@@ -1,7 +1,9 @@
 """The hop between the gateway and the container: binary bodies and request metadata.
 
-Pure standard library (the gateway's Lambda layer has no numpy); the server reads the same
-layouts with numpy. Everything is little-endian.
+Its one home, shipped by both artifacts: the Lambda layer (the whole gateway package) and the
+inference image (which copies this module and gateway/__init__.py alone). So it imports only
+the standard library, never the rest of the gateway (an import-linter contract keeps it so);
+the server reads the same layouts with numpy. Everything is little-endian.
 
 Embeddings (the answer, ``Content-Type: application/vnd.maas.embeddings``)::
 
