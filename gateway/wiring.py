@@ -5,6 +5,7 @@ loads the billing code and nothing heavy loads before the first request."""
 
 from __future__ import annotations
 
+import functools
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,15 @@ if TYPE_CHECKING:
     )
 
 
+def _startup_config() -> Any:
+    """For the calls a cold start makes once (the pepper, the Redis password): botocore's
+    defaults are 60 s to connect and 60 s to read with legacy retries, which a stalled call
+    would spend in the first request's 25 s; these fail inside it, as a 503 that is retried."""
+    from botocore.config import Config
+
+    return Config(connect_timeout=2, read_timeout=3, retries={"total_max_attempts": 2, "mode": "standard"})
+
+
 class Container:
     """``Container(settings)`` builds every client from ``settings`` (the environment by
     default); a test or a tool may hand in its own ``dynamodb``, ``redis`` or ``inference``
@@ -73,7 +83,7 @@ class Container:
 
         password = self.settings.redis_password
         if self.settings.redis_password_secret_arn:
-            secrets = self.boto_session.client("secretsmanager")
+            secrets = self.boto_session.client("secretsmanager", config=_startup_config())
             password = secrets.get_secret_value(SecretId=self.settings.redis_password_secret_arn)["SecretString"]
         return connect(self.settings.redis_url, cluster=self.settings.redis_cluster,
                        username=self.settings.redis_username, password=password,
@@ -85,7 +95,7 @@ class Container:
         if self.settings.key_pepper:
             return self.settings.key_pepper.encode()
         if self.settings.key_pepper_param:
-            ssm = self.boto_session.client("ssm")
+            ssm = self.boto_session.client("ssm", config=_startup_config())
             value = ssm.get_parameter(Name=self.settings.key_pepper_param, WithDecryption=True)
             return str(value["Parameter"]["Value"]).encode()
         raise RuntimeError("MAAS_KEY_PEPPER or MAAS_KEY_PEPPER_PARAM must be set")
@@ -104,12 +114,16 @@ class Container:
         if self.settings.sagemaker_endpoint:
             from botocore.config import Config
 
-            # One attempt ("max_attempts": 1 meant one retry: 2 x 20 s, past API Gateway's 29 s);
-            # connect + read stay under the function's timeout with time left to refund.
-            config = Config(read_timeout=self.settings.inference_timeout_s, connect_timeout=2,
-                            retries={"total_max_attempts": 1, "mode": "standard"})
-            client = self.boto_session.client("sagemaker-runtime", config=config)
-            return inference.SageMakerInferenceClient(self.settings.sagemaker_endpoint, client=client)
+            @functools.cache
+            def client_for(read_timeout_s: int) -> Any:
+                # One attempt ("max_attempts": 1 meant one retry: 2 x 20 s, past API Gateway's
+                # 29 s); the read timeout is the call's own remaining time (at most 20 s).
+                config = Config(read_timeout=read_timeout_s, connect_timeout=2,
+                                retries={"total_max_attempts": 1, "mode": "standard"})
+                return self.boto_session.client("sagemaker-runtime", config=config)
+
+            return inference.SageMakerInferenceClient(self.settings.sagemaker_endpoint, client_for=client_for,
+                                                      max_timeout_s=self.settings.inference_timeout_s)
         if not self.settings.inference_url:
             raise RuntimeError("MAAS_SAGEMAKER_ENDPOINT or MAAS_INFERENCE_URL must be set")
         return inference.HttpInferenceClient(self.settings.inference_url,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -157,18 +158,29 @@ class HttpInferenceClient:
 
 
 class SageMakerInferenceClient:
-    """``client`` is a ``sagemaker-runtime`` client whose read timeout caps every call."""
+    """``invoke_endpoint`` with a read timeout of this call's own remaining time.
 
-    def __init__(self, endpoint_name: str, *, client: Any) -> None:
+    botocore fixes a client's read timeout when the client is built, so ``client_for(seconds)``
+    gives a ``sagemaker-runtime`` client whose read timeout is that many whole seconds (built
+    once per value, then reused). A call waits ``min(max_timeout_s, timeout_s)`` rounded down:
+    a request that arrives late (a slow cold start) gives up in time to answer its own 504 and
+    refund, instead of being killed by Lambda mid-wait (a 502, the reservation held)."""
+
+    def __init__(self, endpoint_name: str, *, client_for: Callable[[int], Any], max_timeout_s: float) -> None:
         self.endpoint_name = endpoint_name
-        self.client = client
+        self.client_for = client_for
+        self.max_timeout_s = max_timeout_s
 
     def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float) -> Embeddings:
         from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 
+        timeout_s = min(timeout_s, self.max_timeout_s)
+        if timeout_s < 1:  # botocore's timeouts are whole seconds here; less cannot be waited
+            raise UpstreamTimeoutError("no time left for the inference service")
+        client = self.client_for(int(timeout_s))
         body, attributes = _request(input_ids, tenant_id, timeout_s)
         try:
-            response = self.client.invoke_endpoint(
+            response = client.invoke_endpoint(
                 EndpointName=self.endpoint_name, ContentType=wire.TOKEN_IDS_TYPE,
                 Accept=wire.EMBEDDINGS_TYPE, CustomAttributes=attributes, Body=body)
         except ReadTimeoutError as error:

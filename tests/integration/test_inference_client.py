@@ -178,7 +178,7 @@ class LocalSageMakerRuntime:
 
 def test_sagemaker_client_through_invoke_endpoint(inference_url):
     runtime = LocalSageMakerRuntime(inference_url)
-    client = SageMakerInferenceClient("maas-embeddings", client=runtime)
+    client = SageMakerInferenceClient("maas-embeddings", client_for=lambda _: runtime, max_timeout_s=20)
     result = client.embed(IDS, tenant_id="ten_sm/1", timeout_s=10)
     direct = HttpInferenceClient(inference_url, timeout_s=10).embed(IDS, tenant_id="x", timeout_s=10)
     assert (result.count, result.dim, result.prompt_tokens) == (direct.count, direct.dim, direct.prompt_tokens)
@@ -201,4 +201,25 @@ def test_sagemaker_model_errors_keep_the_container_status(status, error):
                               "InvokeEndpoint")
 
     with pytest.raises(error):
-        SageMakerInferenceClient("e", client=Failing()).embed(IDS, tenant_id="t", timeout_s=5)
+        SageMakerInferenceClient("e", client_for=lambda _: Failing(), max_timeout_s=20).embed(
+            IDS, tenant_id="t", timeout_s=5)
+
+
+def test_sagemaker_read_timeout_is_the_calls_own_remaining_time(inference_url):
+    # GIVEN clients by read timeout, as the container builds them (one per whole second)
+    asked: list[int] = []
+    runtime = LocalSageMakerRuntime(inference_url)
+
+    def client_for(read_timeout_s: int) -> LocalSageMakerRuntime:
+        asked.append(read_timeout_s)
+        return runtime
+
+    client = SageMakerInferenceClient("maas-embeddings", client_for=client_for, max_timeout_s=20)
+    # WHEN calls come with 24.6 s, 7.9 s and 0.4 s left
+    client.embed(IDS, tenant_id="t", timeout_s=24.6)
+    client.embed(IDS, tenant_id="t", timeout_s=7.9)
+    with pytest.raises(UpstreamTimeoutError):
+        client.embed(IDS, tenant_id="t", timeout_s=0.4)
+    # THEN each waits at most min(20, what is left), whole seconds; the last never calls
+    assert asked == [20, 7]
+    assert len(runtime.calls) == 2

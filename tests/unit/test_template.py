@@ -77,7 +77,6 @@ CODE_ENV = {
     "MAAS_REDIS_CLUSTER",
     "MAAS_REDIS_USERNAME",
     "MAAS_REDIS_PASSWORD_SECRET_ARN",
-    "MAAS_SAGEMAKER_ENDPOINT",
     "MAAS_KEY_PEPPER_PARAM",
     "MAAS_STAGE",
     "POWERTOOLS_SERVICE_NAME",
@@ -259,9 +258,9 @@ def test_layer_builds_from_its_own_directory(template):
     layer = template["Resources"]["GatewayLayer"]
     content = ROOT / layer["Properties"]["ContentUri"]
     assert content != ROOT and content.is_dir()
-    assert sorted(p.name for p in content.iterdir()) == ["README.md", "gateway", "pyproject.toml"]
+    # its own package definition (tests/unit/test_layer_package.py), the gateway linked in
+    assert sorted(p.name for p in content.iterdir()) == ["gateway", "pyproject.toml", "requirements.txt"]
     assert (content / "gateway").resolve() == ROOT / "gateway"
-    assert (content / "pyproject.toml").resolve() == ROOT / "pyproject.toml"
     assert (content / "gateway" / "lua" / "admit.lua").exists()
     # The build target lives in the repository's Makefile (ContextPath), which SAM runs there.
     assert (ROOT / layer["Metadata"]["ContextPath"] / "Makefile").read_text().count("build-GatewayLayer:") == 1
@@ -274,6 +273,18 @@ def test_environment_covers_what_the_code_reads(template):
     assert env["MAAS_REDIS_CLUSTER"] == "true"
     assert env["MAAS_REDIS_URL"]["Fn::Sub"].startswith("rediss://")
     assert env["POWERTOOLS_METRICS_NAMESPACE"] == "MaasGateway"
+
+
+def test_only_the_invoke_function_names_the_endpoint_and_none_waits_for_it(template):
+    # A !GetAtt in Globals made every function (and so the whole stack, MemoryDB included) wait
+    # on the endpoint and roll back with it; the literal name is the endpoint's own.
+    assert "MAAS_SAGEMAKER_ENDPOINT" not in template["Globals"]["Function"]["Environment"]["Variables"]
+    named = {name for name, r in resources_of(template, "AWS::Serverless::Function").items()
+             if "MAAS_SAGEMAKER_ENDPOINT" in r["Properties"].get("Environment", {}).get("Variables", {})}
+    assert named == {"InvokeFunction"}
+    invoke = template["Resources"]["InvokeFunction"]["Properties"]["Environment"]["Variables"]
+    endpoint = template["Resources"]["InferenceEndpoint"]["Properties"]["EndpointName"]
+    assert invoke["MAAS_SAGEMAKER_ENDPOINT"] == endpoint == {"Fn::Sub": "maas-embeddings-${Stage}"}
 
 
 def test_flush_dispatcher_runs_every_minute_and_starts_the_workers(template):
@@ -747,10 +758,34 @@ def test_sagemaker_client_makes_one_attempt_within_the_deadline():
     from gateway.wiring import Container
 
     settings = Settings(sagemaker_endpoint="maas-embeddings-test", inference_url=None, inference_timeout_s=20)
-    client = Container(settings).inference.inner.client  # behind the circuit breaker
-    config = client.meta.config
-    assert config.retries["total_max_attempts"] == 1  # not max_attempts=1, which means 2 attempts
-    assert config.read_timeout == 20 and config.connect_timeout <= 2
+    forwarder = Container(settings).inference.inner  # behind the circuit breaker
+    assert forwarder.max_timeout_s == 20
+    for seconds in (20, 7):  # a call's read timeout is its own remaining time, at most 20 s
+        config = forwarder.client_for(seconds).meta.config
+        assert config.retries["total_max_attempts"] == 1  # not max_attempts=1, which means 2 attempts
+        assert config.read_timeout == seconds and config.connect_timeout <= 2
+    assert forwarder.client_for(7) is forwarder.client_for(7)  # built once per value
+
+
+def test_cold_start_clients_fail_fast():
+    # botocore's defaults (60 s connect, 60 s read, legacy retries) would outlive the request.
+    from gateway.config import Settings
+    from gateway.wiring import Container
+
+    container = Container(Settings(key_pepper_param="/maas/test/key-pepper", inference_url="http://127.0.0.1:9"))
+    made: list = []
+
+    class Session:  # records the client asked for, then stops (no AWS here)
+        def client(self, name, config=None, **_):  # type: ignore[no-untyped-def]
+            made.append((name, config))
+            raise RuntimeError("stop")
+
+    container.__dict__["boto_session"] = Session()  # handed in, as Container(...) takes clients
+    with pytest.raises(RuntimeError):
+        _ = container.pepper
+    ((name, config),) = made
+    assert name == "ssm" and config.connect_timeout <= 2 and config.read_timeout <= 3
+    assert config.retries == {"total_max_attempts": 2, "mode": "standard"}
 
 
 # ------------------------------------------------------------------------ flusher invocation
