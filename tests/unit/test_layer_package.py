@@ -24,7 +24,8 @@ def test_the_layer_lists_every_package_of_the_gateway():
 
 def test_the_layer_ships_the_same_data_files_and_dependencies_as_the_repository():
     layer, repo = _toml(LAYER / "pyproject.toml"), _toml(ROOT / "pyproject.toml")
-    assert layer["tool"]["setuptools"]["package-data"]["gateway"] == repo["tool"]["setuptools"]["package-data"]["gateway"]
+    data = [toml["tool"]["setuptools"]["package-data"]["gateway"] for toml in (layer, repo)]
+    assert data[0] == data[1]
     # one dependency list, read by both
     assert repo["tool"]["setuptools"]["dynamic"]["dependencies"]["file"] == ["layers/gateway/requirements.txt"]
     assert layer["tool"]["setuptools"]["dynamic"]["dependencies"]["file"] == ["requirements.txt"]
