@@ -14,7 +14,7 @@ MODEL  := .maas/model/model.onnx
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install redis node console chromium model dev dev-reset test test-fast bench bench-inference bench-gateway bench-metering scale-model lint typecheck sam-build clean
+.PHONY: help install redis node console chromium model dev dev-reset deploy test test-fast bench bench-inference bench-gateway bench-metering scale-model lint typecheck sam-build clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -33,6 +33,12 @@ $(SAM):
 	@test -x .venv-sam/bin/python || $(PYTHON) -m venv .venv-sam
 	@.venv-sam/bin/python -m pip install -q --disable-pip-version-check aws-sam-cli 2>&1 | grep -v "^WARNING: Location" || true
 	@test -x $(SAM)
+
+ENV ?= default
+deploy: install $(SAM) ## preflight, sam build, sam deploy: ENV=default|prod IMAGE=<ECR image URI>, one parameter set for all three
+	@test -n "$(IMAGE)" || { echo "usage: make deploy ENV=prod IMAGE=<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>" >&2; exit 1; }
+	@$(MAKE) --no-print-directory sam-build
+	@$(VENV)/bin/maas admin deploy --config-env $(ENV) --image "$(IMAGE)" --sam $(SAM)
 
 sam-build: $(SAM) ## sam build (Python 3.12 for the functions' runtime), into .aws-sam/
 	@test -n "$(PY312)" || { echo "[maas] sam build needs python3.12 (the functions' runtime)" >&2; exit 1; }

@@ -49,6 +49,12 @@ def write_secret(path: Path, value: str) -> None:
     os.chmod(path, 0o600)
 
 
+def subcommands(commands: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """The `maas admin` group's subcommands, for the modules that add to it (preflight, deploy)."""
+    admin = commands.choices["admin"]  # registered first (GROUPS)
+    return next(a for a in admin._actions if isinstance(a, argparse._SubParsersAction))
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     admin = commands.add_parser("admin", help="direct administration of the tables (operators only)")
     admin_commands = admin.add_subparsers(dest="admin_command", required=True)

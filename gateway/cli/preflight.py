@@ -6,8 +6,11 @@ and the SSM pepper and the ECR image exist only once someone made them. Each che
 PASS, WARN or FAIL with what to do; any FAIL exits 1.
 
 The deploy's parameters are resolved as ``sam deploy`` resolves them: the template's defaults,
-then samconfig.toml's ``parameter_overrides`` for ``--config-env``, then
-``--parameter-overrides``. Calls: Lambda GetAccountSettings and GetFunctionConcurrency,
+then EITHER ``--parameter-overrides`` OR, when none is given, samconfig.toml's
+``parameter_overrides`` for ``--config-env``: the command line replaces samconfig's, it does
+not merge with them (aws-sam-cli#2380). A command line that drops samconfig's parameters is
+a blocker (``make deploy`` passes the whole set: gateway/cli/deploy.py). Calls: Lambda
+GetAccountSettings and GetFunctionConcurrency,
 CloudFormation DescribeStackResource, Service Quotas, SageMaker ListEndpoints /
 DescribeEndpoint / DescribeEndpointConfig, SSM GetParameter (never decrypted), STS
 GetCallerIdentity, ECR DescribeImages.
@@ -24,6 +27,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from gateway.cli import admin
 
 LAMBDA_CONCURRENCY_QUOTA = "L-B99A9384"  # Lambda "Concurrent executions"
 LAMBDA_MIN_UNRESERVED = 100  # Lambda keeps this much unreserved (all of it below 100)
@@ -86,14 +91,31 @@ def parse_overrides(values: Iterable[str]) -> dict[str, str]:
     return parsed
 
 
+def samconfig_overrides(samconfig: dict[str, Any], config_env: str) -> dict[str, str]:
+    deploy = samconfig.get(config_env, {}).get("deploy", {}).get("parameters", {})
+    return parse_overrides([deploy.get("parameter_overrides", "")])
+
+
 def resolve_parameters(template: dict[str, Any], samconfig: dict[str, Any], config_env: str,
                        overrides: dict[str, str]) -> dict[str, str]:
+    """The template's defaults, then the command line's overrides if any, else samconfig's:
+    replaced, not merged, as SAM CLI does (tests/unit/test_deploy.py drives SAM CLI to show it)."""
     resolved = {name: str(spec["Default"]) for name, spec in template.get("Parameters", {}).items()
                 if "Default" in spec}
-    deploy = samconfig.get(config_env, {}).get("deploy", {}).get("parameters", {})
-    resolved.update(parse_overrides([deploy.get("parameter_overrides", "")]))
-    resolved.update(overrides)
+    resolved.update(overrides or samconfig_overrides(samconfig, config_env))
     return resolved
+
+
+def check_overrides(samconfig: dict[str, Any], config_env: str, overrides: dict[str, str]) -> list[Check]:
+    """A command line that leaves out samconfig's parameters deploys without them."""
+    dropped = sorted(set(samconfig_overrides(samconfig, config_env)) - set(overrides)) if overrides else []
+    if dropped:
+        return [Check("parameters", "FAIL",
+                      f"--parameter-overrides replaces samconfig's [{config_env}] parameter_overrides: "
+                      f"sam deploy would drop {', '.join(dropped)}",
+                      f"make deploy ENV={config_env} IMAGE=<image uri> (passes the whole set)")]
+    source = "the command line" if overrides else f"samconfig.toml [{config_env}]"
+    return [Check("parameters", "PASS", f"from {source}")]
 
 
 def samconfig_value(samconfig: dict[str, Any], config_env: str, key: str) -> str | None:
@@ -302,9 +324,8 @@ def report(checks: list[Check], out: Any = sys.stdout) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    admin = commands.choices["admin"]  # gateway.cli.admin registers the group first (GROUPS)
-    subcommands = next(a for a in admin._actions if isinstance(a, argparse._SubParsersAction))
-    parser = subcommands.add_parser("preflight", help="check the account can take `sam deploy` (exit 1 on a blocker)")
+    parser = admin.subcommands(commands).add_parser(
+        "preflight", help="check the account can take `sam deploy` (exit 1 on a blocker)")
     parser.add_argument("--config-env", default="default", help="samconfig.toml environment (default: default)")
     parser.add_argument("--parameter-overrides", nargs="+", default=[], metavar="KEY=VALUE",
                         help="as for sam deploy, e.g. InferenceImageUri=...")
@@ -316,11 +337,19 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def plan_from_args(args: argparse.Namespace, default_region: Callable[[], str | None]) -> DeployPlan:
+    samconfig = load_samconfig(args.samconfig)
+    return plan_for(args, samconfig, parse_overrides(args.parameter_overrides), default_region)
+
+
+def load_samconfig(path: Path) -> dict[str, Any]:
+    return tomllib.loads(path.read_text()) if path.exists() else {}
+
+
+def plan_for(args: argparse.Namespace, samconfig: dict[str, Any], overrides: dict[str, str],
+             default_region: Callable[[], str | None]) -> DeployPlan:
     from infra.local.template import load_template
 
-    samconfig = tomllib.loads(args.samconfig.read_text()) if args.samconfig.exists() else {}
-    parameters = resolve_parameters(load_template(args.template), samconfig, args.config_env,
-                                    parse_overrides(args.parameter_overrides))
+    parameters = resolve_parameters(load_template(args.template), samconfig, args.config_env, overrides)
     region = args.region or samconfig_value(samconfig, args.config_env, "region") or default_region()
     if not region:
         raise SystemExit("maas: no Region: pass --region or configure one (AWS_REGION)")
@@ -336,6 +365,8 @@ def _default_region() -> str | None:
 
 
 def _preflight(args: argparse.Namespace) -> int:
-    plan = plan_from_args(args, _default_region)
+    samconfig, overrides = load_samconfig(args.samconfig), parse_overrides(args.parameter_overrides)
+    plan = plan_for(args, samconfig, overrides, _default_region)
     print(f"preflight of {plan.stack_name} (stage {plan.stage}) in {plan.region}")
-    return report(run_checks(plan, Clients.for_region(plan.region)))
+    checks = check_overrides(samconfig, args.config_env, overrides)
+    return report(checks + run_checks(plan, Clients.for_region(plan.region)))

@@ -20,9 +20,11 @@ from gateway.cli.preflight import (
     Clients,
     DeployPlan,
     parse_overrides,
+    check_overrides,
     plan_from_args,
     report,
     resolve_parameters,
+    samconfig_overrides,
     run_checks,
 )
 from infra.local.template import load_template
@@ -239,7 +241,18 @@ def test_parameters_resolve_as_sam_deploy_does():
     import tomllib
 
     samconfig = tomllib.loads((ROOT / "samconfig.toml").read_text())
-    prod = resolve_parameters(template, samconfig, "prod", parse_overrides([f"InferenceImageUri={IMAGE}"]))
+    # GIVEN only the image on the command line THEN samconfig's overrides are replaced, not
+    # merged (aws-sam-cli#2380): the template's defaults, a dev-sized "prod", and a blocker
+    alone = parse_overrides([f"InferenceImageUri={IMAGE}"])
+    replaced = resolve_parameters(template, samconfig, "prod", alone)
+    assert replaced["Stage"] == "dev" and replaced["InvokeReservedConcurrency"] == "0"
+    (check,) = check_overrides(samconfig, "prod", alone)
+    assert check.status == "FAIL" and "Stage" in check.detail and "make deploy ENV=prod" in check.fix
+    # GIVEN no command line THEN samconfig's; GIVEN the whole set THEN all of it
+    assert resolve_parameters(template, samconfig, "prod", {})["Stage"] == "prod"
+    whole = samconfig_overrides(samconfig, "prod") | alone
+    assert check_overrides(samconfig, "prod", whole)[0].status == "PASS"
+    prod = resolve_parameters(template, samconfig, "prod", whole)
     assert prod["Stage"] == "prod" and prod["InvokeReservedConcurrency"] == "500"
     assert prod["InferenceMaxInstances"] == "8" and prod["InferenceImageUri"] == IMAGE
     dev = resolve_parameters(template, samconfig, "default", {"InferenceMaxInstances": "2"})
@@ -261,7 +274,8 @@ def test_command_line_reads_samconfig_and_the_template(tmp_path):
     samconfig.write_text('[prod.deploy.parameters]\nregion = "eu-west-1"\nparameter_overrides = "Stage=\\"prod\\""\n'
                          '[prod.global.parameters]\nstack_name = "maas-prod"\n')
     args = argparse.Namespace(samconfig=samconfig, template=ROOT / "template.yaml", config_env="prod",
-                              parameter_overrides=[f"InferenceImageUri={IMAGE}"], region=None, stack_name=None)
+                              parameter_overrides=[f"Stage=prod InferenceImageUri={IMAGE}"], region=None,
+                              stack_name=None)
     deploy = plan_from_args(args, default_region=lambda: "us-west-2")
     assert (deploy.region, deploy.stack_name, deploy.stage, deploy.image_uri) == ("eu-west-1", "maas-prod", "prod",
                                                                                   IMAGE)
