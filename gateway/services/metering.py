@@ -52,7 +52,7 @@ import redis
 
 from gateway.adapters.active_tenants import ActiveTenants, parse_unit
 from gateway.adapters.dynamo import Accounts, UsageLedger
-from gateway.adapters.redis_store import STREAM_GROUP, events_stream, tenant_key, usage_stream
+from gateway.adapters.redis_keys import STREAM_GROUP, events_stream, tenant_key, usage_stream
 from gateway.adapters.stream_consumers import ConsumerPruner
 from gateway.domain.events import Event, EventType
 from gateway.domain.usage import UsageEvent

@@ -1,0 +1,36 @@
+"""Every Redis key of a tenant, named in one place (the *where* of the limits, spelled out).
+
+``tenant_key`` is the one function that names a tenant's keys: all of them share its hash tag
+``{t:<id>}``, so each script touches one hash slot and runs on one shard (MemoryDB, Redis
+Cluster). The admission scripts (gateway/adapters/redis_store.py), the active-tenants index
+(gateway/adapters/active_tenants.py) and the flusher (gateway/services/metering.py) all take
+their keys from here; this module imports nothing of theirs, so none of them needs another to
+name a key.
+"""
+
+from __future__ import annotations
+
+STREAM_GROUP = "flusher"  # the consumer group the flusher reads every stream through
+
+
+def tenant_key(tenant_id: str, name: str) -> str:
+    return f"{{t:{tenant_id}}}:{name}"
+
+
+def usage_stream(tenant_id: str, part: int = 0) -> str:
+    """The tenant's usage stream (part > 0: one of a hot tenant's further parts, gateway.domain.usage.stream_part)."""
+    return tenant_key(tenant_id, "usage" if not part else f"usage:{part}")
+
+
+def events_stream(tenant_id: str) -> str:
+    """Business events the scripts emit (budget thresholds, credit alerts), relayed by the flusher."""
+    return tenant_key(tenant_id, "events")
+
+
+def month_key(tenant_id: str, month: str) -> str:
+    """The tenant's counters of a month: tok, cost (reserved), costc (charged), alert flags."""
+    return tenant_key(tenant_id, f"m:{month}")
+
+
+def key_month_key(tenant_id: str, key_id: str, month: str) -> str:
+    return tenant_key(tenant_id, f"km:{key_id}:{month}")
