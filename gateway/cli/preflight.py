@@ -316,7 +316,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def plan_from_args(args: argparse.Namespace, default_region: Callable[[], str | None]) -> DeployPlan:
-    from infra.local.template import load_template
+    from gateway.cli.template import load_template
 
     samconfig = tomllib.loads(args.samconfig.read_text()) if args.samconfig.exists() else {}
     parameters = resolve_parameters(load_template(args.template), samconfig, args.config_env,
