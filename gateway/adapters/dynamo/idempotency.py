@@ -3,8 +3,8 @@ written in the same transaction as the change it answers, so a retry (after a ti
 a lost reply) gets that answer back and changes nothing, whatever happened in between.
 
 A stored answer can hold a secret (a key created, a webhook's signing secret), so it is kept
-encrypted (``SecretBox``: AES-GCM, with a key of its own derived from the pepper), and it expires after a day
-(DynamoDB's TTL on ``expires``)."""
+encrypted (``SecretBox``: AES-GCM, with a key of its own derived from the pepper), and it
+expires after a day (DynamoDB's TTL on ``expires``)."""
 
 from __future__ import annotations
 
