@@ -267,7 +267,7 @@ class Container:
         from gateway.adapters.dynamo.webhooks import Webhooks
         from gateway.adapters.secret_box import SecretBox
 
-        return Webhooks(self.table, SecretBox(self.pepper))
+        return Webhooks(self.table, SecretBox.for_webhook_secrets(self.pepper))
 
     @cached_property
     def deliveries(self) -> DeliveryLog:

@@ -27,7 +27,7 @@ from typing import Any
 
 from redis.crc import key_slot
 
-from gateway.adapters.redis_store import events_stream, tenant_key, usage_stream
+from gateway.adapters.redis_keys import events_stream, tenant_key, usage_stream
 from gateway.domain.usage import STREAM_PARTS
 
 CLUSTER_SLOTS = 16384

@@ -2,7 +2,7 @@
 
 Two scripts, two round trips per request (``admit`` before inference, ``settle`` after); a
 third, ``gate``, counts a request that is refused before admission or whose body is large.
-``tenant_key`` is the one function that names every Redis key; all of a tenant's keys
+Every key is named by gateway/adapters/redis_keys.py (``tenant_key``); all of a tenant's keys
 share its hash tag so each script runs on one shard.
 """
 
@@ -18,6 +18,9 @@ from typing import Any, Protocol
 
 import redis
 
+from gateway.adapters.active_tenants import ActiveTenants, work_unit
+from gateway.adapters.redis_keys import STREAM_GROUP as STREAM_GROUP  # the flusher's, named beside the keys
+from gateway.adapters.redis_keys import events_stream, key_month_key, month_key, tenant_key, usage_stream
 from gateway.domain.admission import (
     AdmissionUnavailable,
     Decision,
@@ -33,18 +36,8 @@ from gateway.domain.money import Tiers
 from gateway.domain.usage import STREAM_PARTS, UsageEvent, stream_part
 
 MONTH_TTL_S = 40 * 86400  # a month's counters outlive the month they count
-STREAM_GROUP = "flusher"
 # What "Redis is unreachable" looks like to redis-py; everything else is a bug or a script error.
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-
-
-def tenant_key(tenant_id: str, name: str) -> str:
-    return f"{{t:{tenant_id}}}:{name}"
-
-
-def usage_stream(tenant_id: str, part: int = 0) -> str:
-    """The tenant's usage stream (part > 0: one of a hot tenant's further parts, gateway.domain.usage.stream_part)."""
-    return tenant_key(tenant_id, "usage" if not part else f"usage:{part}")
 
 
 class RedisLike(Protocol):
@@ -61,20 +54,6 @@ def _script(name: str, *, prelude: str | None = None) -> str:
     scripts = resources.files("gateway.lua")
     text = scripts.joinpath(name).read_text()
     return scripts.joinpath(prelude).read_text() + text if prelude else text
-
-
-def month_key(tenant_id: str, month: str) -> str:
-    """The tenant's counters of a month: tok, cost (reserved), costc (charged), alert flags."""
-    return tenant_key(tenant_id, f"m:{month}")
-
-
-def key_month_key(tenant_id: str, key_id: str, month: str) -> str:
-    return tenant_key(tenant_id, f"km:{key_id}:{month}")
-
-
-def events_stream(tenant_id: str) -> str:
-    """Business events the scripts emit (budget thresholds, credit alerts), relayed by the flusher."""
-    return tenant_key(tenant_id, "events")
 
 
 NO_EXPIRY_MS = 2**52  # a grant that never expires sorts after every real expiry
@@ -153,8 +132,6 @@ class RedisLimiter:
         self._seed = client.register_script(_script("seed.lua"))
         self._grant = client.register_script(_script("grant.lua"))
         self._project = client.register_script(_script("project.lua"))
-        from gateway.adapters.active_tenants import ActiveTenants, work_unit  # it names keys with tenant_key
-
         # The scripts list a tenant with something to flush in its slot's index (no extra command).
         self._active_key = ActiveTenants(client).key_for
         self._work_unit = work_unit

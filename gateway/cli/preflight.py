@@ -347,7 +347,7 @@ def load_samconfig(path: Path) -> dict[str, Any]:
 
 def plan_for(args: argparse.Namespace, samconfig: dict[str, Any], overrides: dict[str, str],
              default_region: Callable[[], str | None]) -> DeployPlan:
-    from infra.local.template import load_template
+    from gateway.cli.template import load_template
 
     parameters = resolve_parameters(load_template(args.template), samconfig, args.config_env, overrides)
     region = args.region or samconfig_value(samconfig, args.config_env, "region") or default_region()

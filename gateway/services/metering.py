@@ -52,7 +52,7 @@ import redis
 
 from gateway.adapters.active_tenants import ActiveTenants, parse_unit
 from gateway.adapters.dynamo import Accounts, UsageLedger
-from gateway.adapters.redis_store import STREAM_GROUP, events_stream, tenant_key, usage_stream
+from gateway.adapters.redis_keys import STREAM_GROUP, StreamKind, events_stream, stream_kind, tenant_key, usage_stream
 from gateway.adapters.stream_consumers import ConsumerPruner
 from gateway.domain.events import Event, EventType
 from gateway.domain.usage import UsageEvent
@@ -232,7 +232,7 @@ class Flusher:
             self.checkpoint(point, events)
 
     def _write(self, stream: str, entries: list[tuple[Any, Any]], result: FlushResult) -> None:
-        if stream.endswith(":events"):
+        if stream_kind(stream) is StreamKind.EVENTS:  # the key builder says which stream it named
             self._relay(stream, entries, result)
             return
         ids = [entry_id for entry_id, _ in entries]

@@ -35,9 +35,8 @@ from inference_image.server.errors import (
     MethodNotAllowedError,
     NotFoundError,
     UnavailableError,
-    error_response,
 )
-from inference_image.server.http import Deferred, Request, Response
+from inference_image.server.http import Deferred, Request, Response, error_response
 from inference_image.server.metrics import Metrics, gpu_active_line
 from inference_image.server.session import GPU_PROVIDERS, OnnxSession
 from inference_image.tokenizer import load_tokenizer, truncating

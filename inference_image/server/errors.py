@@ -1,4 +1,6 @@
-"""One error hierarchy; ONE place (``error_response``) maps it to status, headers and body.
+"""One error hierarchy: each error names its status, headers and body (``error_body``); ONE
+place (``error_response`` in inference_image/server/http.py, the transport) turns it into a
+response. This module imports nothing of the server's: every layer may raise these.
 
 Every body has OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
 """
@@ -6,10 +8,6 @@ Every body has OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from inference_image.server.http import Response
 
 
 class InferenceError(Exception):
@@ -93,10 +91,3 @@ def error_body(exc: InferenceError) -> bytes:
                    "code": exc.code}},
         ensure_ascii=False,
     ).encode()
-
-
-def error_response(exc: InferenceError) -> Response:
-    from inference_image.server.http import Response
-
-    return Response(exc.status, error_body(exc), "application/json",
-                    list(exc.headers().items()))

@@ -27,7 +27,7 @@ from typing import Any
 
 import httptools
 
-from inference_image.server.errors import InferenceError, InvalidRequestError, PayloadTooLargeError
+from inference_image.server.errors import InferenceError, InvalidRequestError, PayloadTooLargeError, error_body
 
 log = logging.getLogger("inference_image.http")
 
@@ -49,6 +49,11 @@ class Response:
     body: bytes | bytearray | memoryview = b""
     content_type: str = "application/json"
     headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+def error_response(exc: InferenceError) -> Response:
+    """The one place an error becomes a response: its status, its headers, its OpenAI-shaped body."""
+    return Response(exc.status, error_body(exc), "application/json", list(exc.headers().items()))
 
 
 @dataclass(slots=True)

@@ -1,44 +1,21 @@
-"""Reading template.yaml: a YAML loader that accepts CloudFormation's short tags
-(!Ref, !Sub, !GetAtt, !If ...) as plain {"Fn::...": ...} mappings."""
+"""Reading template.yaml for the local stack and the tests: the loader is the CLI's
+(gateway/cli/template.py, which ``maas admin preflight`` uses too), with this repository's
+template as the default; ``table_definition`` gives a table as create_table takes it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import yaml
+from gateway.cli.template import load_template as _load_template
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 
 
-class _CfnLoader(yaml.SafeLoader):
-    """A YAML loader that accepts CloudFormation's short-form tags (!Ref, !Sub, !GetAtt, ...)."""
-
-
-def _cfn_tag(loader: _CfnLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    if tag_suffix in ("Ref", "Condition"):
-        return {tag_suffix: value}
-    if tag_suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{tag_suffix}": value}
-
-
-_CfnLoader.add_multi_constructor("!", _cfn_tag)
-
-
 def load_template(path: str | Path = TEMPLATE) -> dict[str, Any]:
-    """Parse a CloudFormation/SAM template; intrinsic functions become their long JSON form."""
-    with open(path, encoding="utf-8") as f:
-        data = yaml.load(f, Loader=_CfnLoader)  # noqa: S506 - a SafeLoader subclass
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: not a CloudFormation template")
-    return data
+    """Parse a CloudFormation/SAM template (this repository's by default); intrinsic functions
+    become their long JSON form."""
+    return _load_template(path)
 
 
 def table_definition(name: str = "MaasTable", path: Path = TEMPLATE) -> dict[str, Any]:

@@ -182,7 +182,7 @@ def test_the_local_stack_delivers_to_loopback_and_still_refuses_private_and_meta
 
 
 def test_sealed_secrets_open_only_with_the_same_pepper_and_context():
-    box = SecretBox(b"pepper-1")
+    box = SecretBox.for_webhook_secrets(b"pepper-1")
     sealed = box.seal("whsec_0123", context="wh_a")
     assert sealed.startswith("v1.") and "whsec_0123" not in sealed
     assert box.seal("whsec_0123", context="wh_a") != sealed  # a fresh nonce each time
@@ -190,6 +190,6 @@ def test_sealed_secrets_open_only_with_the_same_pepper_and_context():
     with pytest.raises(SealedSecretError):
         box.open(sealed, context="wh_b")  # copied onto another webhook
     with pytest.raises(SealedSecretError):
-        SecretBox(b"pepper-2").open(sealed, context="wh_a")
+        SecretBox.for_webhook_secrets(b"pepper-2").open(sealed, context="wh_a")
     with pytest.raises(SealedSecretError):
         box.open(sealed[:-4] + "AAAA", context="wh_a")
