@@ -19,13 +19,13 @@ from gateway.cli import main
 from gateway.cli.preflight import (
     Clients,
     DeployPlan,
-    parse_overrides,
     check_overrides,
+    parse_overrides,
     plan_from_args,
     report,
     resolve_parameters,
-    samconfig_overrides,
     run_checks,
+    samconfig_overrides,
 )
 from infra.local.template import load_template
 
