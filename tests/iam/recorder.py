@@ -95,7 +95,7 @@ def requests_for(call: Call, resolver: Resolver) -> list[Request]:
         # No resource-level permissions; the namespace is a condition key:
         # https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazoncloudwatch.html
         return [Request("cloudwatch:PutMetricData", "*", {"cloudwatch:namespace": p["Namespace"]})]
-    raise NotImplementedError(f"{call.function}: no IAM mapping for {call.service}.{call.operation}")
+    raise NotImplementedError(f"no IAM mapping for {call.service}.{call.operation}")
 
 
 def _table_key_needs(resolver: Resolver, table: str, *, write: bool) -> list[Request]:
@@ -132,7 +132,12 @@ def denied(calls: list[Call], roles: dict[str, Role], resolver: Resolver) -> lis
     found: dict[tuple[str, str], set[str]] = {}
     for call in calls:
         role = roles[call.function]
-        for request in requests_for(call, resolver):
+        try:
+            requests = requests_for(call, resolver)
+        except NotImplementedError as error:  # a new kind of call fails the check until it is mapped
+            found.setdefault((call.function, str(error)), set()).add("tests/iam/recorder.py")
+            continue
+        for request in requests:
             if not allowed(role.statements, request):
                 found.setdefault((call.function, str(request)), set()).add(f"{call.service}.{call.operation}")
     for role in roles.values():

@@ -91,6 +91,12 @@ def test_a_denied_call_names_the_function_the_action_and_the_resource():
                         "(needed by sagemaker-runtime.InvokeEndpoint)"]
 
 
+def test_a_call_without_an_iam_mapping_fails_the_check():
+    call = Call("ReconcileFunction", "s3", "GetObject", {"Bucket": "b", "Key": "k"}, {})
+    problems = denied([call], {"ReconcileFunction": roles()["ReconcileFunction"]}, Resolver(load_template()))
+    assert problems == ["ReconcileFunction: no IAM mapping for s3.GetObject (needed by tests/iam/recorder.py)"]
+
+
 def test_vpc_functions_need_network_interfaces_and_the_others_do_not():
     found = roles()
     needs = {name: any(r.action == "ec2:CreateNetworkInterface" for r in role.implicit) for name, role in found.items()}
