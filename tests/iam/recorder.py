@@ -78,6 +78,8 @@ def requests_for(call: Call, resolver: Resolver) -> list[Request]:
         secret = call.name(p["SecretId"])
         return [Request("secretsmanager:GetSecretValue", secret), *_secret_key_needs(resolver, secret)]
     if call.service == "ssm" and call.operation == "GetParameter":
+        # The pepper is a SecureString under the AWS managed aws/ssm key (README, OPERATIONS.md),
+        # whose key policy admits the account's principals via SSM: no KMS grant to check.
         name = call.name(p["Name"])
         return [Request("ssm:GetParameter", arn("ssm", "parameter" + (name if name.startswith("/") else "/" + name)))]
     if call.service == "sagemaker-runtime":

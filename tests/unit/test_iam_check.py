@@ -97,6 +97,24 @@ def test_a_call_without_an_iam_mapping_fails_the_check():
     assert problems == ["ReconcileFunction: no IAM mapping for s3.GetObject (needed by tests/iam/recorder.py)"]
 
 
+def test_a_denied_call_of_the_session_fails_the_run(monkeypatch):
+    from types import SimpleNamespace
+
+    from tests import conftest
+    from tests.iam import recorder
+
+    lines: list[str] = []
+    reporter = SimpleNamespace(write_line=lambda line, **_: lines.append(line))
+    session = SimpleNamespace(exitstatus=0, config=SimpleNamespace(
+        pluginmanager=SimpleNamespace(get_plugin=lambda name: reporter)))
+    call = Call("ReportsFunction", "dynamodb", "DeleteItem", {"TableName": "t"}, {"t": "MaasTable"})
+    monkeypatch.setattr(recorder, "CALLS", [call])
+    conftest.pytest_sessionfinish(session, 0)  # type: ignore[arg-type]
+    assert session.exitstatus == pytest.ExitCode.TESTS_FAILED
+    assert ("  ReportsFunction: dynamodb:DeleteItem on arn:aws:dynamodb:us-east-1:123456789012:table/MaasTable "
+            "(needed by dynamodb.DeleteItem)") in lines
+
+
 def test_vpc_functions_need_network_interfaces_and_the_others_do_not():
     found = roles()
     needs = {name: any(r.action == "ec2:CreateNetworkInterface" for r in role.implicit) for name, role in found.items()}
