@@ -12,6 +12,8 @@ policyuniverse only expands actions, and the simulators on PyPI call AWS. Rules,
 - Condition: every operator must match (AND), any value of one key matches (OR); a key missing
   from the request fails the operator unless it ends in IfExists
   https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_condition_operators.html
+- ForAllValues: every value of a multivalued key matches (true when the key is absent), ForAnyValue:
+  at least one does https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-single-vs-multi-valued-context-keys.html
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 class Request:
     action: str
     resource: str
-    context: dict[str, str] = field(default_factory=dict)
+    context: dict[str, str | tuple[str, ...]] = field(default_factory=dict)
 
     def __str__(self) -> str:
         extra = f" {self.context}" if self.context else ""
@@ -61,8 +63,9 @@ _OPERATORS = {
 }
 
 
-def _condition_holds(condition: dict[str, Any], context: dict[str, str]) -> bool:
-    for operator, keys in condition.items():
+def _condition_holds(condition: dict[str, Any], context: dict[str, Any]) -> bool:
+    for qualified, keys in condition.items():
+        qualifier, _, operator = qualified.rpartition(":")
         if_exists = operator.endswith("IfExists")
         base = operator.removesuffix("IfExists")
         negated = base.startswith(("StringNot", "ArnNot"))
@@ -73,10 +76,12 @@ def _condition_holds(condition: dict[str, Any], context: dict[str, str]) -> bool
         for key, wanted in keys.items():
             value = next((v for k, v in context.items() if k.lower() == key.lower()), None)  # keys: any case
             if value is None:
-                if not (if_exists or negated):
+                if not (if_exists or negated or qualifier == "ForAllValues"):
                     return False
                 continue
-            matched = any(_OPERATORS[base](str(p), value) for p in _listed(wanted))
+            values = list(value) if isinstance(value, tuple) else [value]
+            hits = [any(_OPERATORS[base](str(p), v) for p in _listed(wanted)) for v in values]
+            matched = all(hits) if qualifier == "ForAllValues" else any(hits)
             if matched == negated:
                 return False
     return True

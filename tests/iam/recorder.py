@@ -50,28 +50,36 @@ _TRANSACT_ITEM = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteIte
 _DYNAMODB_WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"}
 
 
-def _dynamodb(call: Call) -> list[tuple[str, str]]:
-    """(action, table name or table/index path) pairs."""
+def _dynamodb(call: Call) -> list[tuple[str, str, dict[str, Any]]]:
+    """(action, table name or table/index path, condition context) triples."""
     p, op = call.params, call.operation
     if op in ("TransactWriteItems", "TransactGetItems"):
-        return [(_TRANSACT_ITEM[kind], body["TableName"]) for item in p["TransactItems"] for kind, body in item.items()]
+        return [(_TRANSACT_ITEM[kind], body["TableName"], _leading_keys(body))
+                for item in p["TransactItems"] for kind, body in item.items()]
     if op in ("BatchGetItem", "BatchWriteItem"):
-        return [(op, table) for table in p["RequestItems"]]
+        return [(op, table, {}) for table in p["RequestItems"]]
     table = p["TableName"]
     if op in ("Query", "Scan") and p.get("IndexName"):
-        return [(op, f"{table}/index/{p['IndexName']}")]
-    return [(op, table)]
+        return [(op, f"{table}/index/{p['IndexName']}", {})]
+    return [(op, table, _leading_keys(p))]
+
+
+def _leading_keys(body: dict[str, Any]) -> dict[str, Any]:
+    """dynamodb:LeadingKeys, the item's partition key (the table's is `pk`), for a single-item call
+    https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/specifying-conditions.html"""
+    pk = (body.get("Item") or body.get("Key") or {}).get("pk", {}).get("S")
+    return {"dynamodb:LeadingKeys": (pk,)} if pk else {}
 
 
 def requests_for(call: Call, resolver: Resolver) -> list[Request]:
     p = call.params
     if call.service == "dynamodb":
         found: list[Request] = []
-        for action, target in _dynamodb(call):
+        for action, target, context in _dynamodb(call):
             table, _, index = target.partition("/index/")
             table = call.name(table)
             found.append(Request(f"dynamodb:{action}", arn("dynamodb", f"table/{table}" + (
-                f"/index/{index}" if index else ""))))
+                f"/index/{index}" if index else "")), context))
             found += _table_key_needs(resolver, table, write=action in _DYNAMODB_WRITES)
         return found
     if call.service == "secretsmanager" and call.operation == "GetSecretValue":

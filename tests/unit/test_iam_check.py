@@ -58,6 +58,13 @@ def test_any_value_of_a_condition_key_matches():
     assert allowed(statements, Request("kms:Decrypt", KEY, VIA_DYNAMODB))
 
 
+def test_for_all_values_checks_every_value_of_a_multivalued_key():
+    statements = [{"Effect": "Allow", "Action": "dynamodb:PutItem", "Resource": TABLE,
+                   "Condition": {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["RECONCILE"]}}}]
+    assert allowed(statements, Request("dynamodb:PutItem", TABLE, {"dynamodb:LeadingKeys": ("RECONCILE",)}))
+    assert not allowed(statements, Request("dynamodb:PutItem", TABLE, {"dynamodb:LeadingKeys": ("TENANT#t",)}))
+
+
 def test_an_explicit_deny_wins():
     statements = [{"Effect": "Allow", "Action": "dynamodb:*", "Resource": "*"},
                   {"Effect": "Deny", "Action": "dynamodb:DeleteItem", "Resource": TABLE}]
@@ -145,3 +152,11 @@ def test_the_policy_templates_are_sams():
 
 def _listed(value):  # type: ignore[no-untyped-def]
     return value if isinstance(value, list) else [value]
+
+
+@pytest.mark.parametrize("pk, allowed_", [("RECONCILE", True), ("TENANT#ten_x", False)])
+def test_the_reconciler_writes_only_its_own_partition(pk, allowed_):
+    call = Call("ReconcileFunction", "dynamodb", "PutItem", {"TableName": "t", "Item": {"pk": {"S": pk}}},
+                {"t": "MaasTable"})
+    problems = denied([call], {"ReconcileFunction": roles()["ReconcileFunction"]}, Resolver(load_template()))
+    assert (problems == []) is allowed_, problems
