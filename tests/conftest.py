@@ -18,6 +18,7 @@ from infra.local.services import (
     moto_service,
     redis_service,
 )
+from infra.local.template import load_template
 
 # boto3 needs credentials and a region even for a local endpoint; never real ones in tests.
 os.environ.update({
@@ -109,3 +110,21 @@ def container(redis_url: str, dynamodb_endpoint: str):  # type: ignore[no-untype
     for plan in catalog.plans:
         c.accounts.put_plan(plan, catalog.version)
     return c
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Every AWS call a function made in this session must be allowed by that function's role in
+    template.yaml (tests/iam): a call no statement allows fails the run, naming it."""
+    from tests.iam.recorder import CALLS, denied
+    from tests.iam.roles import Resolver, roles
+
+    if not CALLS:
+        return
+    problems = denied(CALLS, roles(), Resolver(load_template()))
+    if problems:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = ["", f"IAM: {len(problems)} AWS request(s) no statement of the function's role allows:",
+                 *(f"  {p}" for p in problems)]
+        for line in lines:
+            reporter.write_line(line, red=True) if reporter else print(line)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -24,7 +24,23 @@ def handler_for(function_dir: str) -> Callable[[dict[str, Any], Any], Any]:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.handler  # type: ignore[no-any-return]
+    return record_calls(module, function_dir).handler  # type: ignore[no-any-return]
+
+
+def record_calls(module: Any, function_dir: str) -> Any:
+    """Gives the entry module's container a boto3 session that records every AWS call as this
+    function's (tests/iam; checked against its role at the end of the session)."""
+    from tests.iam.recorder import recording_session
+    from tests.iam.roles import roles
+
+    container = getattr(module, "container", None)
+    if container is None:
+        return module
+    name, role = next((n, r) for n, r in roles().items() if r.code_dir == function_dir)
+    actual = container.settings.to_env()
+    aliases = {actual[var]: value for var, value in role.environment.items() if actual.get(var)}
+    container.__dict__["boto_session"] = recording_session(name, container.settings.aws_region, aliases)
+    return module
 
 
 def context_for(function_dir: str) -> LambdaContext:

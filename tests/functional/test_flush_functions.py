@@ -20,7 +20,7 @@ from gateway.adapters.redis_store import usage_stream
 from gateway.domain.usage import UsageEvent
 from gateway.models.records import TenantRecord, rfc3339, utcnow
 from tests.integration.test_active_tenants import charge
-from tests.lambdas import configure, context_for, emf_metrics, handler_for
+from tests.lambdas import configure, context_for, emf_metrics, handler_for, record_calls
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEDULED = json.loads((ROOT / "events" / "flush_dispatcher" / "scheduled.json").read_text())
@@ -34,7 +34,7 @@ def dispatcher_module() -> Any:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module
+    return record_calls(module, "flush_dispatcher")
 
 
 class Orders:

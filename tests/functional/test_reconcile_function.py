@@ -17,7 +17,7 @@ import pytest
 from gateway.adapters.dynamo import CellSums
 from gateway.domain.usage import UsageEvent
 from gateway.models.records import TenantRecord, rfc3339, utcnow
-from tests.lambdas import configure, context_for
+from tests.lambdas import configure, context_for, record_calls
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,7 +26,7 @@ def reconcile_module():  # type: ignore[no-untyped-def]
     spec = importlib.util.spec_from_file_location("functional_reconcile", ROOT / "functions" / "reconcile" / "app.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module
+    return record_calls(module, "reconcile")
 
 
 @pytest.mark.parametrize("today, months", [
