@@ -31,9 +31,10 @@ class Received:
 @dataclass
 class Receiver:
     statuses: list[int] = field(default_factory=lambda: [200])
-    hang_s: float = 0.0  # sleep this long before answering
+    hang_s: float = 0.0  # wait this long before answering (or until close())
     secret: str | None = None
     received: list[Received] = field(default_factory=list)
+    answered: int = 0  # answers written: a hanging receiver's stays 0 until it stops hanging
 
     def __post_init__(self) -> None:
         receiver = self
@@ -49,16 +50,21 @@ class Receiver:
                                                       verified))
                     status = receiver.statuses[min(len(receiver.received) - 1, len(receiver.statuses) - 1)]
                 if receiver.hang_s:
-                    time.sleep(receiver.hang_s)
-                self.send_response(status)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
+                    receiver._released.wait(receiver.hang_s)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+                finally:
+                    with receiver._lock:
+                        receiver.answered += 1
 
             def log_message(self, *args: Any) -> None:
                 pass
 
         self._lock = threading.Lock()
+        self._released = threading.Event()
         class Server(ThreadingHTTPServer):
             def handle_error(self, request: Any, client_address: Any) -> None:
                 pass  # a sender that gave up on a hanging answer closed its end: expected here
@@ -99,5 +105,6 @@ class Receiver:
         raise AssertionError(f"no matching event within {timeout_s}s ({len(self.received)} others)")
 
     def close(self) -> None:
+        self._released.set()  # a hanging handler answers now, and shutdown does not wait it out
         self._server.shutdown()
         self._server.server_close()
