@@ -168,7 +168,7 @@ def test_a_receiver_answering_500_then_200_gets_the_event_again_and_the_log_show
     first, second = target.wait_for(2)
     assert first.event["id"] == second.event["id"] == event.id and first.verified and second.verified
     # (the backoff's schedule, 1 s less up to half of jitter, is tests/unit/test_webhook_rules.py's)
-    assert first.at <= second.at and target.answered == 2
+    assert target.answered == 2  # (wait_for gives them in the order they came)
     log = delivery(hooks, webhook, event)
     assert (log["status"], log["attempts"], log["last_status_code"]) == ("delivered", 2, 200)
     assert [(a["status_code"], a["error"]) for a in log["history"]] == [(500, "HTTP 500"), (200, None)]
