@@ -22,6 +22,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     verified: bool | None  # None while the receiver has no secret
+    seen: Any = None  # what ``Receiver.on_request()`` returned as this request arrived
 
     @property
     def event(self) -> dict[str, Any]:
@@ -35,6 +36,9 @@ class Receiver:
     secret: str | None = None
     received: list[Received] = field(default_factory=list)
     answered: int = 0  # answers written: a hanging receiver's stays 0 until it stops hanging
+    # called in the handler as each request arrives, before it is answered: what the rest of
+    # the world looked like at that moment (an order of events, not a time)
+    on_request: Callable[[], Any] | None = None
 
     def __post_init__(self) -> None:
         receiver = self
@@ -45,9 +49,10 @@ class Receiver:
                 secret = receiver.secret
                 verified = (verify_signature(secret, body, self.headers.get(SIGNATURE_HEADER, ""), now=time.time())
                             if secret else None)
+                seen = receiver.on_request() if receiver.on_request else None
                 with receiver._lock:
                     receiver.received.append(Received(time.monotonic(), self.path, dict(self.headers), body,
-                                                      verified))
+                                                      verified, seen))
                     status = receiver.statuses[min(len(receiver.received) - 1, len(receiver.statuses) - 1)]
                 if receiver.hang_s:
                     receiver._released.wait(receiver.hang_s)

@@ -178,17 +178,23 @@ def test_a_receiver_answering_500_then_200_gets_the_event_again_and_the_log_show
 
 def test_a_hanging_receiver_does_not_delay_another_receivers_delivery(hooks, receiver):
     hanging = receiver(hang_s=60)  # until the test closes it: far past the sender's timeout
-    prompt = receiver()
+    # the prompt receiver notes, as its request arrives, whether the hanging one's attempt is
+    # still open (sent, not timed out: nothing recorded in its delivery yet)
+    def hanging_error() -> str | None:  # (no delivery record yet: not even attempted)
+        found = hooks.deliveries.get(slow_hook["id"], event.id)
+        return None if found is None else found.public()["last_error"]
+
+    prompt = receiver(on_request=hanging_error)
     slow_hook = subscribe(hooks, hanging)
     subscribe(hooks, prompt)
     event = an_event("both")
     hooks.event_log.record([event])
     work_until(hooks, lambda: prompt.received)
     (request,) = prompt.wait_for(1)
-    # THEN the prompt receiver had it while the other's attempt was still open: that one has
-    # not timed out yet (nothing recorded), so the prompt one did not wait for it
+    # THEN the prompt receiver had it while the other's attempt was still open, so it did not
+    # wait for that one's timeout
     assert request.verified and hanging.wait_for(1) and hanging.answered == 0
-    assert delivery(hooks, slow_hook, event)["last_error"] is None
+    assert request.seen is None, request.seen
     # AND the hanging one's attempt timed out and waits for its retry
     results = hooks.delivery_pool.drain(timeout_s=TIMEOUT_S + 2)
     assert AttemptResult.RETRYING in results
