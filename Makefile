@@ -12,9 +12,10 @@ PY312  ?= $(shell for p in $$(command -v python3.12) $$(ls $$(pyenv root 2>/dev/
             $$p --version >/dev/null 2>&1 && { echo $$p; break; }; done)
 MODEL  := .maas/model/model.onnx
 PYTEST_ARGS ?=
+BENCH_ARGS  ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install redis node console chromium model dev dev-reset deploy test test-fast bench bench-inference bench-gateway bench-metering scale-model lint typecheck sam-build clean
+.PHONY: help install redis node console chromium model dev dev-reset deploy test test-fast bench bench-inference bench-gateway bench-metering bench-fairness bench-security scale-model lint typecheck sam-build clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -91,7 +92,7 @@ dev-reset: install model ## delete the local state (Redis, DynamoDB, pepper, adm
 test: install model chromium $(SAM) typecheck ## run the whole test suite against real local components
 	@if [ -n "$(PY312)" ]; then $(MAKE) --no-print-directory sam-build; \
 	  else echo "[maas] python3.12 not found: sam build and its tests are not run"; fi
-	@MAAS_SAM=$(SAM) MAAS_PY312=$(PY312) $(PY) -m pytest $(if $(PY312),,--deselect tests/unit/test_sam_build.py) $(PYTEST_ARGS)
+	@MAAS_SAM=$(SAM) MAAS_PY312=$(PY312) $(PY) -m pytest --durations=15 $(if $(PY312),,--deselect tests/unit/test_sam_build.py --deselect tests/functional/test_artifact.py) $(PYTEST_ARGS)
 
 test-fast: install ## unit and functional tests only (no sam build)
 	@$(PY) -m pytest tests/unit tests/functional --deselect tests/unit/test_sam_build.py $(PYTEST_ARGS)
@@ -113,6 +114,12 @@ bench-inference: install model $(INFINITY) ## inference: CPU, null model, servin
 
 bench-gateway: install model ## admission and gateway overhead vs their peers
 	@$(PY) -m tests.performance.bench_gateway
+
+bench-fairness: install model ## the scheduler's order of service; a small tenant's p50/p99 alone and beside the largest requests
+	@$(PY) -m tests.performance.bench_fairness $(BENCH_ARGS)
+
+bench-security: install model ## known vs unknown key id, a victim alone vs beside a flood of huge bodies (local stack)
+	@$(PY) -m tests.performance.bench_security $(BENCH_ARGS)
 
 bench-metering: install ## flush work vs active tenants, parallel flush workers, the flusher's write counts
 	@$(PY) -m tests.performance.bench_active_tenants

@@ -22,6 +22,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     verified: bool | None  # None while the receiver has no secret
+    seen: Any = None  # what ``Receiver.on_request()`` returned as this request arrived
 
     @property
     def event(self) -> dict[str, Any]:
@@ -31,9 +32,13 @@ class Received:
 @dataclass
 class Receiver:
     statuses: list[int] = field(default_factory=lambda: [200])
-    hang_s: float = 0.0  # sleep this long before answering
+    hang_s: float = 0.0  # wait this long before answering (or until close())
     secret: str | None = None
     received: list[Received] = field(default_factory=list)
+    answered: int = 0  # answers written: a hanging receiver's stays 0 until it stops hanging
+    # called in the handler as each request arrives, before it is answered: what the rest of
+    # the world looked like at that moment (an order of events, not a time)
+    on_request: Callable[[], Any] | None = None
 
     def __post_init__(self) -> None:
         receiver = self
@@ -44,21 +49,27 @@ class Receiver:
                 secret = receiver.secret
                 verified = (verify_signature(secret, body, self.headers.get(SIGNATURE_HEADER, ""), now=time.time())
                             if secret else None)
+                seen = receiver.on_request() if receiver.on_request else None
                 with receiver._lock:
                     receiver.received.append(Received(time.monotonic(), self.path, dict(self.headers), body,
-                                                      verified))
+                                                      verified, seen))
                     status = receiver.statuses[min(len(receiver.received) - 1, len(receiver.statuses) - 1)]
                 if receiver.hang_s:
-                    time.sleep(receiver.hang_s)
-                self.send_response(status)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
+                    receiver._released.wait(receiver.hang_s)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+                finally:
+                    with receiver._lock:
+                        receiver.answered += 1
 
             def log_message(self, *args: Any) -> None:
                 pass
 
         self._lock = threading.Lock()
+        self._released = threading.Event()
         class Server(ThreadingHTTPServer):
             def handle_error(self, request: Any, client_address: Any) -> None:
                 pass  # a sender that gave up on a hanging answer closed its end: expected here
@@ -99,5 +110,6 @@ class Receiver:
         raise AssertionError(f"no matching event within {timeout_s}s ({len(self.received)} others)")
 
     def close(self) -> None:
+        self._released.set()  # a hanging handler answers now, and shutdown does not wait it out
         self._server.shutdown()
         self._server.server_close()

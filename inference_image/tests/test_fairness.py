@@ -3,6 +3,7 @@ on the real model."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import socket
 import threading
@@ -11,7 +12,8 @@ import time
 import pytest
 
 from gateway import wire
-from inference_image.bench.common import pct
+from inference_image.server.batcher import Batcher
+from inference_image.server.metrics import Metrics
 
 from .conftest import ServerProc
 
@@ -39,6 +41,103 @@ class Client:
             count, dim, _, _ = wire.read_embeddings(body)
             assert (count, dim) == (len(ids), 384)
         return response.status, elapsed
+
+
+def _never(input_ids, mask):  # type: ignore[no-untyped-def]
+    raise AssertionError("not computed: these tests drive the scheduler only")
+
+
+def _scheduler(**kw) -> Batcher:  # type: ignore[no-untyped-def]
+    """A batcher whose lanes are not started: the test takes each slice itself, so the order
+    of service is all there is to see (no thread, no model, no clock: max_wait 0)."""
+    args = dict(dim=4, max_batch_tokens=16384, max_batch_items=4096, max_wait_s=0.0, max_queue=100,
+                metrics=Metrics())
+    args.update(kw)
+    batcher = Batcher(_never, **args)
+    batcher._loop = asyncio.get_running_loop()
+    batcher._idle = asyncio.Event()
+    return batcher
+
+
+def _next_slice(batcher: Batcher, lane: int = 0) -> dict[str, int]:
+    """The next slice the lane takes: tokens per tenant."""
+    with batcher._lock:
+        taken, _ = batcher._next_slice(batcher._lanes[lane])
+    per: dict[str, int] = {}
+    for n, job, _ in taken or []:
+        per[job.tenant] = per.get(job.tenant, 0) + n
+    return per
+
+
+def test_the_scheduler_serves_a_small_tenant_in_every_slice_it_waits_for() -> None:
+    async def scenario() -> None:
+        # GIVEN tenant A's two largest requests queued (2,048 x 71 tokens each: 18 slices)
+        batcher = _scheduler()
+        for _ in range(2):
+            batcher.enqueue(LARGEST, 60, tenant="ten_a")
+        budget = 16384
+        for _ in range(6):
+            # WHEN tenant B's 3-token request arrives behind them, slice after slice
+            batcher.enqueue(SMALL, 60, tenant="ten_b")
+            served = _next_slice(batcher)
+            # THEN the very next slice takes all of B's, and fills the rest with A's work
+            assert served["ten_b"] == 3
+            assert budget - 71 < served["ten_a"] + served["ten_b"] <= budget
+        # AND with B gone, A has the whole model
+        served = _next_slice(batcher)
+        assert list(served) == ["ten_a"] and served["ten_a"] > budget - 71
+
+    asyncio.run(scenario())
+
+
+def test_the_express_lane_takes_a_small_request_while_the_bulk_lane_is_on_a_large_one() -> None:
+    async def scenario() -> None:
+        batcher = _scheduler(express=_never, express_tokens=512)
+        batcher.enqueue(LARGEST, 60, tenant="ten_a")
+        assert list(_next_slice(batcher, lane=0)) == ["ten_a"]  # the bulk lane is on A
+        batcher.enqueue(SMALL, 60, tenant="ten_b")
+        # the express lane takes B's request whole, and nothing of A's
+        assert _next_slice(batcher, lane=1) == {"ten_b": 3}
+        assert "ten_b" not in _next_slice(batcher, lane=0)
+
+    asyncio.run(scenario())
+
+
+# Found by driving the scheduler step by step (issue 23): in the bulk lane a tenant's unspent
+# credit is kept when the slice filled up, and the pass that finds no room rotates the tenants
+# back, so the first tenant spends a full slice of saved credit every time and the others get
+# none: from the second slice on, A takes 16,330 of 16,384 tokens and C nothing. A request
+# that fits in the 54 tokens left over (B's 3 tokens above) or goes to the express lane (up
+# to 512 tokens) does not see it; a 100-token request without the express lane waits for all
+# of A's work.
+DRR_CREDIT_BUG = "bulk-lane DRR keeps unspent credit when the slice is full and re-rotates: one tenant takes all"
+
+
+@pytest.mark.xfail(strict=True, reason=DRR_CREDIT_BUG)
+def test_two_tenants_with_large_requests_share_each_slice_evenly() -> None:
+    async def scenario() -> None:
+        batcher = _scheduler()
+        batcher.enqueue(LARGEST, 60, tenant="ten_a")
+        batcher.enqueue(LARGEST, 60, tenant="ten_c")
+        for _ in range(4):
+            served = _next_slice(batcher)
+            assert set(served) == {"ten_a", "ten_c"}, served
+            assert abs(served["ten_a"] - served["ten_c"]) <= 2 * 71  # a quantum each, to an item
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.xfail(strict=True, reason=DRR_CREDIT_BUG)
+def test_a_medium_request_is_served_in_the_next_slice_behind_a_large_tenant() -> None:
+    async def scenario() -> None:
+        batcher = _scheduler()  # no express lane: everything is the bulk lane's
+        for _ in range(2):
+            batcher.enqueue(LARGEST, 60, tenant="ten_a")
+        assert list(_next_slice(batcher)) == ["ten_a"]
+        batcher.enqueue([[101] + [2000] * 98 + [102]], 60, tenant="ten_b")  # 100 tokens
+        assert _next_slice(batcher).get("ten_b") == 100
+
+    asyncio.run(scenario())
 
 
 def _latencies(client: Client, n: int) -> list[float]:
@@ -76,23 +175,17 @@ def test_a_tenants_largest_requests_do_not_slow_another_tenants_small_ones(serve
     while server.metric("maas_inference_batch_requests_count") < rounds + 1:  # A computes
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    # The machine is shared: other processes' bursts land in one window or the other. Up to
-    # three loaded windows while A keeps going (without fairness B waits ~1 s in every one).
-    p99_unloaded = pct(unloaded, 99)
-    for _ in range(3):
-        loaded = _latencies(b, 200)
-        p99_loaded = pct(loaded, 99)
-        print(f"B p50/p99 unloaded {pct(unloaded, 50) * 1000:.1f}/{p99_unloaded * 1000:.1f} "
-              f"ms, loaded {pct(loaded, 50) * 1000:.1f}/{p99_loaded * 1000:.1f} ms")
-        if p99_loaded < 2 * p99_unloaded:
-            break
+    # B's requests are all answered while A keeps the model busy (how fast, B's p99 loaded
+    # against unloaded, is a benchmark: make bench-fairness; the order of service that makes
+    # it fast is test_the_scheduler_serves_a_small_tenant_in_every_slice_it_waits_for)
+    loaded = _latencies(b, 200)
     a_in_flight = server.metric("maas_inference_requests_in_flight")
     stop.set()
     for t in threads:
         t.join(300)
     a_tokens = server.metric("maas_inference_tokens_total") - tokens_before - 3 * 600
-    # THEN B's p99 stays under twice its unloaded p99, while A kept the model busy
-    assert p99_loaded < 2 * p99_unloaded, (p99_unloaded, p99_loaded)
+    # THEN B got its 200 answers while A kept the model busy
+    assert len(unloaded) == len(loaded) == 200
     # A was computing all along: in flight when B finished, a full slice of it (16,384
     # tokens, the default MAAS_MAX_BATCH_TOKENS) or more computed by the end
     assert a_in_flight >= 1 and a_tokens >= 16384, (a_in_flight, a_tokens)
@@ -142,8 +235,10 @@ def test_deadline_in_custom_attributes_gives_504_without_compute(make_server) ->
     while srv.metric("maas_inference_batch_requests_count") < 1:
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    status, elapsed = Client(srv, "ten_b", timeout_ms=100).embed(SMALL * 5)
+    status, _ = Client(srv, "ten_b", timeout_ms=100).embed(SMALL * 5)
+    # answered at its deadline, not after the work queued ahead of it: that is still running
+    busy_at_the_504 = list(busy)
     t.join(120)
-    assert status == 504 and elapsed < 1.0
+    assert status == 504 and busy_at_the_504 == []
     assert busy == [200]
     assert srv.metric("maas_inference_items_total") - items == 64

@@ -61,12 +61,13 @@ def test_request_past_its_deadline_gives_504(make_server) -> None:
     results: list = []
     a = _background(srv, BIG, results)
     _wait_metric(srv, "maas_inference_batch_requests_count", 1)  # A's round has started
-    t0 = time.monotonic()
     status, _, body = srv.post("/invocations", {"input_ids": [[101, 102]]},
                                headers={"x-maas-timeout-ms": "200"})
+    # answered at its own deadline, not after the work ahead of it: A is still computing
+    a_answered_before_the_504 = list(results)
     assert status == 504, body
     assert json.loads(body)["error"]["code"] == "timeout"
-    assert time.monotonic() - t0 < 2
+    assert a_answered_before_the_504 == []
     a.join(60)
     assert results[0][0] == 200  # the slow neighbour is unaffected
 
@@ -80,15 +81,14 @@ def test_sigterm_drains_in_flight_requests_and_exits_cleanly(make_server) -> Non
     with ThreadPoolExecutor(6) as pool:
         futures = [pool.submit(srv.post, "/invocations", body) for _ in range(6)]
         _wait_metric(srv, "maas_inference_requests_in_flight", 6)  # all six admitted
-        t0 = time.monotonic()
         srv.proc.send_signal(signal.SIGTERM)
         results = [f.result(timeout=130) for f in futures]
     # every request admitted before SIGTERM completes
     for status, _headers, raw in results:
         assert status == 200
         assert len(json.loads(raw)["embeddings"]) == 24
+    # and then it exits by itself, cleanly (a wait with a deadline, not a measured time)
     assert srv.proc.wait(timeout=30) == 0
-    assert time.monotonic() - t0 < 120
     with pytest.raises(OSError):
         srv.get("/ping", timeout=2)  # nothing listens any more
 
@@ -102,18 +102,18 @@ def test_a_small_request_is_not_stuck_behind_a_large_one(make_server) -> None:
     large = {"input_ids": [[101] + [4000 + i % 90] * 254 + [102] for i in range(256)]}
     results: list = []
     rounds = server.metric("maas_inference_batch_requests_count")
-    t_large = time.monotonic()
+    tokens = server.metric("maas_inference_tokens_total")
     a = _background(server, large, results)
     _wait_metric(server, "maas_inference_batch_requests_count", rounds + 1)  # it is computing
     # WHEN a one-sentence request arrives meanwhile
-    t0 = time.monotonic()
     status, _, _ = server.post("/invocations", {"input_ids": [[101, 7592, 102]]})
-    small_s = time.monotonic() - t0
+    large_answered, large_tokens = list(results), server.metric("maas_inference_tokens_total") - tokens - 3
     a.join(120)
-    large_s = time.monotonic() - t_large
-    # THEN it is answered within about one round, long before the large one
+    # THEN it is answered before the large one, with most of the large one still to compute
+    # (it did not wait for the large one's rounds; the scheduler's order of service is
+    # test_fairness.py's, the latency make bench-fairness's)
     assert status == 200 and results[0][0] == 200
-    assert small_s < large_s / 2, (small_s, large_s)
+    assert large_answered == [] and large_tokens < 256 * 256, large_tokens
 
 
 def _children(pid: int) -> list[int]:

@@ -2,8 +2,9 @@
 local stack through HTTP: limits before expensive work, the largest request, no key-existence
 oracle, revocation before validation, forged cursors, cache and sniffing headers, rotation
 during a grace period, the spent quota's Retry-After, per-tenant limits on the read routes,
-strict admin input and formula-safe CSV. Timing checks interleave the two cases they compare
-and allow a tolerance: they fail by a wide margin on the code the review found."""
+strict admin input and formula-safe CSV. Nothing here is timed (issue 23): the timings the
+review measured are benchmarks (make bench-fairness, make bench-security), and what makes
+them good is checked where it is decided (the scheduler's order of service, the store reads)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import base64
 import csv
 import io
 import json
-import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,16 +29,6 @@ HUGE_TEXT = "lorem ipsum dolor sit amet " * 75_000  # 2 MB, under the body limit
 
 def embed(api: Api, inputs: object, **extra: object) -> requests.Response:
     return api.post("/v1/embeddings", json={"model": MODEL, "input": inputs, **extra})
-
-
-def timed(call) -> float:  # type: ignore[no-untyped-def]
-    started = time.perf_counter()
-    call()
-    return time.perf_counter() - started
-
-
-def p99(samples: list[float]) -> float:
-    return statistics.quantiles(samples, n=100)[98]
 
 
 # ------------------------------------------------------------- the largest request, up front
@@ -111,10 +101,10 @@ def test_a_flood_of_huge_bodies_from_a_limited_tenant_leaves_others_fast(stack, 
     for _ in range(3):
         embed(victim_api, "warm up")
 
-    def victim_latencies() -> list[float]:
-        return [timed(lambda: embed(victim_api, "a short sentence")) for _ in range(30)]
+    def victim_statuses() -> list[int]:
+        return [embed(victim_api, "a short sentence").status_code for _ in range(30)]
 
-    alone = statistics.median(victim_latencies())
+    assert victim_statuses() == [200] * 30
     stop, statuses = threading.Event(), []
 
     def flood() -> None:
@@ -128,38 +118,42 @@ def test_a_flood_of_huge_bodies_from_a_limited_tenant_leaves_others_fast(stack, 
     for thread in threads:
         thread.start()
     try:
-        time.sleep(0.5)
-        flooded = statistics.median(victim_latencies())
+        while not statuses:  # the flood is on (each thread's join below bounds the wait)
+            assert all(t.is_alive() for t in threads)
+            time.sleep(0.05)
+        flooded = victim_statuses()
     finally:
         stop.set()
         for thread in threads:
             thread.join(timeout=120)
+    # Every flood request is refused by the request bucket, before its body is read or
+    # tokenized (the order of the checks: test_a_tenant_at_its_rate_limit_gets_429_for_huge_
+    # bodies_not_400), and the victim is answered all along. How fast (the review's median
+    # from 0.05 s to 2-4 s before the fix) is a benchmark: make bench-security.
     assert statuses and set(statuses) == {429}
-    # Before the fix each flood request cost seconds of tokenizing: the victim's median went
-    # from 0.05 s to 2-4 s. Now a flood request is one Redis call.
-    assert flooded < 3 * alone + 0.05, (alone, flooded, len(statuses))
+    assert flooded == [200] * 30
 
 
 # --------------------------------------------------------------------------------- no oracle
 
 
-def test_an_unknown_key_id_and_a_wrong_secret_take_the_same_time(stack, admin):
+def test_an_unknown_key_id_and_a_wrong_secret_get_the_same_answer(stack, admin):
+    """The same answer, end to end. That they take the same path and the same store reads
+    (the unknown id in the negative cache) is tests/unit/test_no_key_oracle.py's; the timing
+    side by side is make bench-security's (the review measured 47.9 ms against 43.9 ms with
+    no overlap: one DynamoDB read per forged id)."""
     _, key = tenant_with_key(admin, plan="pro")
     secret = "A" * 32
     known = Api(stack.api_url, forge(key["id"], secret))  # a real key id, a wrong secret
     unknown = Api(stack.api_url, forge("key_" + "Q" * 16, secret))  # an id that never existed
     body = {"model": MODEL, "input": "probe"}
     assert embed(Api(stack.api_url, key["key"]), "cache the real key").status_code == 200
-    timings: dict[str, list[float]] = {"known": [], "unknown": []}
-    for _ in range(200):  # interleaved, so the machine's load weighs on both alike
-        for name, api in (("known", known), ("unknown", unknown)):
-            started = time.perf_counter()
+    answers = set()
+    for _ in range(20):  # interleaved: the first of each fills the caches, the rest use them
+        for api in (known, unknown):
             response = api.post("/v1/embeddings", json=body)
-            timings[name].append(time.perf_counter() - started)
-            assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
-    known_ms, unknown_ms = (statistics.median(timings[n]) * 1000 for n in ("known", "unknown"))
-    # The review measured 47.9 ms against 43.9 ms with no overlap: one DynamoDB read per forged id.
-    assert abs(unknown_ms - known_ms) < max(1.0, 0.1 * known_ms), (known_ms, unknown_ms)
+            answers.add((response.status_code, response.json()["error"]["code"], response.json()["error"]["message"]))
+    assert answers == {(401, "invalid_api_key", "Incorrect API key provided.")}
 
 
 # ------------------------------------------------------------------ revocation before the body
@@ -316,27 +310,21 @@ def test_a_tenants_largest_requests_do_not_stall_anothers_small_ones(stack, admi
     assert Api(stack.api_url, heavy["key"]).post("/v1/embeddings", json=largest).json()["usage"][
         "prompt_tokens"] == 8192
 
-    def light_latencies(count: int = 200) -> list[float]:
-        return [timed(lambda: embed(light_api, "a b c")) for _ in range(count)]
+    def light_statuses(count: int = 200) -> list[int]:
+        return [embed(light_api, "a b c").status_code for _ in range(count)]
 
-    # Warm: the emulator starts a function copy per concurrent request, as Lambda does, and a
-    # cold start (a process importing the gateway) is not what this test measures.
+    # Warm: the emulator starts a function copy per concurrent request, as Lambda does.
     with ThreadPoolExecutor(3) as pool:
         list(pool.map(lambda _: Api(stack.api_url, heavy["key"]).post("/v1/embeddings", json=largest), range(3)))
-    light_latencies(10)
-    windows = []
-    for _ in range(3):  # a foreign load spike lands in either window: up to three tries
-        alone = light_latencies()
-        loaded, heavy_done = while_loaded(stack, heavy["key"], largest, light_latencies)
-        windows.append((round(p99(alone) * 1000, 1), round(p99(loaded) * 1000, 1), heavy_done))
-        if p99(loaded) < 2 * p99(alone) and heavy_done >= 2:
-            print(f"light tenant p99 alone / loaded (ms), heavy requests done: {windows}")
-            break
-    else:
-        pytest.fail(f"light tenant p99 alone / loaded (ms), heavy requests done: {windows}")
+    assert light_statuses(10) == [200] * 10
+    # The light tenant is answered all along while the heavy one's largest requests compute.
+    # Its p99 alone and loaded, side by side, is make bench-fairness's; the order of service
+    # that keeps it low is inference_image/tests/test_fairness.py's (the scheduler, step by step).
+    loaded, heavy_done = while_loaded(stack, heavy["key"], largest, light_statuses)
+    assert loaded == [200] * 200 and heavy_done >= 2, (set(loaded), heavy_done)
 
 
-def while_loaded(stack, key: str, body: dict, measure) -> tuple[list[float], int]:  # type: ignore[no-untyped-def]
+def while_loaded(stack, key: str, body: dict, measure) -> tuple[list[int], int]:  # type: ignore[no-untyped-def]
     """``measure()`` while two connections send ``body`` back to back; and how many of those
     completed with 200."""
     stop, statuses = threading.Event(), []

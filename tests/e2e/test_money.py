@@ -94,13 +94,13 @@ def test_a_hard_budget_refuses_and_its_alert_reaches_a_webhook_signed(stack, adm
         assert hook.status_code == 201, hook.text
         receiver.secret = hook.json()["secret"]
         tenant, key = new_tenant(admin, budget={"monthly_amount": "0.01", "hard": True, "alert_thresholds": [0.5]})
-        charged_at = time.monotonic()
         assert embed(stack, key).status_code == 200  # 0.005: at half the budget, which alerts
         assert embed(stack, key).status_code == 200  # 0.01: the whole budget
         refused = embed(stack, key, inputs=1)  # 0.01125 > 0.01
         assert refused.status_code == 402 and refused.json()["error"]["code"] == "budget_exceeded"
+        # (waited for with a deadline: how soon it comes is not asserted, issue 23)
         request = receiver.wait_for_matching(lambda e: e["tenant_id"] == tenant["id"], timeout_s=8)
-        assert request.verified is True and request.at - charged_at < 5
+        assert request.verified is True
         event = request.event
         assert (event["type"], event["tenant_id"]) == ("budget.threshold_crossed", tenant["id"])
         assert event["data"]["threshold"] == "0.5" and event["data"]["scope"] == "tenant"

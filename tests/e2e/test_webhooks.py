@@ -22,11 +22,10 @@ def test_a_stored_event_reaches_a_local_receiver_within_5_seconds(stack, admin, 
         # GIVEN an event stored as the billing service stores it (in its own write: the outbox)
         event = Event(id=event_id("e2e", tenant["id"], str(time.time_ns())), type=EventType.TENANT_SUSPENDED,
                       created=int(time.time()), tenant_id=tenant["id"], data={"status": "suspended"})
-        stored_at = time.monotonic()
         stack.container.table.transact([stack.container.event_log.event_write(event)], conflict="e2e")
-        # THEN the stack's own loop delivers it within 5 s, signed
+        # THEN the stack's own loop delivers it, signed (waited for with a 5 s deadline)
         request = receiver.wait_for_matching(lambda e: e["id"] == event.id, timeout_s=5)
-        assert request.at - stored_at < 5 and request.verified is True and request.event == event.body()
+        assert request.verified is True and request.event == event.body()
 
         deliveries = admin.get(f"/billing/webhooks/{webhook['id']}/deliveries")
         # (the stack is shared: other tests' tenant.suspended events may reach this webhook too)

@@ -100,13 +100,13 @@ def test_a_request_past_its_deadline_is_dropped_by_the_container(inference_url):
         time.sleep(0.01)
     # WHEN a request too large for the express lane has 0.5 s left
     late = [[101] + [3000 + i] * 100 + [102] for i in range(8)]
-    t0 = time.monotonic()
-    with pytest.raises(UpstreamTimeoutError):
+    with pytest.raises(UpstreamTimeoutError) as info:
         client.embed(late, tenant_id="ten_late", timeout_s=0.5)
-    waited = time.monotonic() - t0
     neighbour.join(120)
-    # THEN the container said 504 before the client's own timeout, and computed none of it
-    assert waited < 0.5, waited
+    # THEN the container said 504 before the client's own timeout (a 504 answer, not a
+    # ReadTimeoutError: the client gives the container its deadline less a margin), and
+    # computed none of it
+    assert info.value.__cause__ is None, info.value.__cause__
     assert done and done[0].count == 128
     assert _metric(inference_url, "maas_inference_items_total") - items_before == 128
 

@@ -145,12 +145,15 @@ def test_batches_are_bounded_and_the_rest_waits_for_the_next_run(container):
 
 def test_lag_is_the_age_of_the_oldest_event_not_yet_in_the_ledger(container):
     tenant = make_tenant(container)
-    old_ms = int(time.time() * 1000) - 120_000
+    now_ms = int(time.time() * 1000)  # the flusher's clock, frozen here: the age is exact
+    old_ms = now_ms - 120_000
     container.redis.xadd(usage_stream(tenant), event(tenant, ts_ms=old_ms).to_fields(), id=f"{old_ms}-0")
-    container.redis.xadd(usage_stream(tenant), event(tenant).to_fields())
-    flusher = Flusher(redis_client=container.redis, usage=container.usage, accounts=container.accounts)
+    container.redis.xadd(usage_stream(tenant), event(tenant, ts_ms=now_ms - 5_000).to_fields(),
+                         id=f"{now_ms - 5_000}-0")
+    flusher = Flusher(redis_client=container.redis, usage=container.usage, accounts=container.accounts,
+                      clock=lambda: now_ms / 1000)
     stalled = flusher.flush([tenant], deadline=0)  # a run out of time flushes nothing
-    assert stalled.unflushed == 2 and 119 < stalled.oldest_unflushed_age_s < 130
+    assert stalled.unflushed == 2 and stalled.oldest_unflushed_age_s == pytest.approx(120.0)
     done = flusher.flush([tenant])
     assert (done.written, done.unflushed, done.oldest_unflushed_age_s) == (2, 0, 0.0)
 
