@@ -16,7 +16,7 @@ import boto3
 import pytest
 
 from infra.local.template import load_template
-from tests.functional.test_events import EVENTS, seeded  # noqa: F401 - the example tenant, keys and webhook
+from tests.functional.conftest import EVENTS
 from tests.iam import recorder
 from tests.iam.roles import Resolver, roles
 from tests.lambdas import configure, context_for, handler_for

@@ -12,7 +12,8 @@ import pytest
 from gateway.domain.keys import hash_key, parse_key
 from gateway.models.records import KeyRecord, TenantRecord, rfc3339, utcnow
 from infra.local.services import free_port
-from tests.functional.test_events import EXAMPLE_TENANT, SCOPES, example_keys, response_headers
+from tests.functional.conftest import EXAMPLE_TENANT, SCOPES, example_keys
+from tests.functional.test_events import response_headers
 from tests.lambdas import configure, context_for, handler_for
 
 ROOT = Path(__file__).resolve().parents[2]
