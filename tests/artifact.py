@@ -52,7 +52,7 @@ class Context:
     def get_remaining_time_in_millis(self):
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
-MARK = "@@artifact@@ "  # the handler's own logs and metrics share stdout
+MARK = sys.argv[1]  # before each answer: the handler's own logs and metrics share stdout
 print(MARK + json.dumps({"built": built, "failed": failed,
                   "modules": sorted(m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None))}),
       flush=True)
@@ -64,9 +64,7 @@ for line in sys.stdin:
         answer = {"error": traceback.format_exc()}
     print(MARK + json.dumps(answer, default=str), flush=True)
 """
-
-
-MARK = "@@artifact@@ "
+MARK = "@@artifact@@ "  # the driver's argument
 
 
 class ArtifactError(AssertionError):
@@ -153,7 +151,7 @@ class ArtifactHandler:
         # -c with an empty working directory: nothing but PYTHONPATH and the venv is importable.
         self.stderr = self.artifact.workdir / f"{self.function_dir}.stderr"
         with self.stderr.open("w") as err:
-            self.proc = subprocess.Popen([str(self.artifact.python), "-c", DRIVER], cwd=empty, env=env,
+            self.proc = subprocess.Popen([str(self.artifact.python), "-c", DRIVER, MARK], cwd=empty, env=env,
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True)
         first = self._answer()
         if not first:
