@@ -2,28 +2,25 @@
 (the container, the caller, the body, the query, the request id).
 
 One middleware wraps every request, matched or not: it hands the routes the function's
-container, renders any error through the one mapping (``error_response``) and puts
-``x-request-id`` (API Gateway's request id, which is also the id the usage ledger keeps) on
-every response."""
+container and answers through ``guarded`` (gateway/http/responses.py: the one error mapping,
+``x-request-id``, which is API Gateway's request id and the id the usage ledger keeps, and the
+headers every answer carries), as the thin POST /v1/embeddings path does."""
 
 from __future__ import annotations
 
-import base64
-import json
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.api_gateway import BaseRouter, Router
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from gateway.adapters.outages import is_outage
 from gateway.domain.scopes import Scope
-from gateway.errors import Error, InvalidRequestError, NotFoundError, PayloadTooLargeError, ServiceUnavailableError
+from gateway.errors import InvalidRequestError, NotFoundError
 from gateway.http.auth import credential_from
-from gateway.http.responses import error_response
-from gateway.telemetry import logger
+from gateway.http.request_body import parse_body
+from gateway.http.responses import Answer, guarded
 
 if TYPE_CHECKING:
     from gateway.services.auth import Principal
@@ -36,26 +33,8 @@ def build_resolver(container: Container, *routers: Router) -> APIGatewayRestReso
     app = APIGatewayRestResolver()
 
     def per_request(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response:
-        request_id = app.current_event.request_context.request_id
         app.append_context(container=container)
-        try:
-            response = next_middleware(app)
-        except Error as error:
-            response = error_response(error)
-        except Exception as error:
-            if is_outage(error):  # a store the request needs is down: 503 + Retry-After, never a 500
-                logger.warning("store unavailable", extra={"error": type(error).__name__})
-                response = error_response(ServiceUnavailableError("A store this request needs is unavailable; "
-                                                                  "retry shortly."))
-            else:  # logged with its traceback; the caller learns nothing of the internals
-                logger.exception("unhandled error")
-                response = error_response(Error("The server had an error while processing your request."))
-        response.headers["x-request-id"] = request_id
-        # Every answer carries a caller's data, a secret or an error about them: never cached,
-        # never sniffed into something else.
-        response.headers.setdefault("Cache-Control", "no-store")
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        return response
+        return as_response(guarded(app.current_event.request_context.request_id, lambda: next_middleware(app)))
 
     app.use([per_request])
 
@@ -67,6 +46,14 @@ def build_resolver(container: Container, *routers: Router) -> APIGatewayRestReso
     for router in routers:
         app.include_router(router)
     return app
+
+
+def as_response(answer: Response | Answer) -> Response:
+    """A shared answer as the Response the resolver returns (headers as they are, Content-Type
+    among them)."""
+    if isinstance(answer, Answer):
+        return Response(status_code=answer.status_code, body=answer.body, headers=answer.headers)
+    return answer
 
 
 def container_of(router: BaseRouter) -> Container:
@@ -99,39 +86,10 @@ def metered_caller(router: BaseRouter, scope: Scope | None) -> Principal:
     return caller
 
 
-def body_size(router: BaseRouter) -> int:
-    """The body's length as sent (base64 if API Gateway encoded it), before any parsing."""
-    return len(event_of(router).body or "")
-
-
 def body(router: BaseRouter, model: type[M]) -> M:
-    """The request body as ``model``: 413 over the size limit, 400 for anything that is
-    not a JSON object of the right shape, with the offending field as ``param``."""
+    """The request body as ``model`` (``parse_body``: 413 over the size limit, 400 otherwise)."""
     event = event_of(router)
-    raw = event.body
-    raw_text = raw or "{}"
-    if event.is_base64_encoded and raw:
-        try:
-            raw_text = base64.b64decode(raw).decode("utf-8")
-        except (ValueError, UnicodeDecodeError):
-            raise InvalidRequestError("The body is not valid UTF-8 JSON.") from None
-    limit = container_of(router).settings.max_body_bytes
-    if len(raw_text.encode("utf-8", "surrogatepass")) > limit:
-        raise PayloadTooLargeError(f"The body is over {limit} bytes.")
-    try:
-        document = json.loads(raw_text)
-    except (ValueError, RecursionError):
-        raise InvalidRequestError("The body is not valid JSON.") from None
-    if not isinstance(document, dict):
-        raise InvalidRequestError("The body must be a JSON object.")
-    try:
-        return model.model_validate(document)
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise InvalidRequestError(f"Invalid '{where}': {first['msg']}", param=where or None) from None
-    except RecursionError:
-        raise InvalidRequestError("The body is nested too deeply.") from None
+    return parse_body(event.body, bool(event.is_base64_encoded), model, container_of(router).settings.max_body_bytes)
 
 
 def header(router: BaseRouter, name: str) -> str | None:

@@ -16,8 +16,8 @@ from gateway.domain.admission import Decision, Verdict
 from gateway.domain.payloads import LAMBDA_RESPONSE_LIMIT_BYTES, embedding_bytes, max_inputs
 from gateway.domain.plans import LimitOverrides, Limits
 from gateway.errors import InvalidRequestError, ServiceUnavailableError, UpstreamTimeoutError
+from gateway.http.embeddings_route import render_embeddings
 from gateway.http.responses import json_response
-from gateway.http.routes.tenant_api import render_embeddings
 from gateway.models.api import EmbeddingsRequest
 from gateway.services.embeddings import EmbeddingsResult
 from infra.local.apigw.proxy import lambda_response_bytes

@@ -7,11 +7,13 @@ credit (a grant), a budget with alert thresholds, and a key with limits of its o
    round-1 scripts (tests/performance/round1/, rate limits and quota only), same Redis, same
    client, interleaved; and the same against a pipelined INCR (the floor of a round trip).
 2. Redis round trips per tenant request, counted on the client's connections: goal exactly 2.
-3. Gateway overhead: the invoke handler (what Lambda calls: Powertools, auth, parse,
-   tokenize, admit, the inference hop, settle, render) vs the same inference hop alone (the
-   handler's own client, same token ids), interleaved; goal <= 1.0 ms added at p50 and
-   <= 2.0 ms at p99. Then where the handler's time goes, stage by stage.
-4. Cold start: importing the invoke handler module vs a bare `import boto3`; goal <= 2.0x.
+3. Gateway overhead: the invoke handler (what Lambda calls: the thin POST /v1/embeddings
+   route, auth, parse, tokenize, admit, the inference hop, settle, render, its logs and
+   metrics) vs the same inference hop alone (the handler's own client, same token ids), and
+   vs the same request through the Powertools resolver and its decorators (the route before
+   issue 22), interleaved; goal <= 1.0 ms added at p50 and <= 2.0 ms at p99. Then where the
+   handler's time goes, stage by stage, and what the gateway's own work costs in Lambda.
+4. Cold start: importing the invoke handler module vs a bare `import boto3`; goal <= 1.3x.
 """
 
 from __future__ import annotations
@@ -57,6 +59,12 @@ BENCH_PLAN = Plan(
     tiers={MODEL: [Tier(up_to=1_000_000, price_per_1k_tokens=Decimal("0.02")),
                    Tier(up_to=None, price_per_1k_tokens=Decimal("0.01"))]},
 )
+
+
+# Lambda's public price for arm64 (Graviton) in us-east-1, per GB-second of the first 6 billion
+# GB-seconds a month (aws.amazon.com/lambda/pricing); x86 is 0.0000166667.
+ARM64_USD_PER_GB_S = Decimal("0.0000133334")
+MEMORY_MB = 1769  # the size at which a function gets one full vCPU
 
 
 def pct(values: list[float], q: float) -> float:
@@ -196,7 +204,7 @@ class Stages:
     def commit(self, total_ms: float) -> None:
         for stage, ms in self.current.items():
             self.samples[stage].append(ms)
-        self.samples["(rest: Powertools, routing, decorators, metrics)"].append(total_ms - sum(self.current.values()))
+        self.samples["(rest: routing, logs, metrics, headers)"].append(total_ms - sum(self.current.values()))
         self.current.clear()
 
 
@@ -209,9 +217,9 @@ def load_handler_module() -> Any:
 
 
 def bench_overhead(module: Any, key: str, tenant_id: str, iterations: int, profile: str | None = None) -> dict:
-    from gateway.http.routes import tenant_api
+    from gateway.http import embeddings_route
 
-    handler, c = module.handler, module.container
+    handler, resolver_path, c = module.handler, module._resolve, module.container
     spec = read_functions(load_template(), ROOT)["InvokeFunction"]
     template = json.loads((ROOT / "events" / "invoke" / "embeddings.json").read_text())
     template["body"] = json.dumps({"model": MODEL, "input": TEXT})
@@ -220,14 +228,20 @@ def bench_overhead(module: Any, key: str, tenant_id: str, iterations: int, profi
     ids = c.embeddings.tokenizers[MODEL].encode_texts([TEXT], truncate=False)
     inference = c.inference
 
-    def via_handler() -> float:
+    def timed_call(call: Callable[[dict, Any], dict]) -> float:
         event = copy.deepcopy(template)
         event["requestContext"]["requestId"] = uuid.uuid4().hex
         context = LambdaContext(spec)
         start = time.perf_counter()
-        result = handler(event, context)
+        result = call(event, context)
         assert result["statusCode"] == 200, result["body"][:300]
         return (time.perf_counter() - start) * 1000
+
+    def via_handler() -> float:
+        return timed_call(handler)
+
+    def via_resolver() -> float:
+        return timed_call(resolver_path)
 
     def via_direct() -> float:
         start = time.perf_counter()
@@ -237,30 +251,31 @@ def bench_overhead(module: Any, key: str, tenant_id: str, iterations: int, profi
     # The handler prints its EMF metrics to stdout, as in Lambda; keep them out of the report.
     report, sys.stdout = sys.stdout, open(os.devnull, "w")  # noqa: SIM115
     try:
-        for _ in range(30):  # warm both paths (scripts loaded, caches filled, connections open)
-            via_handler(), via_direct()
+        for _ in range(30):  # warm every path (scripts loaded, caches filled, connections open)
+            via_handler(), via_resolver(), via_direct()
         counter = RoundTripCounter(c.redis)
         via_handler()
         round_trips = counter.count
         paired: dict[str, dict[str, list[float]]] = {}
         for fsync in ("always", "no"):  # as the local stack (and MemoryDB's log) / as a cache
             c.redis.config_set("appendfsync", fsync)
-            handler_ms, direct_ms = [], []
+            handler_ms, resolver_ms, direct_ms = [], [], []
             for _ in range(iterations):
                 handler_ms.append(via_handler())
+                resolver_ms.append(via_resolver())
                 direct_ms.append(via_direct())
-            paired[fsync] = {"handler": handler_ms, "direct": direct_ms}
+            paired[fsync] = {"handler": handler_ms, "resolver": resolver_ms, "direct": direct_ms}
 
         stages = Stages()
         service = c.embeddings
         stages.wrap(c.authenticator, "authenticate", "authenticate (key cache)")
-        stages.wrap(tenant_api, "body", "parse the body (JSON, pydantic)")
+        stages.wrap(embeddings_route, "parse_body", "parse the body (JSON, pydantic)")
         stages.wrap(service, "_tokenize", "tokenize")
         stages.wrap(service.limiter, "admit", "admit (Redis round trip 1)")
         stages.wrap(service.inference, "embed", "inference hop")
         stages.wrap(service.limiter, "settle", "settle (Redis round trip 2)")
-        stages.wrap(tenant_api, "render_embeddings", "render the answer")
-        stages.wrap(tenant_api, "json_response", "serialise the answer")
+        stages.wrap(embeddings_route, "render_embeddings", "render the answer")
+        stages.wrap(embeddings_route, "json_answer", "serialise the answer")
         for _ in range(iterations):
             stages.commit(via_handler())
         if profile:
@@ -287,7 +302,9 @@ def bench_overhead(module: Any, key: str, tenant_id: str, iterations: int, profi
 def bench_cold_start(runs: int) -> dict:
     def timed(code: str) -> float:
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT / "functions" / "invoke")
+        # This tree's gateway/, not the editable install's (whichever tree that points at).
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT / "functions" / "invoke",
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
         return time.perf_counter() - start
 
     handler, boto = [], []
@@ -296,6 +313,38 @@ def bench_cold_start(runs: int) -> dict:
         boto.append(timed("import boto3"))
     return {"handler_s": statistics.median(handler), "boto3_s": statistics.median(boto),
             "ratio": statistics.median(handler) / statistics.median(boto)}
+
+
+# -- what it costs -----------------------------------------------------------------------------
+
+def lambda_cost(added_ms: float) -> tuple[float, Decimal]:
+    """Billed Lambda ms per 1 M requests for ``added_ms`` of the gateway's own work a request
+    (the function waits for the hop too, but that is the model's time), and its dollars at
+    MEMORY_MB on arm64."""
+    billed_ms = added_ms * 1_000_000
+    gb_s = Decimal(str(billed_ms)) / 1000 * MEMORY_MB / 1024
+    return billed_ms, (gb_s * ARM64_USD_PER_GB_S).quantize(Decimal("0.01"))
+
+
+def cost_lines(overhead: dict, admission: dict) -> list[str]:
+    """Today's own work (the medians: handler - hop), the resolver route's, and round 1's:
+    today's path with round 1's admit + settle (the scripts' measured pair time, client wall
+    time in the same run, swapped for today's)."""
+    m = overhead["paired"]["no"]
+    today = m["handler_p50"] - m["direct_p50"]
+    resolver = m["resolver_p50"] - m["direct_p50"]
+    pair_ms = {name: 1000 / rate for name, rate in admission["rate"].items()}
+    round1 = today - pair_ms["today"] + pair_ms["round1"]
+    lines = [f"Lambda cost of the gateway's own work (p50 medians, appendfsync no), {MEMORY_MB} MB (1 vCPU), "
+             f"arm64 ${ARM64_USD_PER_GB_S}/GB-s:"]
+    for name, added in (("today (thin route, today's scripts)", today),
+                        ("the resolver route (before issue 22)", resolver),
+                        ("round 1 (today's path, round 1's scripts)", round1)):
+        billed_ms, usd = lambda_cost(added)
+        lines.append(f"  {name:44s} {added:6.3f} ms/request   {billed_ms / 1e6:7.3f} M billed ms per 1 M requests"
+                     f"   ${usd} per 1 M")
+    lines.append(f"  today vs round 1: {today / round1:.2f}x")
+    return lines
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -362,12 +411,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Redis appendfsync {fsync}:")
         for q, goal in (("p50", 1.0), ("p99", 2.0)):
             print(f"  handler {q} {m[f'handler_{q}']:7.2f} ms   hop alone {q} {m[f'direct_{q}']:7.2f} ms"
-                  f"   added {m[f'handler_{q}'] - m[f'direct_{q}']:6.2f} ms  (goal <= {goal})")
+                  f"   added {m[f'handler_{q}'] - m[f'direct_{q}']:6.2f} ms  (goal <= {goal})"
+                  f"   resolver route added {m[f'resolver_{q}'] - m[f'direct_{q}']:6.2f} ms")
     print("where the handler's time goes, appendfsync no (ms per request: median, mean)")
     for stage, (median, mean) in overhead["stages"].items():
         print(f"  {stage:52s} {median:7.3f} {mean:7.3f}")
     print(f"cold import {cold['handler_s'] * 1000:7.0f} ms   import boto3 {cold['boto3_s'] * 1000:7.0f} ms"
-          f"   ratio {cold['ratio']:.2f}  (goal <= 2.0)")
+          f"   ratio {cold['ratio']:.2f}  (goal <= 1.3)")
+    for line in cost_lines(overhead, admission):
+        print(line)
     print(f"[bench] load average {os.getloadavg()[0]:.2f}", flush=True)
     return 0
 

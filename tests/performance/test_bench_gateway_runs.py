@@ -18,5 +18,5 @@ def test_the_gateway_benchmark_runs_and_reports_every_measure(capsys):
     report = capsys.readouterr().out
     for measure in ("admission (admit + settle)/s", "redis round trips/request         2", "handler p50",
                     "handler p99", "tokenize", "admit (Redis round trip 1)", "settle (Redis round trip 2)",
-                    "cold import"):
+                    "cold import", "billed ms per 1 M requests", "resolver route added"):
         assert measure in report, measure

@@ -3,49 +3,28 @@ key is (``/v1/me``) and the tenant's own keys (``/v1/keys``), which the web cons
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from gateway.domain.registry import MINILM
 from gateway.domain.scopes import Scope
-from gateway.http.ratelimit_headers import ratelimit_headers
-from gateway.http.resolver import body, body_size, container_of, metered_caller, principal, query, request_id
+from gateway.http.embeddings_route import embeddings_answer
+from gateway.http.resolver import as_response, container_of, metered_caller, query, request_id
 from gateway.http.responses import json_response, list_body
-from gateway.models.api import EmbeddingsRequest
-
-if TYPE_CHECKING:  # the hot path's clients load with the container, at the first request
-    from gateway.services.embeddings import EmbeddingsResult
 
 router = Router()
 
 
-def render_embeddings(result: EmbeddingsResult) -> dict[str, Any]:
-    """OpenAI's response body: float lists, or base64 of the little-endian float32 bytes."""
-    vectors = result.embeddings
-    encode: Callable[[int], Any] = (
-        (lambda i: base64.b64encode(vectors.raw(i)).decode()) if result.encoding_format == "base64"
-        else vectors.vector
-    )
-    data = [{"object": "embedding", "index": i, "embedding": encode(i)} for i in range(vectors.count)]
-    return {"object": "list", "model": result.model, "data": data,
-            "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens, "cost": result.cost}}
-
-
 @router.post("/v1/embeddings")
 def create_embeddings() -> Response:
-    caller = principal(router, Scope.INFERENCE, fresh=False)
-    context = router.lambda_context
-    time_left_s = context.get_remaining_time_in_millis() / 1000 if context is not None else None
-    result = container_of(router).embeddings.create_from_body(
-        lambda: body(router, EmbeddingsRequest), caller, request_id(router),
-        body_bytes=body_size(router), time_left_s=time_left_s)
-    return json_response(render_embeddings(result),
-                         headers=ratelimit_headers(result.limits, result.decision, result.key_limits))
+    """What functions/invoke answers on its thin path (gateway/http/embeddings_route.py), kept
+    here for any other resolver; the answer is built by the same function."""
+    return as_response(embeddings_answer(container_of(router), router.current_event.raw_event, router.lambda_context,
+                                         request_id(router)))
 
 
 @router.get("/v1/models")
