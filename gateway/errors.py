@@ -1,5 +1,5 @@
 """The one error hierarchy. Each error knows its HTTP status and OpenAI error fields;
-``gateway.http.responses.error_response`` is the one place that renders them."""
+``gateway.http.responses.error_answer`` is the one place that renders them."""
 
 from __future__ import annotations
 

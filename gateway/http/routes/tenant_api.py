@@ -21,8 +21,10 @@ router = Router()
 
 @router.post("/v1/embeddings")
 def create_embeddings() -> Response:
-    """What functions/invoke answers on its thin path (gateway/http/embeddings_route.py), kept
-    here for any other resolver; the answer is built by the same function."""
+    """functions/invoke answers this on its thin path (gateway/http/embeddings_route.py) and
+    never routes it here; the resolver keeps the route, built by the same function, so that
+    its route table stays the function's (the template and OpenAPI tests read it) and the
+    two paths can be compared (tests/functional/test_embeddings_route.py)."""
     return as_response(embeddings_answer(container_of(router), router.current_event.raw_event, router.lambda_context,
                                          request_id(router)))
 
