@@ -276,6 +276,9 @@ def bench_overhead(module: Any, key: str, tenant_id: str, iterations: int, profi
         stages.wrap(service.limiter, "settle", "settle (Redis round trip 2)")
         stages.wrap(embeddings_route, "render_embeddings", "render the answer")
         stages.wrap(embeddings_route, "json_answer", "serialise the answer")
+        # What the Logger and Metrics decorators did, by hand on the thin path.
+        stages.wrap(module, "begin_invocation", "log keys: correlation id, context")
+        stages.wrap(module, "publish_metrics", "metrics: one EMF line")
         for _ in range(iterations):
             stages.commit(via_handler())
         if profile:
