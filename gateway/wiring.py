@@ -203,11 +203,12 @@ class Container:
     @cached_property
     def billing(self) -> BillingService:
         from gateway.adapters.dynamo import Outbox
-        from gateway.services.billing import BillingService
+        from gateway.services.billing import BillingService, BillingStores, Projection
 
-        return BillingService(accounts=self.accounts, audit=self.audit, credits=self.credits, outbox=Outbox(self.table),
-                              calls=self.idempotent_calls, limiter=self.limiter, limits=self.limits,
-                              seeder=self.seeder, pepper=self.pepper, events=self.event_log)
+        stores = BillingStores(accounts=self.accounts, audit=self.audit, credits=self.credits,
+                               outbox=Outbox(self.table), events=self.event_log)
+        return BillingService(stores=stores, projection=Projection(limiter=self.limiter, seeder=self.seeder),
+                              calls=self.idempotent_calls, limits=self.limits, pepper=self.pepper)
 
     @cached_property
     def idempotent_calls(self) -> IdempotentCalls:
