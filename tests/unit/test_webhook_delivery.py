@@ -35,8 +35,9 @@ def test_a_first_failure_is_retried_a_second_later_without_jitter():
 
 
 def test_jitter_shortens_the_wait_by_up_to_half():
-    state = next_state(pending(), attempt_at(T0_MS), AttemptOutcome.FAILED, now_s=T0_MS / 1000, jitter=0.999)
-    assert state.next_attempt_ms is not None and T0_MS + 500 <= state.next_attempt_ms < T0_MS + 1000
+    # jitter 0.5 takes a quarter off the first second's wait (1 - 0.5 / 2)
+    state = next_state(pending(), attempt_at(T0_MS), AttemptOutcome.FAILED, now_s=T0_MS / 1000, jitter=0.5)
+    assert state.next_attempt_ms == T0_MS + 750
 
 
 def test_the_wait_doubles_with_each_failure_up_to_an_hour():
