@@ -31,14 +31,9 @@ if TYPE_CHECKING:
     from gateway.services.reconcile import Reconciler
     from gateway.services.reports import ReportsService
     from gateway.services.seeding import Seeder
-    from gateway.services.webhooks import (
-        Deliverer,
-        DeliveryPool,
-        Dispatcher,
-        KeyExpirySweeper,
-        WebhookService,
-        WebhookWorker,
-    )
+    from gateway.services.webhook_delivery import Deliverer
+    from gateway.services.webhook_worker import DeliveryPool, Dispatcher, KeyExpirySweeper, WebhookWorker
+    from gateway.services.webhooks import WebhookService
 
 
 def _startup_config() -> Any:
@@ -208,11 +203,12 @@ class Container:
     @cached_property
     def billing(self) -> BillingService:
         from gateway.adapters.dynamo import Outbox
-        from gateway.services.billing import BillingService
+        from gateway.services.billing import BillingService, BillingStores, Projection
 
-        return BillingService(accounts=self.accounts, audit=self.audit, credits=self.credits, outbox=Outbox(self.table),
-                              calls=self.idempotent_calls, limiter=self.limiter, limits=self.limits,
-                              seeder=self.seeder, pepper=self.pepper, events=self.event_log)
+        stores = BillingStores(accounts=self.accounts, audit=self.audit, credits=self.credits,
+                               outbox=Outbox(self.table), events=self.event_log)
+        return BillingService(stores=stores, projection=Projection(limiter=self.limiter, seeder=self.seeder),
+                              calls=self.idempotent_calls, limits=self.limits, pepper=self.pepper)
 
     @cached_property
     def idempotent_calls(self) -> IdempotentCalls:
@@ -291,13 +287,13 @@ class Container:
 
     @cached_property
     def delivery_pool(self) -> DeliveryPool:
-        from gateway.services.webhooks import DeliveryPool
+        from gateway.services.webhook_worker import DeliveryPool
 
         return DeliveryPool()
 
     @cached_property
     def deliverer(self) -> Deliverer:
-        from gateway.services.webhooks import Deliverer
+        from gateway.services.webhook_delivery import Deliverer
 
         # A claim outlives an attempt (connect + read timeouts) with room to log it.
         return Deliverer(webhooks=self.webhooks, deliveries=self.deliveries, events=self.event_log,
@@ -305,7 +301,7 @@ class Container:
 
     @cached_property
     def dispatcher(self) -> Dispatcher:
-        from gateway.services.webhooks import DirectPublisher, Dispatcher, Publisher
+        from gateway.services.webhook_worker import DirectPublisher, Dispatcher, Publisher
 
         publisher: Publisher
         if self.settings.event_bus_name:
@@ -318,13 +314,13 @@ class Container:
 
     @cached_property
     def key_expiry_sweeper(self) -> KeyExpirySweeper:
-        from gateway.services.webhooks import KeyExpirySweeper
+        from gateway.services.webhook_worker import KeyExpirySweeper
 
         return KeyExpirySweeper(self.event_log, self.accounts)
 
     @cached_property
     def webhook_worker(self) -> WebhookWorker:
-        from gateway.services.webhooks import WebhookWorker
+        from gateway.services.webhook_worker import WebhookWorker
 
         return WebhookWorker(dispatcher=self.dispatcher, deliverer=self.deliverer, sweeper=self.key_expiry_sweeper,
                              pool=self.delivery_pool)

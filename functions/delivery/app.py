@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from gateway.adapters.dynamo.events import event_from_body, event_from_item
 from gateway.adapters.dynamo.table import load
 from gateway.adapters.event_bus import SOURCE
-from gateway.services.webhooks import AttemptResult
+from gateway.services.webhook_delivery import AttemptResult
 from gateway.telemetry import MetricUnit, logger, metrics, traced
 from gateway.wiring import Container
 

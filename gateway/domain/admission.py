@@ -182,3 +182,41 @@ class TenantState:
         """A tenant with nothing charged, no keys with state, no credit: a new one."""
         return cls(tenant_id=tenant_id, month=month, suspended=False, money=MoneySettings(), key_states={},
                    key_settings={}, key_ids=[], tokens=0, cost_nano=0, key_months={}, grants=[], epoch="")
+
+
+# -- the limiter's tenant state, as the billing API and seeding drive it -----------------------
+class MoneyReading(Protocol):
+    """What a tenant has left of each grant and was charged this month, read live."""
+
+    @property
+    def grants(self) -> list[Grant]: ...
+
+    @property
+    def month_charged_nano(self) -> int: ...
+
+    def credits_remaining(self, now_ms: int) -> int: ...
+
+
+class TenantProjection(Protocol):
+    """What the billing API and seeding need of the limiter beyond ``Limiter``: seed a tenant's
+    state, project each admin change into it, read its money back. ``RedisLimiter`` is both;
+    an unreachable store is ``AdmissionUnavailable`` here too."""
+
+    def seed(self, state: TenantState, *, month_start_ms: int, month_end_ms: int) -> bool:
+        """Write ``state`` unless the limiter holds the tenant already; True if this call did."""
+        ...
+
+    def set_tenant_status(self, tenant_id: str, status: str) -> None: ...
+    def set_key_expiry(self, tenant_id: str, key_id: str, expires_ms: int) -> None: ...
+    def revoke_key(self, tenant_id: str, key_id: str) -> None: ...
+    def set_money(self, tenant_id: str, money: MoneySettings) -> None: ...
+    def set_key_settings(self, tenant_id: str, key_id: str, settings: KeySettings) -> None: ...
+    def add_grant(self, tenant_id: str, grant: Grant) -> None: ...
+
+    def money_state(self, tenant_id: str, month: str) -> MoneyReading | None:
+        """None when the limiter does not hold the tenant (seed it first)."""
+        ...
+
+    def ping(self) -> None:
+        """``AdmissionUnavailable`` unless the store answers."""
+        ...

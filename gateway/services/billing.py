@@ -10,6 +10,10 @@ cleared. So a call either completes, or answers 503 with nothing changed (Redis 
 unreachable before the commit), or answers 503 after the commit (Redis lost right then): the
 projector then projects the tenant from DynamoDB, and a retry with the same Idempotency-Key
 returns the first answer.
+
+Collaborators come grouped by purpose (``BillingStores``: where a change is written;
+``Projection``: how the limiter is kept current, through the ``TenantProjection`` port of
+gateway/domain/admission.py, never a concrete limiter); gateway/wiring.py builds them.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
-from decimal import Decimal
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
@@ -26,15 +30,15 @@ from pydantic import BaseModel
 from gateway.adapters.dynamo import Accounts, AuditLog, Credits, Outbox
 from gateway.adapters.dynamo.table import Write
 from gateway.adapters.outages import is_outage
-from gateway.adapters.redis_store import RedisLimiter
-from gateway.domain.admission import AdmissionUnavailable, Grant, KeySettings
+from gateway.domain.admission import AdmissionUnavailable, Grant, KeySettings, MoneyReading, TenantProjection
 from gateway.domain.events import Event, EventType, event_id
 from gateway.domain.keys import hash_key, new_key
-from gateway.domain.money import AmountError, fmt, fmt_nano, parse_amount, to_nano
-from gateway.domain.plans import BillingMode, Budget, LimitOverrides, Plan
+from gateway.domain.money import fmt, fmt_nano, to_nano
+from gateway.domain.plans import BillingMode, LimitOverrides, Plan
 from gateway.errors import RETRY_SOON, ConflictError, InvalidRequestError, NotFoundError, ServiceUnavailableError
-from gateway.models.api import BudgetBody, CreateCredit, CreateKey, CreateTenant, RotateKey, UpdateKey, UpdateTenant
+from gateway.models.api import CreateCredit, CreateKey, CreateTenant, RotateKey, UpdateKey, UpdateTenant
 from gateway.models.records import CreditGrant, KeyRecord, TenantRecord, budget_view, rfc3339, utcnow
+from gateway.services.billing_views import amount_of, budget_of, grant_view, key_view, plan_view, tenant_view
 from gateway.services.calls import Call, IdempotentCalls, audit_entry
 from gateway.services.limits import LimitsResolver
 from gateway.services.seeding import Seeder, month_bounds
@@ -51,34 +55,6 @@ class EventWrites(Protocol):
     def event_write(self, event: Event) -> Write: ...
 
 
-def plan_view(plan: Plan) -> dict[str, Any]:
-    prices: dict[str, Any] = {model: {"price_per_1k_tokens": fmt(price)}
-                              for model, price in plan.price_per_1k_tokens.items()}
-    prices |= {model: {"tiers": [{"up_to": t.up_to, "price_per_1k_tokens": fmt(t.price_per_1k_tokens)}
-                                 for t in tiers]} for model, tiers in plan.tiers.items()}
-    return {
-        "id": plan.name,
-        "object": "plan",
-        "description": plan.description,
-        "currency": plan.currency,
-        "limits": plan.limits.model_dump(),
-        "price_per_1k_tokens": {model: format(price, "f") for model, price in plan.price_per_1k_tokens.items()},
-        "prices": prices,
-    }
-
-
-def key_view(key: KeyRecord, now: datetime | None = None) -> dict[str, Any]:
-    """A key as admins see it: never its hash nor its secret."""
-    return key.public(now or utcnow())
-
-
-def grant_view(grant: CreditGrant, remaining_nano: int | None) -> dict[str, Any]:
-    return {"id": grant.id, "object": "credit_grant", "tenant_id": grant.tenant_id, "amount": fmt(grant.amount),
-            "remaining": fmt_nano(remaining_nano) if remaining_nano is not None else fmt(grant.amount),
-            "currency": grant.currency, "expires_at": grant.expires_at, "note": grant.note,
-            "created_at": grant.created_at}
-
-
 def _retrying(attempt: Callable[[], T]) -> T:
     for _ in range(_RETRIES - 1):
         try:
@@ -88,59 +64,45 @@ def _retrying(attempt: Callable[[], T]) -> T:
     return attempt()
 
 
-def _amount(value: str | None, *, field: str, currency: str, allow_zero: bool = False) -> Decimal:
-    try:
-        return parse_amount(value, currency=currency, allow_zero=allow_zero)
-    except AmountError as error:
-        raise InvalidRequestError(f"'{field}' {error}.", param=field) from None
+@dataclass(frozen=True, slots=True)
+class BillingStores:
+    """Where a change is written, records, audit entry and outbox mark in one transaction."""
+
+    accounts: Accounts
+    audit: AuditLog
+    credits: Credits
+    outbox: Outbox  # the tenants whose change the limiter may not have yet
+    events: EventWrites | None = None  # business events, written with their cause
 
 
-def _budget(body: BudgetBody, field: str, currency: str) -> Budget:
-    amount = _amount(body.monthly_amount, field=f"{field}.monthly_amount", currency=currency)
-    return Budget(monthly_amount=amount, hard=body.hard,
-                  alert_thresholds=[Decimal(str(t)) for t in body.alert_thresholds])
+@dataclass(frozen=True, slots=True)
+class Projection:
+    """How the limiter comes to say what the stores say: its tenant state (a port), and the
+    seeder that rebuilds a tenant's whole state from the stores."""
+
+    limiter: TenantProjection
+    seeder: Seeder
 
 
 class BillingService:
-    def __init__(self, *, accounts: Accounts, audit: AuditLog, credits: Credits, outbox: Outbox,
-                 calls: IdempotentCalls, limiter: RedisLimiter, limits: LimitsResolver, seeder: Seeder,
-                 pepper: bytes, events: EventWrites | None = None) -> None:
-        self.accounts = accounts
-        self.audit = audit
-        self.credits = credits
-        self.outbox = outbox
+    def __init__(self, *, stores: BillingStores, projection: Projection, calls: IdempotentCalls,
+                 limits: LimitsResolver, pepper: bytes) -> None:
+        self.stores = stores
+        self.projection = projection
         self.calls = calls
-        self.limiter = limiter
         self.limits = limits
-        self.seeder = seeder
         self.pepper = pepper
-        self.events = events
 
     # -- views ---------------------------------------------------------------------------
     def tenant_view(self, tenant: TenantRecord) -> dict[str, Any]:
-        plan = self.limits.plan(tenant.plan)
-        low = tenant.billing.low_balance_alert
-        return {
-            "id": tenant.id,
-            "object": "tenant",
-            "name": tenant.name,
-            "plan": tenant.plan,
-            "status": tenant.status,
-            "limits": self.limits.for_tenant(tenant).model_dump(),
-            "limit_overrides": tenant.limit_overrides.model_dump(exclude_none=True),
-            "currency": plan.currency,
-            "billing": {"mode": tenant.billing.mode, "low_balance_alert": fmt(low) if low is not None else None},
-            "budget": budget_view(tenant.budget),
-            "created_at": tenant.created_at,
-            "updated_at": tenant.updated_at,
-        }
+        return tenant_view(tenant, self.limits)
 
     # -- plans ---------------------------------------------------------------------------
     def list_plans(self) -> list[dict[str, Any]]:
-        return [plan_view(plan) for plan in self.accounts.list_plans()]
+        return [plan_view(plan) for plan in self.stores.accounts.list_plans()]
 
     def _require_plan(self, name: str) -> Plan:
-        plan = self.accounts.get_plan(name)
+        plan = self.stores.accounts.get_plan(name)
         if plan is None:
             raise InvalidRequestError(f"Unknown plan '{name[:64]}'.", param="plan", code="unknown_plan")
         return plan
@@ -153,18 +115,18 @@ class BillingService:
                                   created_at=rfc3339(utcnow()))
             view = self.tenant_view(tenant)
             project = self._projector(tenant.id)
-            self._commit(call, [self.accounts.new_tenant_write(tenant)], tenant.id, "tenant.create", tenant.id,
+            self._commit(call, [self.stores.accounts.new_tenant_write(tenant)], tenant.id, "tenant.create", tenant.id,
                          {"name": body.name, "plan": body.plan}, answer=view, project=project)
             return view, project
 
         return self._idempotent(call, "tenant.create", "", body, run)
 
     def list_tenants(self, cursor: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
-        tenants, next_cursor = self.accounts.list_tenants(cursor=cursor, limit=limit)
+        tenants, next_cursor = self.stores.accounts.list_tenants(cursor=cursor, limit=limit)
         return [self.tenant_view(t) for t in tenants], next_cursor
 
     def get_tenant(self, tenant_id: str) -> TenantRecord:
-        tenant = self.accounts.get_tenant(tenant_id, consistent=True)
+        tenant = self.stores.accounts.get_tenant(tenant_id, consistent=True)
         if tenant is None:
             raise NotFoundError(f"No tenant '{tenant_id}'.", param="tenant_id", code="tenant_not_found")
         return tenant
@@ -196,15 +158,15 @@ class BillingService:
                     billing["mode"] = body.billing.mode
                 if "low_balance_alert" in body.billing.model_fields_set:
                     low = body.billing.low_balance_alert
-                    billing["low_balance_alert"] = (None if low is None else _amount(
+                    billing["low_balance_alert"] = (None if low is None else amount_of(
                         low, field="billing.low_balance_alert", currency=currency))
                 changes["billing"] = BillingMode(**billing)
             if "budget" in body.model_fields_set:
-                changes["budget"] = None if body.budget is None else _budget(body.budget, "budget", currency)
+                changes["budget"] = None if body.budget is None else budget_of(body.budget, "budget", currency)
             updated = tenant.model_copy(update=changes)
-            writes = [self.accounts.tenant_write(updated, expected=tenant)]
-            if body.status == "suspended" and tenant.status != "suspended" and self.events is not None:
-                writes.append(self.events.event_write(Event(
+            writes = [self.stores.accounts.tenant_write(updated, expected=tenant)]
+            if body.status == "suspended" and tenant.status != "suspended" and self.stores.events is not None:
+                writes.append(self.stores.events.event_write(Event(
                     id=event_id(tenant_id, "tenant.suspended", updated.updated_at or ""),
                     type=EventType.TENANT_SUSPENDED, created=int(utcnow().timestamp()), tenant_id=tenant_id,
                     data={"tenant_id": tenant_id})))
@@ -223,10 +185,10 @@ class BillingService:
             record, plaintext = self._new_key(tenant.id, body.name, [s.value for s in body.scopes], expires_at)
             record = record.model_copy(update={
                 "limits": body.limits or LimitOverrides(),
-                "budget": _budget(body.budget, "budget", currency) if body.budget else None})
+                "budget": budget_of(body.budget, "budget", currency) if body.budget else None})
             answer = key_view(record) | {"key": plaintext}  # the plaintext leaves exactly once, in this answer
-            writes = [self.accounts.new_key_write(record)]
-            if (index := self.accounts.expiry_index_write(record)) is not None:
+            writes = [self.stores.accounts.new_key_write(record)]
+            if (index := self.stores.accounts.expiry_index_write(record)) is not None:
                 writes.append(index)
             project = self._projector(tenant.id)
             self._commit(call, writes, tenant.id, "key.create", record.id,
@@ -248,12 +210,12 @@ class BillingService:
 
     def list_keys(self, tenant_id: str, cursor: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
         self.get_tenant(tenant_id)
-        keys, next_cursor = self.accounts.list_keys(tenant_id, cursor=cursor, limit=limit)
+        keys, next_cursor = self.stores.accounts.list_keys(tenant_id, cursor=cursor, limit=limit)
         now = utcnow()
         return [key_view(key, now) for key in keys], next_cursor
 
     def _require_key(self, key_id: str) -> KeyRecord:
-        key = self.accounts.get_key(key_id, consistent=True)
+        key = self.stores.accounts.get_key(key_id, consistent=True)
         if key is None:
             raise NotFoundError(f"No key '{key_id}'.", param="key_id", code="key_not_found")
         return key
@@ -273,10 +235,10 @@ class BillingService:
                 changes["limits"] = LimitOverrides(**{k: v for k, v in merged.items() if v is not None})
             if "budget" in body.model_fields_set:
                 changes["budget"] = (None if body.budget is None else
-                                     _budget(body.budget, "budget", self.limits.plan(tenant.plan).currency))
+                                     budget_of(body.budget, "budget", self.limits.plan(tenant.plan).currency))
             updated = key.model_copy(update=changes)
-            self._commit(call, [self.accounts.key_write(updated, expected=key)], key.tenant_id, "key.update", key.id,
-                         details, project=self._projector(key.tenant_id))
+            self._commit(call, [self.stores.accounts.key_write(updated, expected=key)], key.tenant_id, "key.update",
+                         key.id, details, project=self._projector(key.tenant_id))
             return updated
 
         return key_view(_retrying(attempt))
@@ -286,9 +248,9 @@ class BillingService:
             key = self._require_key(key_id)
             if key.revoked_at is None:
                 revoked = key.model_copy(update={"revoked_at": rfc3339(utcnow())})
-                writes = [self.accounts.key_write(revoked, expected=key)]
-                if self.events is not None:
-                    writes.append(self.events.event_write(Event(
+                writes = [self.stores.accounts.key_write(revoked, expected=key)]
+                if self.stores.events is not None:
+                    writes.append(self.stores.events.event_write(Event(
                         id=event_id(key.tenant_id, "key.revoked", key.id), type=EventType.KEY_REVOKED,
                         created=int(utcnow().timestamp()), tenant_id=key.tenant_id, data={"key_id": key.id})))
                 self._commit(call, writes, key.tenant_id, "key.revoke", key.id, {"tenant_id": key.tenant_id},
@@ -297,7 +259,7 @@ class BillingService:
 
         key = _retrying(attempt)
         # Already revoked: make sure Redis says so too.
-        self._project(lambda: self.limiter.revoke_key(key.tenant_id, key.id))
+        self._project(lambda: self.projection.limiter.revoke_key(key.tenant_id, key.id))
 
     def rotate_key(self, key_id: str, body: RotateKey, call: Call) -> dict[str, Any]:
         def run(call: Call) -> tuple[dict[str, Any], Callable[[], None]]:
@@ -316,8 +278,9 @@ class BillingService:
             record, plaintext = self._new_key(old.tenant_id, old.name, old.scopes, old.expires_at)
             record = record.model_copy(update={"limits": old.limits, "budget": old.budget})
             rotated = old.model_copy(update={"grace_until": rfc3339(grace_end), "rotated_to": record.id})
-            writes = [self.accounts.new_key_write(record), self.accounts.key_write(rotated, expected=old)]
-            writes += [w for w in (self.accounts.expiry_index_write(record), self.accounts.expiry_index_write(rotated))
+            accounts = self.stores.accounts
+            writes = [accounts.new_key_write(record), accounts.key_write(rotated, expected=old)]
+            writes += [w for w in (accounts.expiry_index_write(record), accounts.expiry_index_write(rotated))
                        if w is not None]
             answer = key_view(record) | {"key": plaintext, "rotated_from": old.id}
             project = self._projector(old.tenant_id)
@@ -334,13 +297,13 @@ class BillingService:
         def run(call: Call) -> tuple[dict[str, Any], Callable[[], None]]:
             tenant = self.get_tenant(tenant_id)
             currency = self.limits.plan(tenant.plan).currency
-            amount = _amount(body.amount, field="amount", currency=currency)
+            amount = amount_of(body.amount, field="amount", currency=currency)
             grant = CreditGrant(id=f"cr_{secrets.token_hex(10)}", tenant_id=tenant.id, amount=amount,
                                 currency=currency, expires_at=rfc3339(body.expires_at) if body.expires_at else None,
                                 note=body.note, created_at=rfc3339(utcnow()))
             answer = grant_view(grant, None)
             project = self._projector(tenant.id)
-            self._commit(call, [self.credits.grant_write(grant)], tenant.id, "credits.grant", grant.id,
+            self._commit(call, [self.stores.credits.grant_write(grant)], tenant.id, "credits.grant", grant.id,
                          {"tenant_id": tenant.id, "amount": fmt(amount), "currency": currency,
                           "expires_at": grant.expires_at, "note": grant.note}, answer=answer, project=project)
             return answer, project
@@ -351,7 +314,7 @@ class BillingService:
         self.get_tenant(tenant_id)
         state = self._money_state(tenant_id)
         left = {g.id: g.remaining_nano for g in state.grants} if state else {}
-        return [grant_view(g, left.get(g.id)) for g in reversed(self.credits.grants(tenant_id, consistent=True))]
+        return [grant_view(g, left.get(g.id)) for g in reversed(self.stores.credits.grants(tenant_id, consistent=True))]
 
     def balance(self, tenant_id: str) -> dict[str, Any]:
         """What the tenant has left and spent this month, live from the admission state."""
@@ -364,7 +327,7 @@ class BillingService:
         now_ms = int(utcnow().timestamp() * 1000)
         left = {g.id: g.remaining_nano for g in state.grants}
         grants = [grant_view(g, left.get(g.id, 0)) | {"expired": bool(g.expires_ms() and g.expires_ms() <= now_ms)}
-                  for g in self.credits.grants(tenant_id, consistent=True)]
+                  for g in self.stores.credits.grants(tenant_id, consistent=True)]
         return {"object": "balance", "tenant_id": tenant.id, "currency": currency, "mode": tenant.billing.mode,
                 "credits_remaining": fmt_nano(state.credits_remaining(now_ms)),
                 "month_to_date_cost": fmt_nano(state.month_charged_nano), "budget": budget_view(tenant.budget),
@@ -372,13 +335,13 @@ class BillingService:
                                       if tenant.billing.low_balance_alert is not None else None),
                 "grants": grants}
 
-    def _money_state(self, tenant_id: str) -> Any:
+    def _money_state(self, tenant_id: str) -> MoneyReading | None:
         month = utcnow().strftime("%Y-%m")
         try:
-            state = self.limiter.money_state(tenant_id, month)
+            state = self.projection.limiter.money_state(tenant_id, month)
             if state is None:
-                self.seeder.seed(tenant_id)
-                state = self.limiter.money_state(tenant_id, month)
+                self.projection.seeder.seed(tenant_id)
+                state = self.projection.limiter.money_state(tenant_id, month)
         except AdmissionUnavailable as error:
             raise ServiceUnavailableError("The balance cannot be read right now; retry shortly.",
                                           headers=RETRY_SOON) from error
@@ -393,33 +356,33 @@ class BillingService:
         last writer's state wins whatever order concurrent calls land in): status, each key's
         state, limits and budget, money settings, grants. A tenant Redis does not hold yet is
         seeded whole instead."""
-        state = self.seeder.state(tenant_id)
+        state = self.projection.seeder.state(tenant_id)
         if state is None:
             return
         _, _, start_ms, end_ms = month_bounds(utcnow())
-        if self.limiter.seed(state, month_start_ms=start_ms, month_end_ms=end_ms):
+        if self.projection.limiter.seed(state, month_start_ms=start_ms, month_end_ms=end_ms):
             return
-        self.limiter.set_tenant_status(tenant_id, "suspended" if state.suspended else "active")
+        self.projection.limiter.set_tenant_status(tenant_id, "suspended" if state.suspended else "active")
         for key_id, expiry in state.key_states.items():
             if expiry == 0:
-                self.limiter.revoke_key(tenant_id, key_id)
+                self.projection.limiter.revoke_key(tenant_id, key_id)
             else:
-                self.limiter.set_key_expiry(tenant_id, key_id, expiry)
-        self.limiter.set_money(tenant_id, state.money)
+                self.projection.limiter.set_key_expiry(tenant_id, key_id, expiry)
+        self.projection.limiter.set_money(tenant_id, state.money)
         for key_id in state.key_ids:
-            self.limiter.set_key_settings(tenant_id, key_id, state.key_settings.get(key_id, KeySettings()))
-        for grant in self.credits.grants(tenant_id, consistent=True):
-            self.limiter.add_grant(tenant_id, Grant(grant.id, grant.expires_ms(), to_nano(grant.amount)))
+            self.projection.limiter.set_key_settings(tenant_id, key_id, state.key_settings.get(key_id, KeySettings()))
+        for grant in self.stores.credits.grants(tenant_id, consistent=True):
+            self.projection.limiter.add_grant(tenant_id, Grant(grant.id, grant.expires_ms(), to_nano(grant.amount)))
 
     def repair_projections(self, limit: int = 100) -> int:
         """The projector: project every tenant whose change is not in Redis yet; returns how many."""
         done = 0
-        for tenant_id, change in self.outbox.pending(limit):
+        for tenant_id, change in self.stores.outbox.pending(limit):
             try:
                 self.project_tenant(tenant_id)
             except AdmissionUnavailable:
                 return done  # Redis still away: the marks stay for the next run
-            self.outbox.clear(tenant_id, change)
+            self.stores.outbox.clear(tenant_id, change)
             done += 1
         return done
 
@@ -436,17 +399,17 @@ class BillingService:
                 details: dict[str, Any], *, project: Callable[[], None], answer: dict[str, Any] | None = None,
                 conflict: str = "The record changed concurrently; retry.") -> None:
         try:
-            self.limiter.ping()  # Redis away: refuse now, with nothing changed
+            self.projection.limiter.ping()  # Redis away: refuse now, with nothing changed
         except AdmissionUnavailable as error:
             raise ServiceUnavailableError("Changes cannot be applied right now; retry shortly.",
                                           headers=RETRY_SOON) from error
         change = uuid.uuid4().hex
-        writes = [*writes, self.audit.entry_write(audit_entry(call, action, target, details)),
-                  self.outbox.mark_write(tenant_id, change)]
+        writes = [*writes, self.stores.audit.entry_write(audit_entry(call, action, target, details)),
+                  self.stores.outbox.mark_write(tenant_id, change)]
         if answer is not None and (kept := self.calls.answer_write(call, answer)) is not None:
             writes.append(kept)
         try:
-            self.accounts.table.transact(writes, conflict=conflict)
+            self.stores.accounts.table.transact(writes, conflict=conflict)
         except (ConflictError, InvalidRequestError):
             raise
         except Exception as error:
@@ -455,7 +418,7 @@ class BillingService:
                                               headers=RETRY_SOON) from error
             raise
         self._project(project)
-        self.outbox.clear(tenant_id, change)
+        self.stores.outbox.clear(tenant_id, change)
 
     def _idempotent(self, call: Call, operation: str, target: str, body: BaseModel,
                     run: Callable[[Call], tuple[dict[str, Any], Callable[[], None]]]) -> dict[str, Any]:
@@ -468,5 +431,5 @@ class BillingService:
             self._project(self._projector(tenant_id))
 
     def list_audit(self, cursor: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
-        page = self.audit.list(cursor=cursor, limit=limit)
+        page = self.stores.audit.list(cursor=cursor, limit=limit)
         return [{k: item.get(k) for k in AUDIT_FIELDS} for item in page.items], page.next_cursor

@@ -31,6 +31,11 @@ Lag: after a run, the age of the oldest entry still in any visited stream (ackno
 entries are deleted, so what remains is exactly what is not yet in the ledger), published as
 ``FlusherLagSeconds``.
 
+The flusher speaks no Redis: every command it sends is gateway/adapters/tenant_streams.py's
+(the streams, the consumer group, the per-minute counts) or the index's and the pruner's
+(gateway/adapters/active_tenants.py, gateway/adapters/stream_consumers.py); which stream holds
+what is told by its key builder (gateway/adapters/redis_keys.py ``stream_kind``).
+
 Tuning comes from Settings (``flusher_*``; the wiring passes it in). ``checkpoint``, when
 given, is called at each step of a batch (``after_read``, ``before_commit``,
 ``after_commit``) with the batch's events: the fault-injection tests crash the process there.
@@ -48,12 +53,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import redis
-
 from gateway.adapters.active_tenants import ActiveTenants, parse_unit
 from gateway.adapters.dynamo import Accounts, UsageLedger
-from gateway.adapters.redis_keys import STREAM_GROUP, StreamKind, events_stream, stream_kind, tenant_key, usage_stream
+from gateway.adapters.redis_keys import STREAM_GROUP, StreamKind, events_stream, stream_kind, usage_stream
 from gateway.adapters.stream_consumers import ConsumerPruner
+from gateway.adapters.tenant_streams import Entry, GroupGone, StreamStoreError, TenantStreams
+from gateway.adapters.tenant_streams import dead_letter_stream as dead_letter_stream  # named beside the streams
 from gateway.domain.events import Event, EventType
 from gateway.domain.usage import UsageEvent
 from gateway.telemetry import logger
@@ -73,11 +78,6 @@ def event_from_fields(fields: dict[Any, Any]) -> Event:
            for k, v in fields.items()}
     return Event(id=get["id"], type=EventType(get["type"]), created=int(get["created"]), tenant_id=get["tenant_id"],
                  data=json.loads(get["data"]))
-
-
-def dead_letter_stream(stream: str) -> str:
-    """Where entries that do not parse as usage events go (same hash tag, same shard)."""
-    return f"{stream}:dead"
 
 
 @dataclass
@@ -139,7 +139,6 @@ class Flusher:
                  consumer: str | None = None, clock: Callable[[], float] = time.time,
                  checkpoint: Checkpoint | None = None, seed: Callable[[str], object] | None = None,
                  events: EventSink | None = None, active: ActiveTenants | None = None, lanes: int = 1) -> None:
-        self.redis = redis_client
         self.usage = usage
         self.accounts = accounts
         self.batch_size = batch_size
@@ -157,71 +156,29 @@ class Flusher:
         # Batches read at once from one stream, and transactions of distinct shards committed
         # at once: >1 lets a hot tenant's sharded ledger take more than one transaction's pace.
         self.lanes = lanes
+        # Every Redis command goes through these adapters (gateway/adapters/tenant_streams.py).
+        self.streams = TenantStreams(redis_client, consumer=self.consumer)
         self.pruner = ConsumerPruner(redis_client, STREAM_GROUP, keep=self.consumer)
-        self._groups: set[str] = set()
 
     # -- one stream ----------------------------------------------------------------------
-    def _ensure_group(self, stream: str) -> None:
-        if stream in self._groups:
-            return
-        try:
-            self.redis.xgroup_create(stream, STREAM_GROUP, id="0", mkstream=True)
-        except redis.ResponseError as error:
-            if "BUSYGROUP" not in str(error):
-                raise
-        self._groups.add(stream)
-
-    def _batches(self, stream: str) -> Any:
-        """Yields batches: this consumer's own pending entries (a write that failed), then
-        idle entries of other (crashed) consumers, then new entries."""
-        count = self.batch_size * self.lanes
-        last: Any = "0"
-        while True:
-            own = self.redis.xreadgroup(STREAM_GROUP, self.consumer, {stream: last}, count=count)
-            entries = own[0][1] if own else []
-            if not entries:
-                break
-            yield entries
-            last = entries[-1][0]
-            if len(entries) < count:
-                break
-        cursor = "0-0"
-        while True:
-            reply = self.redis.xautoclaim(stream, STREAM_GROUP, self.consumer, min_idle_time=self.claim_idle_ms,
-                                          start_id=cursor, count=count)
-            cursor, claimed = reply[0], reply[1]
-            if claimed:
-                yield claimed
-            if not claimed or cursor in (b"0-0", "0-0"):
-                break
-        while True:
-            response = self.redis.xreadgroup(STREAM_GROUP, self.consumer, {stream: ">"}, count=count)
-            entries = response[0][1] if response else []
-            if not entries:
-                return
-            yield entries
-            if len(entries) < count:
-                return
-
     def flush_stream(self, stream: str, result: FlushResult, deadline: float | None = None) -> None:
-        self._ensure_group(stream)
+        self.streams.ensure_group(stream)
         try:
             self._drain(stream, result, deadline)
-        except redis.ResponseError as error:
-            if "NOGROUP" not in str(error):
-                raise
+        except GroupGone:
             # The stream or its group vanished (a Redis restart): make it again, go on.
-            self._groups.discard(stream)
-            self._ensure_group(stream)
+            self.streams.forget_group(stream)
+            self.streams.ensure_group(stream)
             self._drain(stream, result, deadline)
         try:  # housekeeping: a failure here must not fail the flush
             self.pruner.maybe_prune(stream)
-        except redis.RedisError:
+        except StreamStoreError:
             logger.exception("stale consumers not pruned", extra={"stream": stream})
 
     def _drain(self, stream: str, result: FlushResult, deadline: float | None) -> None:
         batches = 0
-        for entries in self._batches(stream):
+        for entries in self.streams.batches(stream, count=self.batch_size * self.lanes,
+                                            claim_idle_ms=self.claim_idle_ms):
             self._write(stream, entries, result)
             batches += 1
             if batches >= self.max_batches or (deadline is not None and self.clock() >= deadline):
@@ -231,7 +188,7 @@ class Flusher:
         if self.checkpoint is not None:
             self.checkpoint(point, events)
 
-    def _write(self, stream: str, entries: list[tuple[Any, Any]], result: FlushResult) -> None:
+    def _write(self, stream: str, entries: list[Entry], result: FlushResult) -> None:
         if stream_kind(stream) is StreamKind.EVENTS:  # the key builder says which stream it named
             self._relay(stream, entries, result)
             return
@@ -253,7 +210,7 @@ class Flusher:
         self._checkpoint("after_commit", events)
         self._acknowledge(stream, ids, poison, result)
 
-    def _relay(self, stream: str, entries: list[tuple[Any, Any]], result: FlushResult) -> None:
+    def _relay(self, stream: str, entries: list[Entry], result: FlushResult) -> None:
         """Business events to the event log (idempotent by event id), then acknowledged."""
         assert self.events is not None
         ids = [entry_id for entry_id, _ in entries]
@@ -269,18 +226,14 @@ class Flusher:
             result.relayed += len(self.events.record(events))
         self._acknowledge(stream, ids, poison, result)
 
-    def _acknowledge(self, stream: str, ids: list[Any], poison: list[tuple[Any, Any]], result: FlushResult) -> None:
-        # Committed: now, and only now, acknowledge and drop them, atomically (an entry
-        # left acknowledged but not deleted would read as lag forever).
-        pipe = self.redis.pipeline(transaction=True)
-        for entry_id, fields in poison:  # unreadable: kept aside for a person, never retried forever
+    def _acknowledge(self, stream: str, ids: list[Any], poison: list[Entry], result: FlushResult) -> None:
+        # Committed: now, and only now, acknowledge and drop them (with the unreadable ones
+        # moved aside for a person, never retried forever), atomically.
+        for entry_id, _ in poison:
             logger.error("unreadable usage entry moved to the dead-letter stream", extra={"stream": stream,
                                                                                           "entry": str(entry_id)})
-            pipe.xadd(dead_letter_stream(stream), {**fields, "_source_id": entry_id})
+        self.streams.acknowledge(stream, ids, poison)
         result.dead_lettered += len(poison)
-        pipe.xack(stream, STREAM_GROUP, *ids)
-        pipe.xdel(stream, *ids)
-        pipe.execute()
 
     # -- every stream --------------------------------------------------------------------
     def _flush_tenant(self, unit: str, deadline: float | None) -> FlushResult:
@@ -292,11 +245,7 @@ class Flusher:
         tenant_id, part = parse_unit(unit)
         stream = usage_stream(tenant_id, part)
         try:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.exists(tenant_key(tenant_id, "cfg"))
-            pipe.xlen(stream)
-            pipe.xlen(events_stream(tenant_id) if not part else stream)
-            seeded, pending, events = pipe.execute()
+            seeded, pending, events = self.streams.look(tenant_id, part)
             if not seeded:
                 # Redis does not hold the tenant's counters: seeding will count what is on the
                 # stream, so it must stay there (and the tenant listed) until then.
@@ -322,7 +271,7 @@ class Flusher:
         if tenant_ids is None:
             try:
                 tenant_ids = self.active.members(part, parts)
-            except redis.RedisError as error:  # no index, no work list: the run fails, no lag is known
+            except StreamStoreError as error:  # no index, no work list: the run fails, no lag is known
                 logger.exception("the active-tenants index could not be read")
                 return FlushResult(errors=[f"index: {type(error).__name__}"])
         tenants = tenant_ids
@@ -360,7 +309,7 @@ class Flusher:
             total.oldest_unflushed_age_s = result.oldest_unflushed_age_s
             try:
                 self._count_flushed(result.written)
-            except redis.RedisError:
+            except StreamStoreError:
                 logger.warning("flushed count not recorded")
             if self.clock() >= until:
                 return total
@@ -390,39 +339,23 @@ class Flusher:
             found += self.active.mark(tenants[i : i + chunk])
         return found
 
-    # The events flushed per clock minute, counted by the workers (the dispatcher's measure of
-    # the arrival rate: the backlog alone reads near zero while the workers keep up).
-    _FLUSHED_KEY = "{flush}:flushed:"
-
     def _count_flushed(self, written: int) -> None:
         if written:
-            key = f"{self._FLUSHED_KEY}{int(self.clock() // 60)}"
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.incrby(key, written)
-            pipe.expire(key, 600)
-            pipe.execute()
+            self.streams.count_flushed(int(self.clock() // 60), written)
 
     def _flushed_in_last(self, interval_s: int) -> int:
         now_minute = int(self.clock() // 60)
         minutes = max(1, -(-interval_s // 60))
-        values = self.redis.mget([f"{self._FLUSHED_KEY}{m}" for m in range(now_minute - minutes, now_minute)])
-        return sum(int(v) for v in values if v)
+        return self.streams.flushed_in(range(now_minute - minutes, now_minute))
 
     def _measure_lag(self, tenant_ids: list[str], result: FlushResult) -> None:
         if not tenant_ids:
             result.lag_known = True
             return
-        pipe = self.redis.pipeline(transaction=False)
-        for unit in tenant_ids:
-            tenant_id, part = parse_unit(unit)
-            pipe.xrange(usage_stream(tenant_id, part), count=1)
-            pipe.xlen(usage_stream(tenant_id, part))
-        replies = pipe.execute()
+        heads = self.streams.heads([usage_stream(*parse_unit(unit)) for unit in tenant_ids])
         now_ms = self.clock() * 1000
-        for first, length in zip(replies[::2], replies[1::2], strict=True):
-            result.unflushed += int(length)
-            if first:
-                entry_id = first[0][0]
-                entry_ms = int((entry_id.decode() if isinstance(entry_id, bytes) else entry_id).split("-")[0])
-                result.oldest_unflushed_age_s = max(result.oldest_unflushed_age_s, (now_ms - entry_ms) / 1000)
+        for first_ms, length in heads:
+            result.unflushed += length
+            if first_ms is not None:
+                result.oldest_unflushed_age_s = max(result.oldest_unflushed_age_s, (now_ms - first_ms) / 1000)
         result.lag_known = True

@@ -25,4 +25,4 @@ def repair_all(billing: BillingService) -> RepairRun:
         done = billing.repair_projections(limit=BATCH)
         repaired += done
         if done < BATCH:
-            return RepairRun(repaired=repaired, pending=len(billing.outbox.pending(BATCH)))
+            return RepairRun(repaired=repaired, pending=len(billing.stores.outbox.pending(BATCH)))

@@ -15,8 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 
 from gateway.adapters.dynamo import Accounts, Credits, UsageLedger, sums_of
-from gateway.adapters.redis_store import RedisLimiter
-from gateway.domain.admission import Grant, KeySettings, MoneySettings, TenantState
+from gateway.domain.admission import Grant, KeySettings, MoneySettings, TenantProjection, TenantState
 from gateway.domain.money import to_nano
 from gateway.models.records import KeyRecord
 
@@ -38,7 +37,7 @@ def fired_flags(settings: MoneySettings | KeySettings, charged_nano: int) -> lis
 
 
 class Seeder:
-    def __init__(self, *, accounts: Accounts, usage: UsageLedger, credits: Credits, limiter: RedisLimiter,
+    def __init__(self, *, accounts: Accounts, usage: UsageLedger, credits: Credits, limiter: TenantProjection,
                  clock: Callable[[], float] = time.time) -> None:
         self.accounts = accounts
         self.usage = usage

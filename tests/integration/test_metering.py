@@ -232,7 +232,7 @@ def test_with_redis_gone_the_function_fails_and_publishes_no_lag(container, own_
 
 
 def test_an_unreadable_entry_goes_to_the_dead_letter_stream_and_blocks_nothing(container):
-    from gateway.services.metering import dead_letter_stream
+    from gateway.adapters.tenant_streams import dead_letter_stream
 
     tenant = make_tenant(container)
     stream = usage_stream(tenant)

@@ -21,7 +21,8 @@ from gateway.errors import InvalidRequestError, NotFoundError
 from gateway.models.records import KeyRecord, rfc3339, utcnow
 from gateway.models.webhooks import CreateWebhook
 from gateway.services.calls import Call
-from gateway.services.webhooks import AttemptResult, DeliveryPool
+from gateway.services.webhook_delivery import AttemptResult
+from gateway.services.webhook_worker import DeliveryPool
 from gateway.wiring import Container
 from infra.local.services import ROOT
 from tests.integration.conftest import make_principal

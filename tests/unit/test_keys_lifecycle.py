@@ -11,7 +11,7 @@ from gateway.domain.keys import new_key, parse_key
 from gateway.http.auth import credential_from
 from gateway.models.api import CreateKey, CreateTenant, EmbeddingsRequest, RotateKey, UpdateTenant
 from gateway.models.records import KeyRecord, rfc3339
-from gateway.services.billing import key_view
+from gateway.services.billing_views import key_view
 
 
 def future(**delta: float) -> str:
