@@ -1,5 +1,6 @@
-"""Private local services as child processes: redis-server, the DynamoDB emulator (the
-project's own, or moto's server), the inference server, the flusher, webhook delivery and
+"""Private local services as child processes, for development and tests only: redis-server,
+the DynamoDB emulator (infra/local/dynamodb), moto's server (the tests' CloudWatch,
+EventBridge, SSM and Secrets Manager), the inference server, the flusher, webhook delivery and
 projector loops. Used by ``make dev`` (under infra/local/supervisor.py,
 which restarts what crashes) and by the tests (which can also kill them).
 
