@@ -149,10 +149,6 @@ class Service:
     def pid(self) -> int | None:
         return self.process.pid if self.alive and self.process is not None else None
 
-    def exit_status(self) -> int | None:
-        """The last process's exit status once it ended (-N: killed by signal N), else None."""
-        return self.process.poll() if self.process is not None else None
-
     def kill(self) -> None:
         """As a crash would: SIGKILL, no cleanup. Its owner's act: the supervisor leaves it down."""
         with self._lock:
