@@ -1,5 +1,6 @@
-"""Private local services as child processes: redis-server, the DynamoDB emulator (the
-project's own, or moto's server), the inference server, the flusher, webhook delivery and
+"""Private local services as child processes, for development and tests only: redis-server,
+the DynamoDB emulator (infra/local/dynamodb), moto's server (the tests' CloudWatch,
+EventBridge, SSM and Secrets Manager), the inference server, the flusher, webhook delivery and
 projector loops. Used by ``make dev`` (under infra/local/supervisor.py,
 which restarts what crashes) and by the tests (which can also kill them).
 
@@ -147,10 +148,6 @@ class Service:
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.alive and self.process is not None else None
-
-    def exit_status(self) -> int | None:
-        """The last process's exit status once it ended (-N: killed by signal N), else None."""
-        return self.process.poll() if self.process is not None else None
 
     def kill(self) -> None:
         """As a crash would: SIGKILL, no cleanup. Its owner's act: the supervisor leaves it down."""

@@ -10,7 +10,7 @@ and /health shows it. The state lives under the state dir (.maas/) and survives 
 the next ``make dev``:
 
     .maas/redis/            redis.conf and the append-only file (usage streams, limits, quotas)
-    .maas/dynamodb/         the DynamoDB emulator's files, where the backend keeps any (see below)
+    .maas/dynamodb/         the DynamoDB emulator's SQLite file (tenants, keys, plans, the ledger)
     .maas/pepper            the key pepper (keys hashed in one run verify in the next)
     .maas/redis_password    the Redis user's password (mode 0600)
     .maas/admin_key         the bootstrap admin key (reused while it is valid)
@@ -42,18 +42,15 @@ from infra.local.services import (
     ROOT,
     Service,
     create_table,
+    dynamodb_service,
     flusher_service,
     inference_service,
-    moto_service,
     projector_service,
     redis_service,
     webhooks_service,
 )
 from infra.local.supervisor import ServiceUnit, Supervisor, WorkerPoolUnit
 
-# The DynamoDB emulator: "moto" (moto's server, tables in memory only: lost when it stops)
-# or "sqlite" (infra/local/dynamodb: tables in .maas/dynamodb, kept across restarts).
-DYNAMODB_BACKEND = "sqlite"
 REDIS_USERNAME = "maas"
 
 
@@ -78,23 +75,8 @@ class StackConfig:
     # The largest request the endpoint takes, on top of each plan's: what the local CPU
     # completes well inside the deadline while others are served (docs/BENCHMARKS.md).
     max_request_tokens: int = 8192
-    dynamodb: str = field(default_factory=lambda: os.environ.get("MAAS_LOCAL_DYNAMODB") or DYNAMODB_BACKEND)
     # MemoryDB acknowledges a write once it is durable; so does this Redis (appendfsync always).
     redis_durable: bool = True
-
-
-def dynamodb_backend(kind: str, port: int, state_dir: Path, log_dir: Path) -> Service:
-    """The one place that chooses the local DynamoDB endpoint."""
-    if kind == "moto":
-        return moto_service(port, log_dir)
-    if kind == "sqlite":
-        from infra.local.services import dynamodb_service
-
-        db_path = state_dir / "dynamodb" / "maas.sqlite3"
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-        service: Service = dynamodb_service(port, db_path, log_dir)
-        return service
-    raise ValueError(f"unknown DynamoDB backend {kind!r}: 'moto' or 'sqlite'")
 
 
 # -------------------------------------------------------------------------------- the state dir
@@ -216,7 +198,7 @@ class LocalStack:
         self.redis_password = local_secret(self.state.redis_password, lambda: secrets.token_urlsafe(32))
         self.redis: Service = redis_service(c.redis_port, self.state.redis, self.logs, durable=c.redis_durable,
                                             user=(REDIS_USERNAME, self.redis_password))
-        self.dynamodb: Service = dynamodb_backend(c.dynamodb, c.dynamodb_port, c.state_dir, self.logs)
+        self.dynamodb = dynamodb_service(c.dynamodb_port, self.state.dynamodb / "maas.sqlite3", self.logs)
         self.inference: Service = inference_service(c.inference_port, c.model_dir, self.logs, c.inference_env)
         self.flusher: Service = flusher_service(c.flush_interval_s, self.handler_env(), self.logs)
         self.webhooks: Service = webhooks_service(c.webhook_interval_s, self.handler_env(), self.logs)
@@ -295,7 +277,7 @@ class LocalStack:
 
         progress(f"starting redis-server on :{c.redis_port} (append-only file in {self.state.redis})")
         self.redis.start()
-        progress(f"starting DynamoDB ({c.dynamodb}) on :{c.dynamodb_port}")
+        progress(f"starting DynamoDB (infra/local/dynamodb) on :{c.dynamodb_port}")
         self.dynamodb.start()
         self._provision_dynamodb()
         progress(f"starting the inference server on :{c.inference_port} (loading the model)")
@@ -413,8 +395,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[maas] the stack could not start: {error}", file=sys.stderr, flush=True)
         return 1
     try:
-        memory_only = " (moto keeps it in memory: tenants and keys are gone after a restart)" \
-            if config.dynamodb == "moto" else ""
         print(
             "\nmaas-gateway local stack is up\n"
             f"  API (API Gateway emulator)  {stack.api_url}   (GET /health)\n"
@@ -422,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  inference server            http://127.0.0.1:{config.inference_port}\n"
             f"  redis                       redis://{REDIS_USERNAME}@127.0.0.1:{config.redis_port}/0"
             f"   (password in {stack.state.redis_password})\n"
-            f"  {'DynamoDB (' + config.dynamodb + ')':<28}http://127.0.0.1:{config.dynamodb_port}{memory_only}\n"
+            f"  DynamoDB (local emulator)   http://127.0.0.1:{config.dynamodb_port}\n"
             f"  admin key (also in {stack.state.admin_key}): {stack.admin_key}\n"
             f"  state: {config.state_dir} (kept across restarts; `make dev-reset` starts clean)\n"
             f"  supervisor: {stack.status_file}, logs in {stack.logs}\n"

@@ -157,4 +157,4 @@ def test_stack_config_reads_the_environment_when_made(monkeypatch, tmp_path):
     monkeypatch.setenv("MAAS_STATE_DIR", str(tmp_path))
     config = StackConfig()
     assert (config.api_port, config.state_dir) == (3999, tmp_path)
-    assert config.dynamodb == "sqlite" and config.redis_durable  # the durable local DynamoDB by default
+    assert config.redis_durable

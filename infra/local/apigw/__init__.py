@@ -1,4 +1,5 @@
-"""A small API Gateway (REST API, Lambda proxy integration) emulator.
+"""A small API Gateway (REST API, Lambda proxy integration) emulator, for the local stack and
+the tests only (never deployed).
 
 What `sam local start-api` does, without Docker: the routes come from the `Api` events of the
 `AWS::Serverless::Function` resources in template.yaml, each request becomes the same REST proxy
@@ -18,8 +19,6 @@ The handlers see this process's environment (the local stack sets it), not the t
     worker.py   one copy: a worker process serving one request at a time
     app.py      Gateway: routing, invoking a copy, build_app(template)
     server.py   the HTTP/1.1 server and ApiGatewayEmulator (what the local stack runs)
-
-    python -m infra.local.apigw --template template.yaml --port 3000
 """
 
 from infra.local.apigw.app import MAX_BODY_BYTES, TEMPLATE, Gateway, build_app

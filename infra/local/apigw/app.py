@@ -110,9 +110,6 @@ class Gateway:
             LOG.error("%s: malformed Lambda proxy response: %s", spec.logical_id, exc)
             return proxy.bad_gateway(request_id)
 
-    def too_large(self, request_id: str | None = None) -> Response:
-        return proxy.payload_too_large(request_id)
-
 
 def build_app(
     template_path: str | Path = TEMPLATE,

@@ -46,9 +46,8 @@ class ResourceInUseException(DynamoError):
 class ConditionalCheckFailedException(DynamoError):
     code = "ConditionalCheckFailedException"
 
-    def __init__(self, item: dict[str, Any] | None = None) -> None:
-        # ReturnValuesOnConditionCheckFailure=ALL_OLD: the item as it was, when there was one
-        super().__init__("The conditional request failed", **({"Item": item} if item else {}))
+    def __init__(self) -> None:
+        super().__init__("The conditional request failed")
 
 
 class TransactionCanceledException(DynamoError):

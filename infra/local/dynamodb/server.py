@@ -53,8 +53,8 @@ def handle(database: Database, target: str, body: bytes, region: str) -> tuple[i
         status, response = error.status, error.body()
     except Exception:  # a bug here must not look like a client error, nor kill the connection
         log.exception("%s failed", name)
-        error = InternalServerError("The server encountered an internal error trying to fulfill the request")
-        status, response = error.status, error.body()
+        internal = InternalServerError("The server encountered an internal error trying to fulfill the request")
+        status, response = internal.status, internal.body()
     log.debug("%s %d %.1f ms", name or target, status, (time.perf_counter() - started) * 1000)
     return status, response
 
