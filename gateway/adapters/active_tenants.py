@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import binascii
 import zlib
-from importlib import resources
 from typing import Any
 
 from redis.crc import key_slot
 
+from gateway.adapters.lua_scripts import DEACTIVATE
 from gateway.adapters.redis_keys import events_stream, tenant_key, usage_stream
 from gateway.domain.usage import STREAM_PARTS
 
@@ -121,8 +121,7 @@ class ActiveTenants:
     def __init__(self, client: Any, *, cluster: bool | None = None) -> None:
         self.client = client
         self.cluster = is_cluster(client) if cluster is None else cluster
-        self._deactivate = client.register_script(
-            resources.files("gateway.lua").joinpath("deactivate.lua").read_text())
+        self._deactivate = client.register_script(DEACTIVATE.source)
 
     def key_for(self, tenant_id: str) -> str:
         """The index key the tenant's scripts add it to (in the tenant's own hash slot)."""
@@ -166,7 +165,8 @@ class ActiveTenants:
         tenant_id, part = parse_unit(unit)
         stream = usage_stream(tenant_id, part)
         other = events_stream(tenant_id) if not part else stream  # a further part has no events stream
-        return bool(self._deactivate([self.key_for(tenant_id), stream, other], [unit]))
+        keys = DEACTIVATE.key_list({"index": self.key_for(tenant_id), "usage": stream, "events": other})
+        return bool(self._deactivate(keys, DEACTIVATE.arg_list({"unit": unit})))
 
     def mark(self, tenant_ids: list[str]) -> list[str]:
         """List the work units of these tenants whose streams hold entries (the migration and

@@ -13,14 +13,15 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, Protocol
 
 import redis
 
 from gateway.adapters.active_tenants import ActiveTenants, work_unit
+from gateway.adapters.lua_scripts import ADMIT, GATE, GRANT, PROJECT, SEED, SETTLE
 from gateway.adapters.redis_keys import STREAM_GROUP as STREAM_GROUP  # the flusher's, named beside the keys
 from gateway.adapters.redis_keys import events_stream, key_month_key, month_key, tenant_key, usage_stream
+from gateway.adapters.redis_wire import script_for
 from gateway.domain.admission import (
     AdmissionUnavailable,
     Decision,
@@ -46,14 +47,6 @@ class RedisLike(Protocol):
     def set(self, name: str, value: Any) -> Any: ...
     def pipeline(self, transaction: bool = True) -> Any: ...
     def ping(self) -> Any: ...
-
-
-def _script(name: str, *, prelude: str | None = None) -> str:
-    """A script's text; ``prelude``: a file of shared functions put before it (Redis scripts
-    cannot import)."""
-    scripts = resources.files("gateway.lua")
-    text = scripts.joinpath(name).read_text()
-    return scripts.joinpath(prelude).read_text() + text if prelude else text
 
 
 NO_EXPIRY_MS = 2**52  # a grant that never expires sorts after every real expiry
@@ -97,9 +90,9 @@ def _key_cfg(settings: KeySettings) -> str:
 
 
 def _decision(reply: list[Any]) -> Decision:
-    """admit.lua's and gate.lua's reply (buckets.lua's ``reply``)."""
+    """admit.lua's and gate.lua's reply (prelude.lua's ``reply``)."""
     (verdict, rq_rem, rq_reset, tk_rem, tk_reset, retry_ms, cost, debits, tiers,
-     krq_rem, krq_reset, ktk_rem, ktk_reset) = (v.decode() if isinstance(v, bytes) else v for v in reply)
+     krq_rem, krq_reset, ktk_rem, ktk_reset, key_holds) = (v.decode() if isinstance(v, bytes) else v for v in reply)
     return Decision(
         verdict=Verdict(verdict),
         requests_remaining=int(rq_rem),
@@ -112,26 +105,29 @@ def _decision(reply: list[Any]) -> Decision:
         tier_tokens=tuple(int(n) for n in tiers.split(",") if n),
         key_requests=None if int(krq_rem) < 0 else (int(krq_rem), math.ceil(int(krq_reset) / 1000)),
         key_tokens=None if int(ktk_rem) < 0 else (int(ktk_rem), math.ceil(int(ktk_reset) / 1000)),
+        key_holds=key_holds,
     )
 
 
 class RedisLimiter:
     """The ``Limiter`` of gateway.domain.admission: runs the admission and settlement scripts
-    (EVALSHA, reloaded on NOSCRIPT by redis-py's Script), seeds a tenant's state and projects
-    what the billing API changes. An unreachable Redis is ``AdmissionUnavailable``."""
+    (EVALSHA, reloaded on NOSCRIPT: gateway/adapters/redis_wire.py, or redis-py's Script),
+    seeds a tenant's state and projects what the billing API changes. An unreachable Redis is
+    ``AdmissionUnavailable``."""
 
     def __init__(self, client: RedisLike, *, lease_ms: int = 60_000,
-                 clock_ms: Callable[[], int] | None = None) -> None:
+                 clock_ms: Callable[[], int] | None = None, wire: bool = True) -> None:
         self.client = client
         self.lease_ms = lease_ms
         # Redis's own clock by default, so every Lambda agrees; tests may drive time.
         self.clock_ms = clock_ms
-        self._admit = client.register_script(_script("admit.lua", prelude="buckets.lua"))
-        self._gate = client.register_script(_script("gate.lua", prelude="buckets.lua"))
-        self._settle = client.register_script(_script("settle.lua"))
-        self._seed = client.register_script(_script("seed.lua"))
-        self._grant = client.register_script(_script("grant.lua"))
-        self._project = client.register_script(_script("project.lua"))
+        # The request path's scripts skip redis-py's generic layers on a plain client (redis_wire).
+        self._admit = script_for(client, ADMIT.source, wire=wire)
+        self._gate = script_for(client, GATE.source, wire=wire)
+        self._settle = script_for(client, SETTLE.source, wire=wire)
+        self._seed = client.register_script(SEED.source)
+        self._grant = client.register_script(GRANT.source)
+        self._project = client.register_script(PROJECT.source)
         # The scripts list a tenant with something to flush in its slot's index (no extra command).
         self._active_key = ActiveTenants(client).key_for
         self._work_unit = work_unit
@@ -145,58 +141,68 @@ class RedisLimiter:
             raise AdmissionUnavailable(type(error).__name__) from error
 
     def admit(self, ticket: Ticket) -> Decision:
-        t, k, month = ticket.tenant_id, ticket.key_id, ticket.month
-        keys = [
-            tenant_key(t, "keys"), tenant_key(t, "status"), tenant_key(t, "buckets"), month_key(t, month),
-            tenant_key(t, "inflight"), tenant_key(t, "cfg"), tenant_key(t, "kcfg"), tenant_key(t, f"kb:{k}"),
-            tenant_key(t, f"ki:{k}"), key_month_key(t, k, month), tenant_key(t, "grants"),
-            tenant_key(t, "credit"), events_stream(t), self._active_key(t),
-        ]
-        limits = ticket.limits
-        args: list[Any] = [
-            k, ticket.key_expires_ms, limits.requests_per_minute, limits.tokens_per_minute, limits.monthly_tokens,
-            limits.max_concurrent_requests, ticket.tokens, ticket.request_id, self.lease_ms, MONTH_TTL_S,
-            _tiers(ticket.pricing), t, month, 0 if ticket.counted else 1,
-        ]
-        if self.clock_ms is not None:
-            args.append(self.clock_ms())
+        t, k, month, limits = ticket.tenant_id, ticket.key_id, ticket.month, ticket.limits
+        keys = ADMIT.key_list({
+            "key_states": tenant_key(t, "keys"), "status": tenant_key(t, "status"),
+            "buckets": tenant_key(t, "buckets"), "month": month_key(t, month), "inflight": tenant_key(t, "inflight"),
+            "cfg": tenant_key(t, "cfg"), "key_cfg": tenant_key(t, "kcfg"),
+            "key_inflight": tenant_key(t, f"ki:{k}"), "key_month": key_month_key(t, k, month),
+            "grants": tenant_key(t, "grants"), "credit": tenant_key(t, "credit"), "events": events_stream(t),
+            "active": self._active_key(t)})
+        args = ADMIT.arg_list({
+            "key_id": k, "record_expiry": ticket.key_expires_ms, "rpm": limits.requests_per_minute,
+            "tpm": limits.tokens_per_minute, "monthly": limits.monthly_tokens,
+            "max_concurrent": limits.max_concurrent_requests, "tokens": ticket.tokens,
+            "request_id": ticket.request_id, "lease_ms": self.lease_ms, "month_ttl": MONTH_TTL_S,
+            "tiers": _tiers(ticket.pricing), "tenant_id": t, "requests": 0 if ticket.counted else 1,
+            **self._now()})
         return _decision(self._call(self._admit, keys, args))
+
+    def _now(self) -> dict[str, int]:
+        """The optional ``now`` of admit and gate: only when tests drive the clock."""
+        return {} if self.clock_ms is None else {"now": self.clock_ms()}
 
     def count_request(self, ticket: Ticket) -> Decision:
         t, k = ticket.tenant_id, ticket.key_id
-        keys = [tenant_key(t, "keys"), tenant_key(t, "status"), tenant_key(t, "buckets"), tenant_key(t, "cfg"),
-                tenant_key(t, "kcfg"), tenant_key(t, f"kb:{k}")]
-        args: list[Any] = [k, ticket.key_expires_ms, ticket.limits.requests_per_minute,
-                           ticket.limits.tokens_per_minute]
-        if self.clock_ms is not None:
-            args.append(self.clock_ms())
+        keys = GATE.key_list({
+            "key_states": tenant_key(t, "keys"), "status": tenant_key(t, "status"),
+            "buckets": tenant_key(t, "buckets"), "cfg": tenant_key(t, "cfg"), "key_cfg": tenant_key(t, "kcfg")})
+        args = GATE.arg_list({"key_id": k, "record_expiry": ticket.key_expires_ms,
+                              "rpm": ticket.limits.requests_per_minute, "tpm": ticket.limits.tokens_per_minute,
+                              **self._now()})
         return _decision(self._call(self._gate, keys, args))
 
     def settle(self, ticket: Ticket, decision: Decision, *, charge: bool, event: UsageEvent | None = None) -> None:
         t, k, month = ticket.tenant_id, ticket.key_id, ticket.month
         part = stream_part(event.ledger_shard) if event else 0
-        keys = [
-            tenant_key(t, "inflight"), tenant_key(t, f"ki:{k}"), month_key(t, month), key_month_key(t, k, month),
-            tenant_key(t, "credit"), usage_stream(t, part), events_stream(t), tenant_key(t, "cfg"),
-            tenant_key(t, "kcfg"), tenant_key(t, "grants"), self._active_key(t),
-        ]
+        keys = SETTLE.key_list({
+            "inflight": tenant_key(t, "inflight"), "key_inflight": tenant_key(t, f"ki:{k}"),
+            "month": month_key(t, month), "key_month": key_month_key(t, k, month),
+            "credit": tenant_key(t, "credit"), "usage": usage_stream(t, part), "events": events_stream(t),
+            "cfg": tenant_key(t, "cfg"), "key_cfg": tenant_key(t, "kcfg"), "grants": tenant_key(t, "grants"),
+            "active": self._active_key(t)})
         fields: list[str] = []
         for name, value in (event.to_fields() if event else {}).items():
             fields += [name, value]
         now_ms = self.clock_ms() if self.clock_ms is not None else int(time.time() * 1000)
-        self._call(self._settle, keys, [ticket.request_id, "charge" if charge else "refund", ticket.tokens,
-                                        decision.cost_nano, decision.debits, k, t, month, now_ms,
-                                        self._work_unit(t, part), *fields])
+        args = SETTLE.arg_list({
+            "request_id": ticket.request_id, "outcome": "charge" if charge else "refund", "tokens": ticket.tokens,
+            "cost": decision.cost_nano, "debits": decision.debits, "key_id": k, "tenant_id": t, "month": month,
+            "now": now_ms, "unit": self._work_unit(t, part), "key_holds": decision.key_holds,
+            "month_ttl": MONTH_TTL_S}, fields)
+        self._call(self._settle, keys, args)
 
     # -- a tenant's state: seeded from DynamoDB, then kept current by the billing API ---------
     def seed(self, state: TenantState, *, month_start_ms: int, month_end_ms: int) -> bool:
         """Write ``state`` unless Redis already holds the tenant (the first seed wins); True
         if this call seeded it."""
         t = state.tenant_id
-        keys = [tenant_key(t, "cfg"), tenant_key(t, "status"), tenant_key(t, "keys"), tenant_key(t, "kcfg"),
-                month_key(t, state.month), tenant_key(t, "grants"), tenant_key(t, "credit"), usage_stream(t),
-                *(key_month_key(t, k, state.month) for k in state.key_ids),
-                *(usage_stream(t, part) for part in range(1, STREAM_PARTS))]
+        keys = SEED.key_list(
+            {"cfg": tenant_key(t, "cfg"), "status": tenant_key(t, "status"), "key_states": tenant_key(t, "keys"),
+             "key_cfg": tenant_key(t, "kcfg"), "month": month_key(t, state.month), "grants": tenant_key(t, "grants"),
+             "credit": tenant_key(t, "credit"), "usage": usage_stream(t)},
+            [*(key_month_key(t, k, state.month) for k in state.key_ids),
+             *(usage_stream(t, part) for part in range(1, STREAM_PARTS))])
         payload = {
             "cfg": _cfg_fields(state.money), "status": "suspended" if state.suspended else "active",
             "key_states": state.key_states,
@@ -208,21 +214,25 @@ class RedisLimiter:
             "low_fired": state.low_fired, "exh_fired": state.exhausted_fired,
             "month_ttl": MONTH_TTL_S, "month_start_ms": month_start_ms, "month_end_ms": month_end_ms,
         }
-        return bool(self._call(self._seed, keys, [json.dumps(payload)]))
+        return bool(self._call(self._seed, keys, SEED.arg_list({"state": json.dumps(payload)})))
 
     def set_money(self, tenant_id: str, money: MoneySettings) -> None:
         fields = [part for pair in _cfg_fields(money).items() for part in pair]
-        self._call(self._project, [tenant_key(tenant_id, "cfg"), tenant_key(tenant_id, "cfg")], fields)
+        self._project_into(tenant_id, tenant_key(tenant_id, "cfg"), fields)
 
     def set_key_settings(self, tenant_id: str, key_id: str, settings: KeySettings) -> None:
-        self._call(self._project, [tenant_key(tenant_id, "cfg"), tenant_key(tenant_id, "kcfg")],
-                   [key_id, _key_cfg(settings)])
+        self._project_into(tenant_id, tenant_key(tenant_id, "kcfg"), [key_id, _key_cfg(settings)])
+
+    def _project_into(self, tenant_id: str, target: str, values: list[str]) -> None:
+        keys = PROJECT.key_list({"cfg": tenant_key(tenant_id, "cfg"), "target": target})
+        self._call(self._project, keys, PROJECT.arg_list({}, values))
 
     def add_grant(self, tenant_id: str, grant: Grant) -> None:
         now_ms = self.clock_ms() if self.clock_ms is not None else int(time.time() * 1000)
-        self._call(self._grant, [tenant_key(tenant_id, "cfg"), tenant_key(tenant_id, "grants"),
-                                 tenant_key(tenant_id, "credit")],
-                   [grant.id, grant.expires_ms or NO_EXPIRY_MS, grant.remaining_nano, now_ms])
+        keys = GRANT.key_list({"cfg": tenant_key(tenant_id, "cfg"), "grants": tenant_key(tenant_id, "grants"),
+                               "credit": tenant_key(tenant_id, "credit")})
+        self._call(self._grant, keys, GRANT.arg_list({"grant_id": grant.id, "expiry": grant.expires_ms or NO_EXPIRY_MS,
+                                                      "amount": grant.remaining_nano, "now": now_ms}))
 
     def ping(self) -> None:
         self._write(lambda: self.client.ping())

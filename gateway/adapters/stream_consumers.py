@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from importlib import resources
 from typing import Any
+
+from gateway.adapters.lua_scripts import PRUNE_CONSUMERS
 
 DEFAULT_MIN_IDLE_MS = 3_600_000  # an hour: 60 runs of a flusher that runs every minute
 DEFAULT_EVERY_S = 600.0  # at most one prune per stream per flusher instance in ten minutes
@@ -28,13 +29,14 @@ class ConsumerPruner:
         self.every_s = every_s
         self.clock = clock
         self._last: dict[str, float] = {}
-        self._script = client.register_script(resources.files("gateway.lua").joinpath("prune_consumers.lua")
-                                              .read_text())
+        self._script = client.register_script(PRUNE_CONSUMERS.source)
 
     def prune(self, stream: str) -> list[str]:
         """Delete the stream's stale consumers now; returns their names."""
         self._last[stream] = self.clock()
-        names = self._script([stream], [self.group, self.min_idle_ms, self.keep])
+        names = self._script(PRUNE_CONSUMERS.key_list({"stream": stream}),
+                             PRUNE_CONSUMERS.arg_list({"group": self.group, "min_idle": self.min_idle_ms,
+                                                       "keep": self.keep}))
         return [n.decode() if isinstance(n, bytes) else str(n) for n in names or []]
 
     def maybe_prune(self, stream: str) -> list[str]:

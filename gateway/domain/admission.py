@@ -68,6 +68,7 @@ class Decision:
     # The key's own rate limits, when it has any (None otherwise).
     key_requests: tuple[int, int] | None = None  # remaining, reset s
     key_tokens: tuple[int, int] | None = None
+    key_holds: str = ""  # what admission holds on the key's own counters, for settle: "m" its month, "l" a lease
     local: bool = False  # decided by the in-process fallback while Redis was unreachable
 
     @property

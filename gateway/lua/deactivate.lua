@@ -4,10 +4,10 @@
 -- removal cannot happen: it runs before (the stream is not empty) or after (it adds the tenant
 -- back).
 --
--- KEYS  1 the index key of the tenant's slot, 2 usage stream, 3 events stream
--- ARGV  1 tenant id
+-- KEYS and ARGV are named in gateway/adapters/lua_scripts.py (DEACTIVATE): index the index key
+-- of the tenant's slot, usage and events its streams, unit the work unit to take out.
 -- Returns 1 when the tenant was removed, 0 when it stays (or was not listed).
-if redis.call('XLEN', KEYS[2]) > 0 or redis.call('XLEN', KEYS[3]) > 0 then
+if redis.call('XLEN', k_usage) > 0 or redis.call('XLEN', k_events) > 0 then
   return 0
 end
-return redis.call('SREM', KEYS[1], ARGV[1])
+return redis.call('SREM', k_index, a_unit)

@@ -2,26 +2,26 @@
 -- is seeded from DynamoDB). Idempotent: a grant already projected is left as it is. A grant
 -- opens a new alert cycle: credits.exhausted may fire again, and credits.low once the balance
 -- is back above the alert level.
--- KEYS  1 cfg, 2 grants, 3 credit
--- ARGV  1 grant id, 2 expiry ms (2^52 = none), 3 amount nano, 4 now ms
-if redis.call('EXISTS', KEYS[1]) == 0 then
+-- KEYS and ARGV are named in gateway/adapters/lua_scripts.py (GRANT): expiry ms (2^52 = none),
+-- amount nano, now ms.
+if redis.call('EXISTS', k_cfg) == 0 then
   return 0
 end
-if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then
+if redis.call('HEXISTS', k_credit, a_grant_id) == 1 then
   return 1
 end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[3], '_epoch', ARGV[1])
-redis.call('HDEL', KEYS[3], '_exh')
-local low = redis.call('HGET', KEYS[1], 'low')
+redis.call('ZADD', k_grants, a_expiry, a_grant_id)
+redis.call('HSET', k_credit, a_grant_id, a_amount, '_epoch', a_grant_id)
+redis.call('HDEL', k_credit, '_exh')
+local low = redis.call('HGET', k_cfg, 'low')
 local balance = 0
-local grants = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[4], '+inf')
+local grants = redis.call('ZRANGEBYSCORE', k_grants, '(' .. a_now, '+inf')
 if #grants > 0 then
-  for _, left in ipairs(redis.call('HMGET', KEYS[3], unpack(grants))) do
+  for _, left in ipairs(redis.call('HMGET', k_credit, unpack(grants))) do
     balance = balance + math.max(0, tonumber(left or '0'))
   end
 end
 if not low or low == '' or balance >= tonumber(low) then
-  redis.call('HDEL', KEYS[3], '_low')
+  redis.call('HDEL', k_credit, '_low')
 end
 return 1

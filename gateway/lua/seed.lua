@@ -4,37 +4,33 @@
 -- yet in DynamoDB: the flusher leaves an unseeded tenant's stream alone) is added on top.
 -- If another caller seeded first, nothing is written: the first seed wins.
 --
--- KEYS  1 cfg, 2 status, 3 key states, 4 key cfg, 5 month, 6 grants, 7 credit, 8 usage stream,
---       9.. the month hash of each key, in the order of state.key_ids, then the usage stream's
+-- KEYS and ARGV are named in gateway/adapters/lua_scripts.py (SEED); int is prelude.lua's.
+-- more: the month hash of each key, in the order of state.key_ids, then the usage stream's
 --       further parts (a hot tenant's; absent keys read as empty)
--- ARGV  1 JSON state: cfg {field: text}, status, key_states {key id: expiry ms | 0},
+-- state: JSON cfg {field: text}, status, key_states {key id: expiry ms | 0},
 --       key_cfg {key id: JSON text}, key_ids [...], tok, cost, key_months {key id: [tok, cost]},
 --       grants [[id, expiry ms, remaining nano]], epoch, fired [flag...], key_fired {key id: [flag...]},
 --       low_fired, exh_fired, month_ttl, month_start_ms, month_end_ms
 -- Returns 1 when it seeded, 0 when the tenant was already seeded.
-if redis.call('EXISTS', KEYS[1]) == 1 then
+if redis.call('EXISTS', k_cfg) == 1 then
   return 0
 end
-local state = cjson.decode(ARGV[1])
-local function int(n)
-  if n == 0 then return '0' end  -- never '-0', which Redis does not take for an integer
-  return string.format('%.0f', n)
-end
+local state = cjson.decode(a_state)
 
 local tok, cost = state.tok, state.cost
 local key_months, slot = {}, {}
 for i, key_id in ipairs(state.key_ids) do
   local known = state.key_months[key_id] or {0, 0}
   key_months[key_id] = {known[1], known[2]}
-  slot[key_id] = KEYS[8 + i]
+  slot[key_id] = k_more[i]
 end
 local remaining = {}
 for _, grant in ipairs(state.grants) do
   remaining[grant[1]] = grant[3]
 end
-local entries = redis.call('XRANGE', KEYS[8], '-', '+')
-for i = 9 + #state.key_ids, #KEYS do
-  for _, entry in ipairs(redis.call('XRANGE', KEYS[i], '-', '+')) do
+local entries = redis.call('XRANGE', k_usage, '-', '+')
+for i = 1 + #state.key_ids, #k_more do
+  for _, entry in ipairs(redis.call('XRANGE', k_more[i], '-', '+')) do
     entries[#entries + 1] = entry
   end
 end
@@ -62,13 +58,13 @@ local cfg = {}
 for field, value in pairs(state.cfg) do
   cfg[#cfg + 1], cfg[#cfg + 2] = field, value
 end
-redis.call('HSET', KEYS[1], 'seeded', '1', unpack(cfg))
-redis.call('SET', KEYS[2], state.status)
+redis.call('HSET', k_cfg, 'seeded', '1', unpack(cfg))
+redis.call('SET', k_status, state.status)
 for key_id, expiry in pairs(state.key_states) do
-  redis.call('HSET', KEYS[3], key_id, int(expiry))
+  redis.call('HSET', k_key_states, key_id, int(expiry))
 end
 for key_id, text in pairs(state.key_cfg) do
-  redis.call('HSET', KEYS[4], key_id, text)
+  redis.call('HSET', k_key_cfg, key_id, text)
 end
 local function month(hash, t, c, fired)
   redis.call('HSET', hash, 'tok', int(t), 'cost', int(c), 'costc', int(c))
@@ -77,15 +73,15 @@ local function month(hash, t, c, fired)
   end
   redis.call('EXPIRE', hash, state.month_ttl)
 end
-month(KEYS[5], tok, cost, state.fired)
+month(k_month, tok, cost, state.fired)
 for key_id, hash in pairs(slot) do
   month(hash, key_months[key_id][1], key_months[key_id][2], state.key_fired[key_id])
 end
 for _, grant in ipairs(state.grants) do
-  redis.call('ZADD', KEYS[6], int(grant[2]), grant[1])
-  redis.call('HSET', KEYS[7], grant[1], int(math.max(0, remaining[grant[1]])))
+  redis.call('ZADD', k_grants, int(grant[2]), grant[1])
+  redis.call('HSET', k_credit, grant[1], int(math.max(0, remaining[grant[1]])))
 end
-if state.epoch ~= '' then redis.call('HSET', KEYS[7], '_epoch', state.epoch) end
-if state.low_fired then redis.call('HSET', KEYS[7], '_low', '1') end
-if state.exh_fired then redis.call('HSET', KEYS[7], '_exh', '1') end
+if state.epoch ~= '' then redis.call('HSET', k_credit, '_epoch', state.epoch) end
+if state.low_fired then redis.call('HSET', k_credit, '_low', '1') end
+if state.exh_fired then redis.call('HSET', k_credit, '_exh', '1') end
 return 1
