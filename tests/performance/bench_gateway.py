@@ -49,6 +49,7 @@ from infra.local.apigw import LambdaContext, read_functions  # noqa: E402
 from infra.local.services import free_port  # noqa: E402
 from infra.local.stack import LocalStack, StackConfig  # noqa: E402
 from infra.local.template import load_template  # noqa: E402
+from tests.performance.interleave import interleave  # noqa: E402
 
 MODEL = "all-MiniLM-L6-v2"
 TEXT = "The quick brown fox jumps over the lazy dog."
@@ -130,28 +131,11 @@ def bench_admission(container: Any, tenant_id: str, key_id: str, seconds: float)
         pipe.execute()
 
     peers: dict[str, Callable[[], None]] = {"today": today, "round1": previous, "incr": incr}
-    counts: dict[str, int] = defaultdict(int)
-    elapsed: dict[str, float] = defaultdict(float)
-    server_us: dict[str, float] = defaultdict(float)
-    server_calls: dict[str, int] = defaultdict(int)
-    rounds = 8
-    for _ in range(rounds):
-        for name, call in peers.items():
-            client.config_resetstat()
-            start = time.perf_counter()
-            while time.perf_counter() - start < seconds / rounds / len(peers):
-                call()
-                counts[name] += 1
-            elapsed[name] += time.perf_counter() - start
-            stats = client.info("commandstats")
-            for command in ("cmdstat_evalsha", "cmdstat_incr"):
-                if command in stats:
-                    server_us[name] += stats[command]["usec"]
-                    server_calls[name] += stats[command]["calls"]
+    tallies = interleave(client, peers, seconds, rounds=8, timed=("evalsha", "incr"))
     for name in ("bench-round1", "bench"):
         client.delete(usage_stream(name), tenant_key(name, "inflight"), month_key(name, month))
-    rate = {name: counts[name] / elapsed[name] for name in peers}
-    return {"rate": rate, "server_us": {n: server_us[n] / max(1, server_calls[n]) for n in peers},
+    rate = {name: tally.rate for name, tally in tallies.items()}
+    return {"rate": rate, "server_us": {n: tally.us_per_call for n, tally in tallies.items()},
             "vs_round1": rate["today"] / rate["round1"], "vs_incr": rate["today"] / rate["incr"]}
 
 
