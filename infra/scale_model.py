@@ -33,9 +33,11 @@ class Constant:
 
 C = {
     # -- Redis (MemoryDB): the request path is two scripts per request
-    "admit_us": Constant(12.9, "µs of Redis engine per admit.lua", "MEASURED: make bench-gateway (INFO commandstats)"),
-    "settle_us": Constant(26.0, "µs of Redis engine per settle.lua (with the index SADD)",
-                          "MEASURED: python -m tests.performance.bench_active_tenants (20.5-36.5 in 3 runs)"),
+    # The money tenant's (graduated price, credit, budgets, a key with limits): the costliest case.
+    "admit_us": Constant(59.0, "µs of Redis engine per admit.lua (money on)",
+                         "MEASURED: python -m tests.performance.bench_admission_ref (58.3-59.8 in 2 runs)"),
+    "settle_us": Constant(38.0, "µs of Redis engine per settle.lua (with the index SADD)",
+                          "MEASURED: python -m tests.performance.bench_admission_ref (35.8-40.8 in 2 runs)"),
     "flush_redis_us_per_event": Constant(1.0, "µs of Redis per flushed event (XREADGROUP, XACK, XDEL per batch of 99)",
                                          "MEASURED: bench_active_tenants (111 commands per 200 events), ~2 µs each"),
     "index_key_read_us": Constant(30.0, "µs of client time per index key read (16,384 keys on a cluster)",

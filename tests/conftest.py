@@ -75,8 +75,8 @@ def moto(service_logs: Path) -> Iterator[Service]:
 
 @pytest.fixture(scope="session")
 def local_dynamodb(tmp_path_factory: pytest.TempPathFactory, service_logs: Path) -> Iterator[Service]:
-    """infra/local/dynamodb, SQLite-backed: the DynamoDB every test talks to (moto's server is
-    kept as the reference the conformance suite compares it with)."""
+    """infra/local/dynamodb, SQLite-backed: the DynamoDB the stacks and most tests talk to
+    (tests/performance/dynamodb_conformance.py holds it to the product's calls)."""
     db_path = tmp_path_factory.mktemp("dynamodb") / "dynamodb.sqlite3"
     service = dynamodb_service(free_port(), db_path, service_logs).start()
     yield service

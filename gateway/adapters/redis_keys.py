@@ -3,9 +3,9 @@
 ``tenant_key`` is the one function that names a tenant's keys: all of them share its hash tag
 ``{t:<id>}``, so each script touches one hash slot and runs on one shard (MemoryDB, Redis
 Cluster). The admission scripts (gateway/adapters/redis_store.py), the active-tenants index
-(gateway/adapters/active_tenants.py) and the flusher (gateway/services/metering.py) all take
-their keys from here; this module imports nothing of theirs, so none of them needs another to
-name a key.
+(gateway/adapters/active_tenants.py) and the flusher's streams (gateway/adapters/
+tenant_streams.py) all take their keys from here; this module imports nothing of theirs, so
+none of them needs another to name a key.
 """
 
 from __future__ import annotations
