@@ -117,3 +117,8 @@ class UpstreamTimeoutError(Error):
     type = "server_error"
     code = "inference_timeout"
     default_headers = RETRY_SOON
+
+
+class ContainerDeadlineError(UpstreamTimeoutError):
+    """The same 504 for the caller, but the container said it: this request's deadline passed
+    in its queue. An answer, so the container is there (the breaker stays closed)."""

@@ -6,6 +6,9 @@ end well, and the container is not hammered while it loads its model.
 
 - closed: every request goes through. An outage answer (``ServiceUnavailableError``:
   unreachable, not ready, overloaded; ``UpstreamTimeoutError``: no answer in time) opens it.
+  The container's own 504 (``ContainerDeadlineError``: this request's deadline passed in its
+  queue) does not: it answered, and one tenant's largest requests running out of time must
+  not refuse every other tenant's requests on this copy.
 - open: every request fails fast for ``open_s``, which doubles after each failed trial, up
   to ``max_open_s``. Retry-After says when the next trial is due (whole seconds, at least 1).
 - half-open: once that time is up, ONE request goes through as the trial (the others still
@@ -24,7 +27,7 @@ from collections.abc import Callable
 from enum import StrEnum
 
 from gateway.adapters.inference import Embeddings, InferenceClient
-from gateway.errors import ServiceUnavailableError, UpstreamTimeoutError
+from gateway.errors import ContainerDeadlineError, ServiceUnavailableError, UpstreamTimeoutError
 
 # What says the container is away (rather than that this one request was bad).
 OUTAGES = (ServiceUnavailableError, UpstreamTimeoutError)
@@ -59,6 +62,9 @@ class CircuitBreaker:
         self._enter()
         try:
             result = self.inner.embed(input_ids, tenant_id=tenant_id, timeout_s=timeout_s)
+        except ContainerDeadlineError:
+            self._succeeded()  # an answer: the container is there
+            raise
         except OUTAGES:
             self._failed()
             raise

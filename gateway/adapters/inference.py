@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import orjson
 
 from gateway import wire
-from gateway.errors import ServiceUnavailableError, UpstreamError, UpstreamTimeoutError
+from gateway.errors import ContainerDeadlineError, ServiceUnavailableError, UpstreamError, UpstreamTimeoutError
 
 # The container gives up this much before the gateway does, so its 504 (work dropped, nothing
 # computed for nobody) arrives before the gateway's own read timeout.
@@ -85,7 +85,7 @@ def _raise_for_status(status: int) -> None:
     if status in (429, 503):
         raise _unavailable("the inference service is overloaded; retry shortly")
     if status == 504:
-        raise UpstreamTimeoutError("the inference service did not answer in time")
+        raise ContainerDeadlineError("the inference service did not answer in time")
     if status != 200:
         raise UpstreamError(f"the inference service failed (status {status})")
 

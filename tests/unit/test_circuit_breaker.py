@@ -9,7 +9,7 @@ import pytest
 
 from gateway.adapters.circuit import BreakerState, CircuitBreaker
 from gateway.adapters.inference import Embeddings
-from gateway.errors import ServiceUnavailableError, UpstreamError, UpstreamTimeoutError
+from gateway.errors import ContainerDeadlineError, ServiceUnavailableError, UpstreamError, UpstreamTimeoutError
 
 VECTOR = Embeddings(count=1, dim=1, prompt_tokens=3, data=b"\0\0\x80?")
 
@@ -88,6 +88,21 @@ def test_an_outage_opens_it_and_the_next_requests_fail_fast(breaker, container, 
         assert refused.value.code == "inference_unavailable"
     assert container.calls == 1 and breaker.state is BreakerState.OPEN
     assert not breaker.ready() and container.pings == 0  # no I/O while open
+
+
+def test_the_containers_own_504_leaves_it_closed(breaker, container):
+    # GIVEN a container that answers 504: this request's deadline passed in its queue
+    def deadline_passed() -> Embeddings:
+        raise ContainerDeadlineError("the inference service did not answer in time")
+
+    container.answer = deadline_passed
+    with pytest.raises(UpstreamTimeoutError) as timed_out:
+        embed(breaker)
+    assert timed_out.value.status == 504
+    # THEN it answered, so it is there: the next request (another tenant's) still reaches it
+    container.answer = lambda: VECTOR
+    assert embed(breaker) is VECTOR
+    assert breaker.state is BreakerState.CLOSED and container.calls == 2
 
 
 def test_one_trial_after_the_pause_and_its_success_closes_it(breaker, container, clock):
