@@ -4,7 +4,7 @@ The request's ``model`` picks everything per model (gateway/assets/models.json):
 and its token limit, the model's own largest request, the plan's price for it (the tiers
 admission charges, in the same atomic step as every limit) and the container's model on the
 hop. A model the catalogue lacks is a 404 ``model_not_found``; one the tenant's plan does not
-price, a 403 ``model_not_in_plan``.
+price, a 403 ``model_not_allowed``.
 
 Exactly two limiter round trips on success (admit, settle); a large body costs a third, the
 request gate, before it is parsed (gateway/services/gate.py has the order of the checks and
@@ -176,7 +176,7 @@ class EmbeddingsService:
         if not plan.includes(spec.id):
             raise PermissionDeniedError(
                 f"The model '{spec.id}' is not included in your plan '{plan.name}'; "
-                f"GET /v1/models lists the models it includes.", param="model", code="model_not_in_plan")
+                f"GET /v1/models lists the models it includes.", param="model", code="model_not_allowed")
         if request.dimensions is not None and request.dimensions != spec.dimensions:
             raise InvalidRequestError(f"{spec.id} returns {spec.dimensions} dimensions only.",
                                       param="dimensions")

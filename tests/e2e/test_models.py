@@ -120,7 +120,7 @@ def test_unknown_model_is_404_and_a_model_outside_the_plan_403(stack, admin):
     assert [m.id for m in client.models.list()] == [MINILM]  # the free plan includes MiniLM alone
     with pytest.raises(PermissionDeniedError) as denied:
         client.embeddings.create(model=MPNET, input="a")
-    assert denied.value.body["code"] == "model_not_in_plan" and "free" in denied.value.body["message"]
+    assert denied.value.body["code"] == "model_not_allowed" and "free" in denied.value.body["message"]
     with pytest.raises(NotFoundError) as missing:
         client.embeddings.create(model="text-embedding-3-small", input="a")
     assert missing.value.body["code"] == "model_not_found"
