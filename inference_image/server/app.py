@@ -131,9 +131,9 @@ class App:
 
     @property
     def gpu_active(self) -> bool:
-        """A GPU provider is loaded and reproduced the reference vectors at start-up."""
-        return (self.session.provider in GPU_PROVIDERS
-                and getattr(self.session, "reference_cosine", None) is not None)
+        """Every model runs on a GPU provider that reproduced its reference vectors at start-up."""
+        return all(s.session.provider in GPU_PROVIDERS and getattr(s.session, "reference_cosine", None) is not None
+                   for s in self.served.values())
 
     def _emit_gpu_metric(self) -> None:
         """CloudWatch Embedded Metric Format on stdout: now and every minute (one worker)."""
