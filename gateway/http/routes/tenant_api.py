@@ -30,10 +30,11 @@ def create_embeddings() -> Response:
 
 @router.get("/v1/models")
 def list_models() -> Response:
-    from gateway.services.embeddings import list_models
+    """The catalogued models the caller's plan includes (loaded here: the hot path's module)."""
+    from gateway.services.embeddings import list_models as plan_models
 
     caller = metered_caller(router, Scope.INFERENCE)
-    return json_response(list_body(list_models(container_of(router).limits.plan(caller.tenant.plan))))
+    return json_response(list_body(plan_models(container_of(router).limits.plan(caller.tenant.plan))))
 
 
 @router.get("/v1/usage")
