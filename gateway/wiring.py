@@ -185,11 +185,11 @@ class Container:
     def embeddings(self) -> EmbeddingsService:
         from gateway.adapters.local_limits import LocalLimiter
         from gateway.adapters.tokenizer import ModelTokenizer
-        from gateway.domain.registry import MINILM
+        from gateway.domain.registry import CATALOGUE
         from gateway.services.embeddings import EmbeddingsService
 
         fallback = LocalLimiter() if self.settings.quota_on_redis_failure == "open" else None
-        return EmbeddingsService(tokenizers={MINILM.id: ModelTokenizer(MINILM)}, limiter=self.limiter,
+        return EmbeddingsService(tokenizers={spec.id: ModelTokenizer(spec) for spec in CATALOGUE}, limiter=self.limiter,
                                  inference=self.inference, usage=self.usage, limits=self.limits,
                                  gate=self.gate, fallback=fallback, timeout_s=self.settings.inference_timeout_s,
                                  max_request_tokens=self.settings.max_request_tokens)

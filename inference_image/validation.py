@@ -89,11 +89,12 @@ def _exact_length(count: Callable[[str], int], target: int, seed: int) -> str:
             words = words[:-2]
 
 
-def validation_texts(count_tokens: Callable[[str], int] | None = None) -> list[str]:
+def validation_texts(count_tokens: Callable[[str], int] | None = None, max_tokens: int = 256) -> list[str]:
     """>= 50 varied, deterministic texts.
 
     With ``count_tokens`` (untruncated count, special tokens included) the list also holds texts
-    of exactly 250, 254, 255, 256 (three of them), 257 and 300 tokens.
+    of exactly m-6, m-2, m-1, m (three of them), m+1 and m+44 tokens, m = ``max_tokens``
+    (250 ... 300 for the 256-token MiniLM).
     """
     rng = random.Random(20261129)
     texts = list(_HANDWRITTEN)
@@ -102,7 +103,8 @@ def validation_texts(count_tokens: Callable[[str], int] | None = None) -> list[s
     texts.append(" ".join(_HANDWRITTEN[:12]))  # a long paragraph of mixed content
     texts.append(("This sentence repeats to make a long input. " * 40).strip())  # > 256 tokens
     if count_tokens is not None:
-        for i, target in enumerate((250, 254, 255, 256, 256, 256, 257, 300)):
+        m = max_tokens
+        for i, target in enumerate((m - 6, m - 2, m - 1, m, m, m, m + 1, m + 44)):
             texts.append(_exact_length(count_tokens, target, seed=1000 + i))
     return texts
 

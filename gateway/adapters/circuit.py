@@ -58,10 +58,11 @@ class CircuitBreaker:
         with self._lock:
             return self._state
 
-    def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float) -> Embeddings:
+    def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float,
+              model: str | None = None) -> Embeddings:
         self._enter()
         try:
-            result = self.inner.embed(input_ids, tenant_id=tenant_id, timeout_s=timeout_s)
+            result = self.inner.embed(input_ids, tenant_id=tenant_id, timeout_s=timeout_s, model=model)
         except ContainerDeadlineError:
             self._succeeded()  # an answer: the container is there
             raise

@@ -66,15 +66,17 @@ class Embeddings:
 
 
 class InferenceClient(Protocol):
-    def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float) -> Embeddings: ...
+    def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float,
+              model: str | None = None) -> Embeddings: ...
     def ready(self) -> bool: ...
 
 
-def _request(input_ids: list[list[int]], tenant_id: str, timeout_s: float) -> tuple[bytes, str]:
+def _request(input_ids: list[list[int]], tenant_id: str, timeout_s: float,
+             model: str | None) -> tuple[bytes, str]:
     if timeout_s <= 0:
         raise UpstreamTimeoutError("no time left for the inference service")
     container_ms = max(1, int((timeout_s - min(_CONTAINER_MARGIN_S, timeout_s / 10)) * 1000))
-    return wire.encode_token_ids(input_ids), wire.format_attributes(tenant_id, container_ms)
+    return wire.encode_token_ids(input_ids), wire.format_attributes(tenant_id, container_ms, model)
 
 
 def _unavailable(message: str) -> ServiceUnavailableError:
@@ -121,10 +123,11 @@ class HttpInferenceClient:
         self.pool = urllib3.connection_from_url(self.base_url, maxsize=pool_size, block=False,
                                                 retries=False)
 
-    def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float) -> Embeddings:
+    def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float,
+              model: str | None = None) -> Embeddings:
         timeout_s = min(timeout_s, self.timeout_s)
         deadline = time.monotonic() + timeout_s
-        body, attributes = _request(input_ids, tenant_id, timeout_s)
+        body, attributes = _request(input_ids, tenant_id, timeout_s, model)
         exceptions = self._urllib3.exceptions
         try:
             try:
@@ -171,14 +174,15 @@ class SageMakerInferenceClient:
         self.client_for = client_for
         self.max_timeout_s = max_timeout_s
 
-    def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float) -> Embeddings:
+    def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float,
+              model: str | None = None) -> Embeddings:
         from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 
         timeout_s = min(timeout_s, self.max_timeout_s)
         if timeout_s < 1:  # botocore's timeouts are whole seconds here; less cannot be waited
             raise UpstreamTimeoutError("no time left for the inference service")
         client = self.client_for(int(timeout_s))
-        body, attributes = _request(input_ids, tenant_id, timeout_s)
+        body, attributes = _request(input_ids, tenant_id, timeout_s, model)
         try:
             response = client.invoke_endpoint(
                 EndpointName=self.endpoint_name, ContentType=wire.TOKEN_IDS_TYPE,

@@ -24,14 +24,12 @@ class ModelTokenizer:
         self._truncating.enable_truncation(max_length=spec.max_tokens)
         self.max_chars = spec.max_tokens * CHARS_PER_TOKEN
         self.vocab_size = self._exact.get_vocab_size(with_added_tokens=True)
-        self.cls_id = self._special("[CLS]")
-        self.sep_id = self._special("[SEP]")
-
-    def _special(self, token: str) -> int:
-        token_id = self._exact.token_to_id(token)
-        if token_id is None:
-            raise ValueError(f"{self.spec.tokenizer_file} has no {token} token")
-        return int(token_id)
+        # The tokens the model's post-processor frames an input with: [CLS]/[SEP] for BERT
+        # (MiniLM), <s>/</s> for MPNet. An empty text is exactly the frame.
+        frame = self._exact.encode("", add_special_tokens=True).ids
+        if len(frame) != 2:
+            raise ValueError(f"{spec.tokenizer_file} frames an input with {frame}, not a start and an end token")
+        self.cls_id, self.sep_id = frame
 
     def _load(self) -> Tokenizer:
         tokenizer = Tokenizer.from_file(str(self.spec.tokenizer_file))
@@ -58,8 +56,8 @@ class ModelTokenizer:
             param="input", code="context_length_exceeded")
 
     def wrap_ids(self, sequences: list[list[int]], *, truncate: bool) -> list[list[int]]:
-        """Token ids given by the caller are the text's tokens; [CLS]/[SEP] are added
-        unless the sequence already starts and ends with them."""
+        """Token ids given by the caller are the text's tokens; the model's start and end
+        tokens ([CLS]/[SEP], <s>/</s>) are added unless the sequence already has them."""
         wrapped = []
         for index, ids in enumerate(sequences):
             if not ids:

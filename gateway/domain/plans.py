@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
 
@@ -111,9 +111,19 @@ class Plan(BaseModel):
             raise ValueError(f"{sorted(both)}: a model has a flat price or tiers, not both")
         return self
 
+    def includes(self, model: str) -> bool:
+        """A plan includes the models it prices (a price of "0" included: free)."""
+        return model in self.price_per_1k_tokens or model in self.tiers
+
+    def price_listing(self, model: str) -> str | list[dict[str, Any]]:
+        """The model's price per 1,000 tokens as a decimal string, or its tiers."""
+        if model in self.tiers:
+            return [{"up_to": t.up_to, "price_per_1k_tokens": str(t.price_per_1k_tokens)} for t in self.tiers[model]]
+        return str(self.price_per_1k_tokens.get(model, Decimal(0)))
+
     def pricing(self, model: str) -> Tiers:
         """The model's price as tiers of (up to, nano per token); a flat price is one tier.
-        A model the plan does not price is free."""
+        A model the plan does not price is free (admission refuses it first: ``includes``)."""
         if model in self.tiers:
             return [(t.up_to, nano_per_token(t.price_per_1k_tokens)) for t in self.tiers[model]]
         return [(None, nano_per_token(self.price_per_1k_tokens.get(model, Decimal(0))))]

@@ -1,5 +1,11 @@
 """The hot path of one tenant request: check, tokenize, admit, forward, settle.
 
+The request's ``model`` picks everything per model (gateway/assets/models.json): the tokenizer
+and its token limit, the model's own largest request, the plan's price for it (the tiers
+admission charges, in the same atomic step as every limit) and the container's model on the
+hop. A model the catalogue lacks is a 404 ``model_not_found``; one the tenant's plan does not
+price, a 403 ``model_not_allowed``.
+
 Exactly two limiter round trips on success (admit, settle); a large body costs a third, the
 request gate, before it is parsed (gateway/services/gate.py has the order of the checks and
 why). A tenant Redis does not hold is seeded from DynamoDB first (rare: created while Redis
@@ -22,14 +28,15 @@ from gateway.adapters.tokenizer import CHARS_PER_TOKEN, ModelTokenizer
 from gateway.domain.admission import AdmissionUnavailable, Decision, Limiter, Ticket, Verdict
 from gateway.domain.money import fmt_nano
 from gateway.domain.payloads import max_inputs
-from gateway.domain.plans import API_MAX_REQUEST_TOKENS, LimitOverrides, Limits
-from gateway.domain.registry import ModelSpec, resolve
+from gateway.domain.plans import API_MAX_REQUEST_TOKENS, LimitOverrides, Limits, Plan
+from gateway.domain.registry import CATALOGUE, ModelSpec, resolve
 from gateway.domain.usage import UsageEvent, ledger_shard, ledger_shards
 from gateway.errors import (
     RETRY_SOON,
     Error,
     InvalidRequestError,
     NotFoundError,
+    PermissionDeniedError,
     ServiceUnavailableError,
     UpstreamError,
 )
@@ -97,12 +104,13 @@ class EmbeddingsService:
         caller (the Lambda) has left; the inference call gets no more than that, less what
         settling needs."""
         limits = self.limits.for_tenant(principal.tenant)
+        plan = self.limits.plan(principal.tenant.plan)
         with self._counted_if_refused(principal, request_id, counted=counted):
-            spec, input_ids = self._tokenize(request, principal, limits)
+            spec, input_ids = self._tokenize(request, principal, limits, plan)
         cost = sum(len(sequence) for sequence in input_ids)
 
         now = datetime.now(UTC)
-        pricing = self.limits.plan(principal.tenant.plan).pricing(spec.id)
+        pricing = plan.pricing(spec.id)  # this model's price on this plan: what admission charges
         ticket = Ticket(
             tenant_id=principal.tenant.id, key_id=principal.key.id,
             key_expires_ms=principal.key.expires_ms(), limits=limits, tokens=cost,
@@ -119,10 +127,12 @@ class EmbeddingsService:
 
         started = time.perf_counter()
         try:
-            result = self.inference.embed(input_ids, tenant_id=ticket.tenant_id,
+            result = self.inference.embed(input_ids, tenant_id=ticket.tenant_id, model=spec.id,
                                           timeout_s=self._inference_timeout(time_left_s))
             if result.count != len(input_ids):
                 raise UpstreamError("the inference service returned a wrong number of embeddings")
+            if result.dim != spec.dimensions:
+                raise UpstreamError(f"the inference service returned {result.dim} dimensions for {spec.id}")
             if result.prompt_tokens != cost:
                 # The container ran on other tokens than we charge for: never bill a guess.
                 logger.error("prompt token mismatch", extra={"request_id": request_id, "gateway": cost,
@@ -156,13 +166,17 @@ class EmbeddingsService:
             raise
 
     def _tokenize(self, request: EmbeddingsRequest, principal: Principal,
-                  limits: Limits) -> tuple[ModelSpec, list[list[int]]]:
-        """The request's token ids, each sequence framed by [CLS] and [SEP]; bounded before the
-        tokenizer runs (characters), then exactly (tokens)."""
+                  limits: Limits, plan: Plan) -> tuple[ModelSpec, list[list[int]]]:
+        """The request's token ids, each sequence framed by the model's start and end tokens;
+        bounded before the tokenizer runs (characters), then exactly (tokens)."""
         spec = resolve(request.model)
         if spec is None:
             raise NotFoundError(f"The model '{request.model}' does not exist.", param="model",
                                 code="model_not_found")
+        if not plan.includes(spec.id):
+            raise PermissionDeniedError(
+                f"The model '{spec.id}' is not included in your plan '{plan.name}'; "
+                f"GET /v1/models lists the models it includes.", param="model", code="model_not_allowed")
         if request.dimensions is not None and request.dimensions != spec.dimensions:
             raise InvalidRequestError(f"{spec.id} returns {spec.dimensions} dimensions only.",
                                       param="dimensions")
@@ -173,7 +187,8 @@ class EmbeddingsService:
             raise InvalidRequestError(f"At most {MAX_INPUT_ITEMS} inputs per request.", param="input")
         _refuse_unless_the_answer_fits(count, spec.dimensions, request.encoding_format)
         allowed = min(limits.max_request_tokens, self.max_request_tokens,
-                      principal.key.limits.max_request_tokens or API_MAX_REQUEST_TOKENS)
+                      principal.key.limits.max_request_tokens or API_MAX_REQUEST_TOKENS,
+                      spec.max_request_tokens or API_MAX_REQUEST_TOKENS)
         if texts is not None:
             characters = sum(min(len(text), tokenizer.max_chars) for text in texts)
             if characters > allowed * CHARS_PER_TOKEN:
@@ -262,6 +277,16 @@ class EmbeddingsService:
                              extra={"request_id": event.request_id})
             raise ServiceUnavailableError("Usage could not be recorded; the request was not charged.",
                                           headers=RETRY_SOON) from error
+
+
+def list_models(plan: Plan) -> list[dict[str, object]]:
+    """``GET /v1/models``: the catalogued models the plan includes, in OpenAI's shape, with ours
+    (dimensions, the input token limit, this plan's price per 1,000 tokens)."""
+    return [{"id": spec.id, "object": "model", "created": 0, "owned_by": spec.owned_by,
+             "dimensions": spec.dimensions, "max_input_tokens": spec.max_tokens,
+             "price_per_1k_tokens": plan.price_listing(spec.id), "currency": plan.currency,
+             "description": spec.description}
+            for spec in CATALOGUE if plan.includes(spec.id)]
 
 
 def _refuse_unless_the_answer_fits(count: int, dimensions: int, encoding_format: str) -> None:

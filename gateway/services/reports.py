@@ -29,7 +29,7 @@ from gateway.services.limits import LimitsResolver
 
 DIMENSIONS = ("tenant", "day", "model")
 USAGE_COLUMNS = ["tenant_id", "date", "model", "requests", "prompt_tokens", "cost", "currency"]
-EVENT_COLUMNS = ["request_id", "key_id", "model", "prompt_tokens", "timestamp"]
+EVENT_COLUMNS = ["request_id", "key_id", "model", "prompt_tokens", "timestamp", "cost"]
 # The contract's columns first; what prepaid credit covered and the price tiers after them.
 INVOICE_COLUMNS = ["month", "tenant_id", "tenant_name", "plan", "model", "requests", "prompt_tokens",
                    "unit_price_per_1k_tokens", "amount", "currency", "credits_applied", "amount_due", "billing_mode",
@@ -296,4 +296,6 @@ def _event_row(item: dict[str, Any]) -> dict[str, Any]:
         "model": item["model"],
         "prompt_tokens": int(item["prompt_tokens"]),
         "timestamp": rfc3339(moment),
+        # What the request was charged, exactly (its model's price on the tenant's plan).
+        "cost": fmt(from_nano(int(item["cost_nano"]))) if "cost_nano" in item else None,
     }

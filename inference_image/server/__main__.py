@@ -1,9 +1,10 @@
 """``python -m inference_image.server``: the container entrypoint and the local process.
 
-HOST (default 127.0.0.1; the image sets 0.0.0.0), PORT (8080), MAAS_MODEL_DIR (.maas/model);
-the other settings are in ``inference_image.server.config``. SIGTERM stops accepting
-connections, answers 503 on /ping, finishes in-flight requests (MAAS_DRAIN_TIMEOUT_S, 30 s)
-and exits 0; a second SIGINT exits at once.
+HOST (default 127.0.0.1; the image sets 0.0.0.0), PORT (8080); the models: every one of the
+catalogue (gateway/assets/models.json) or those MAAS_MODELS lists, each from its artifact dir
+(MAAS_MODEL_ROOT/<id> in the image; MAAS_MODEL_DIR for the first); the other settings are in
+``inference_image.server.config``. SIGTERM stops accepting connections, answers 503 on /ping,
+finishes in-flight requests (MAAS_DRAIN_TIMEOUT_S, 30 s) and exits 0; a second SIGINT exits at once.
 
 MAAS_WORKERS=N (default 1) pre-forks N server processes on one listening socket, each with
 its own model sessions (loaded after the fork: no CUDA context crosses it) and its own
@@ -135,12 +136,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    model_dir = Path(settings.model_dir)
-    missing = [n for n in (MODEL_FILE, TOKENIZER_FILE) if not (model_dir / n).is_file()]
-    if missing:
-        print(f"model not found: {', '.join(missing)} missing in {model_dir.resolve()}; run "
-              "`python -m inference_image.export` (or set MAAS_MODEL_DIR)", file=sys.stderr)
-        return 1
+    for model in settings.served():
+        model_dir = Path(model.model_dir)
+        missing = [n for n in (MODEL_FILE, TOKENIZER_FILE) if not (model_dir / n).is_file()]
+        if missing:
+            print(f"model {model.id} not found: {', '.join(missing)} missing in {model_dir.resolve()}; run "
+                  "`python -m inference_image.export --all` (or set MAAS_MODEL_ROOT, MAAS_MODELS)",
+                  file=sys.stderr)
+            return 1
     return serve(settings)
 
 

@@ -19,13 +19,11 @@ import logging
 import os
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gateway import wire
-from inference_image import EMBEDDING_DIM, MODEL_NAME, TOKENIZER_FILE
 from inference_image.server import schemas
 from inference_image.server.batcher import Batcher, Result, TokenBatch, lower_thread_priority
 from inference_image.server.config import Settings
@@ -33,13 +31,14 @@ from inference_image.server.errors import (
     InferenceError,
     InvalidRequestError,
     MethodNotAllowedError,
+    ModelNotFoundError,
     NotFoundError,
     UnavailableError,
 )
 from inference_image.server.http import Deferred, Request, Response, error_response
 from inference_image.server.metrics import Metrics, gpu_active_line
+from inference_image.server.models import Served
 from inference_image.server.session import GPU_PROVIDERS, OnnxSession
-from inference_image.tokenizer import load_tokenizer, truncating
 
 log = logging.getLogger("inference_image.server")
 
@@ -52,14 +51,14 @@ ROUTE_NAMES = {"/ping": "ping", "/invocations": "invocations", "/v1/embeddings":
 class App:
     """Everything the routes share, built once; ``handle`` is the HTTP server's handler."""
 
-    def __init__(self, settings: Settings, session: Any) -> None:
+    def __init__(self, settings: Settings, sessions: list[Any]) -> None:
         self.settings = settings
-        self.session = session
+        # In catalogue order; the first is the default model (a request that names none).
+        self.served = {model.id: Served(model, session) for model, session in zip(settings.served(), sessions,
+                                                                                  strict=True)}
+        self.default = next(iter(self.served.values()))
+        self.session = self.default.session
         self.metrics = Metrics()
-        self.batcher: Batcher | None = None
-        self.tokenizer: Any = None
-        self.truncating_tokenizer: Any = None
-        self.vocab_size = 0
         self.ready = False
         self.draining = False
         self.load_error: str | None = None
@@ -74,15 +73,16 @@ class App:
             "/metrics": ("GET", self.metrics_route),
         }
 
+    @property
+    def batcher(self) -> Batcher | None:
+        """The default model's batcher."""
+        return self.default.batcher
+
     # -- lifecycle ---------------------------------------------------------------------------
     def _load(self) -> None:
-        """Blocking: tokenizer + session.initialize() (warm-up and reference check)."""
-        tok_path = Path(self.settings.model_dir) / TOKENIZER_FILE
-        self.tokenizer = load_tokenizer(tok_path)
-        self.truncating_tokenizer = truncating(self.tokenizer, self.settings.max_tokens)
-        self.vocab_size = self.tokenizer.get_vocab_size()
-        provider = self.session.initialize()
-        self.metrics.provider.labels(provider).set(1)
+        """Blocking: every model's tokenizer and session (warm-up and reference check)."""
+        for served in self.served.values():
+            self.metrics.provider.labels(served.load()).set(1)
 
     async def start(self) -> None:
         """Load the model in the background: /ping answers 503 until it is warm."""
@@ -98,9 +98,9 @@ class App:
                 await _in_thread(self._load, nice=settings.bulk_nice)
             else:
                 await asyncio.to_thread(self._load)
-            express = None
             if settings.express_tokens > 0:
-                express = await asyncio.to_thread(session.open_lane)
+                for served in self.served.values():
+                    served.express = await asyncio.to_thread(served.session.open_lane)
         except Exception as exc:  # noqa: BLE001 - reported by /ping and the log
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.error("model failed to load: %s", self.load_error)
@@ -109,13 +109,14 @@ class App:
         overhead = settings.call_overhead_tokens
         if overhead < 0:  # ~1 ms of model time: a few dozen tokens on a CPU, ~1k on a GPU
             overhead = 1024 if self.gpu_active else 32
-        self.batcher = Batcher(
-            session.execute, dim=EMBEDDING_DIM, max_batch_tokens=settings.max_batch_tokens,
-            max_batch_items=settings.max_batch_items, max_wait_s=settings.max_wait_ms / 1000,
-            max_queue=settings.max_queue, metrics=self.metrics, call_overhead_tokens=overhead,
-            express=express, express_tokens=settings.express_tokens,
-            quantum=settings.max_tokens, bulk_nice=settings.bulk_nice)
-        self.batcher.start()
+        for served in self.served.values():  # one batcher (queue, lanes, token budget) per model
+            served.batcher = Batcher(
+                served.session.execute, dim=served.dimensions, max_batch_tokens=settings.max_batch_tokens,
+                max_batch_items=settings.max_batch_items, max_wait_s=settings.max_wait_ms / 1000,
+                max_queue=settings.max_queue, metrics=self.metrics, call_overhead_tokens=overhead,
+                express=served.express, express_tokens=settings.express_tokens,
+                quantum=served.max_tokens, bulk_nice=settings.bulk_nice)
+            served.batcher.start()
         if settings.require_gpu and not self.gpu_active:
             self.not_serving = (
                 f"MAAS_REQUIRE_GPU=true but the model runs on {session.provider}; GPU "
@@ -123,15 +124,16 @@ class App:
             log.error("not serving: %s", self.not_serving)
         self.ready = True
         self.metrics.ready.set(0 if self.not_serving else 1)
-        log.info("ready on %s (%s), express lane %s", session.provider, settings.model_dir,
-                 f"<= {settings.express_tokens} tokens" if express else "off")
+        log.info("ready on %s (%s), express lane %s", session.provider,
+                 ", ".join(f"{s.id}: {s.setting.model_dir}" for s in self.served.values()),
+                 f"<= {settings.express_tokens} tokens" if settings.express_tokens else "off")
         self._emit_gpu_metric()
 
     @property
     def gpu_active(self) -> bool:
-        """A GPU provider is loaded and reproduced the reference vectors at start-up."""
-        return (self.session.provider in GPU_PROVIDERS
-                and getattr(self.session, "reference_cosine", None) is not None)
+        """Every model runs on a GPU provider that reproduced its reference vectors at start-up."""
+        return all(s.session.provider in GPU_PROVIDERS and getattr(s.session, "reference_cosine", None) is not None
+                   for s in self.served.values())
 
     def _emit_gpu_metric(self) -> None:
         """CloudWatch Embedded Metric Format on stdout: now and every minute (one worker)."""
@@ -142,18 +144,21 @@ class App:
 
     def begin_drain(self) -> None:
         self.draining = True
-        if self.batcher is not None:
-            self.batcher.close()
+        for served in self.served.values():
+            if served.batcher is not None:
+                served.batcher.close()
 
     async def drain(self) -> None:
         if self._emf is not None:
             self._emf.cancel()
-        if self.batcher is not None:
-            drained = await self.batcher.drain(self.settings.drain_timeout_s)
-            log.info("drained (%s)", "complete" if drained else "timed out")
+        batchers = [s.batcher for s in self.served.values() if s.batcher is not None]
+        if batchers:
+            done = await asyncio.gather(*(b.drain(self.settings.drain_timeout_s) for b in batchers))
+            log.info("drained (%s)", "complete" if all(done) else "timed out")
 
     def finalize(self) -> None:
-        self.session.finalize()
+        for served in self.served.values():
+            served.session.finalize()
 
     # -- dispatch ----------------------------------------------------------------------------
     def handle(self, request: Request) -> Response | Deferred:
@@ -174,24 +179,34 @@ class App:
                                  exc.status)
         return error_response(exc)
 
-    def require_ready(self) -> Batcher:
+    def require_ready(self, model: str | None = None) -> Served:
+        """The named model (None: the default), ready to take work."""
         if self.draining:
             raise UnavailableError("server is shutting down", code="shutting_down")
-        if not self.ready or self.batcher is None:
+        if not self.ready or self.default.batcher is None:
             raise UnavailableError("model is loading" if self.load_error is None
                                    else f"model failed to load: {self.load_error}",
                                    code="model_loading")
-        return self.batcher
+        if model is None:
+            return self.default
+        if not isinstance(model, str):
+            raise InvalidRequestError("'model' must be a string", param="model")
+        served = next((s for s in self.served.values() if model in s.setting.names), None)
+        if served is None:
+            raise ModelNotFoundError(f"the model '{model}' does not exist; this server serves "
+                                     f"{', '.join(repr(m) for m in self.served)}", param="model")
+        return served
+
+    def _attributes(self, request: Request) -> dict[str, str]:
+        raw = request.headers.get(wire.ATTRIBUTES_HEADER)
+        return wire.parse_attributes(raw) if raw is not None else {}
 
     def _deadline_and_tenant(self, request: Request) -> tuple[float, str]:
         cap = self.settings.request_timeout_ms
-        tenant = ""
         raw = request.headers.get(TIMEOUT_HEADER)
-        attributes = request.headers.get(wire.ATTRIBUTES_HEADER)
-        if attributes is not None:
-            fields = wire.parse_attributes(attributes)
-            tenant = fields.get("tenant", "")
-            raw = fields.get("timeout_ms", raw)
+        fields = self._attributes(request)
+        tenant = fields.get("tenant", "")
+        raw = fields.get("timeout_ms", raw)
         if raw is not None:
             try:
                 asked = float(raw)
@@ -209,28 +224,30 @@ class App:
         self.require_ready()
         if self.not_serving:
             raise UnavailableError(self.not_serving, code="gpu_required")
-        return Response(200, schemas.dumps({"status": "ok", "model": MODEL_NAME,
-                                            "provider": self.session.provider}))
+        return Response(200, schemas.dumps({
+            "status": "ok", "model": self.default.id, "provider": self.session.provider,
+            "models": [served.describe() for served in self.served.values()]}))
 
     def invocations(self, request: Request) -> Deferred:
-        batcher = self.require_ready()
-        s = self.settings
+        # The hop names the model in its custom attributes (gateway.wire); none: the default.
+        served = self.require_ready(self._attributes(request).get("model"))
+        batcher, s = served.batcher, self.settings
+        assert batcher is not None
         if request.headers.get("content-type", "").startswith(wire.TOKEN_IDS_TYPE):
-            batch = schemas.parse_token_ids(request.body, vocab_size=self.vocab_size,
-                                            max_items=s.max_items, max_tokens=s.max_tokens)
+            batch = schemas.parse_token_ids(request.body, vocab_size=served.vocab_size,
+                                            max_items=s.max_items, max_tokens=served.max_tokens)
         else:
             batch = schemas.parse_invocations(schemas.parse_json_object(request.body),
-                                              vocab_size=self.vocab_size,
-                                              max_items=s.max_items, max_tokens=s.max_tokens)
+                                              vocab_size=served.vocab_size,
+                                              max_items=s.max_items, max_tokens=served.max_tokens)
         timeout_s, tenant = self._deadline_and_tenant(request)
         tokens = batch.total
         if wire.EMBEDDINGS_TYPE in request.headers.get("accept", ""):
             # The lane writes the vectors straight into the response body, after its header.
-            head = wire.EMBEDDINGS_HEADER.size
-            body = bytearray(head + 4 * batch.count * EMBEDDING_DIM)
-            body[:head] = wire.embeddings_header(batch.count, EMBEDDING_DIM, tokens)
-            out = np.frombuffer(body, dtype="<f4", offset=head).reshape(batch.count,
-                                                                        EMBEDDING_DIM)
+            head, dim = wire.EMBEDDINGS_HEADER.size, served.dimensions
+            body = bytearray(head + 4 * batch.count * dim)
+            body[:head] = wire.embeddings_header(batch.count, dim, tokens)
+            out = np.frombuffer(body, dtype="<f4", offset=head).reshape(batch.count, dim)
             future = batcher.enqueue(batch, timeout_s, tenant=tenant, out=out)
             return Deferred(future, lambda result: self._answer(
                 request, "invocations", body, wire.EMBEDDINGS_TYPE, tokens, result))
@@ -240,13 +257,17 @@ class App:
             wire.JSON_TYPE, tokens, result))
 
     def embeddings(self, request: Request) -> Response | Deferred:
-        batcher = self.require_ready()
-        s = self.settings
-        req = schemas.parse_embeddings(schemas.parse_json_object(request.body),
-                                       vocab_size=self.vocab_size, max_items=s.max_items)
+        data = schemas.parse_json_object(request.body)
+        served = self.require_ready(data.get("model"))
+        batcher, s = served.batcher, self.settings
+        assert batcher is not None
+        req = schemas.parse_embeddings(data, vocab_size=served.vocab_size, max_items=s.max_items,
+                                       dimensions=served.dimensions)
         timeout_s, tenant = self._deadline_and_tenant(request)
+        answer = lambda result: self._embeddings_answer(  # noqa: E731
+            request, served.id, req.encoding_format, result)
         if req.texts is not None:
-            tok = self.truncating_tokenizer if req.truncate else self.tokenizer
+            tok = served.truncating_tokenizer if req.truncate else served.tokenizer
             if len(req.texts) > 8:  # long tokenizations leave the event loop free
                 loop = asyncio.get_running_loop()
                 future: asyncio.Future[Result] = loop.create_future()
@@ -256,7 +277,7 @@ class App:
                     if future.cancelled():
                         return
                     try:
-                        inner = self._enqueue_texts(batcher, done.result(), req.truncate,
+                        inner = self._enqueue_texts(served, done.result(), req.truncate,
                                                     timeout_s, tenant)
                     except BaseException as exc:  # noqa: BLE001 - reported on the future
                         future.set_exception(exc)
@@ -265,31 +286,29 @@ class App:
                     future.add_done_callback(lambda f: f.cancelled() and inner.cancel())
 
                 encoding.add_done_callback(forward)
-                return Deferred(future, lambda result: self._embeddings_answer(
-                    request, req.encoding_format, result))
-            fut = self._enqueue_texts(batcher, tok.encode_batch(req.texts), req.truncate,
+                return Deferred(future, answer)
+            fut = self._enqueue_texts(served, tok.encode_batch(req.texts), req.truncate,
                                       timeout_s, tenant)
-            return Deferred(fut, lambda result: self._embeddings_answer(
-                request, req.encoding_format, result))
+            return Deferred(fut, answer)
         assert req.ids is not None
-        batch = req.ids.truncated(s.max_tokens) if req.truncate else req.ids
-        _check_lengths(batch, s.max_tokens)
+        batch = req.ids.truncated(served.max_tokens) if req.truncate else req.ids
+        _check_lengths(batch, served.max_tokens)
         fut = batcher.enqueue(batch, timeout_s, tenant=tenant)
-        return Deferred(fut, lambda result: self._embeddings_answer(
-            request, req.encoding_format, result))
+        return Deferred(fut, answer)
 
-    def _enqueue_texts(self, batcher: Batcher, encodings: list[Any], truncate: bool,
+    def _enqueue_texts(self, served: Served, encodings: list[Any], truncate: bool,
                        timeout_s: float, tenant: str) -> asyncio.Future[Result]:
         batch = TokenBatch.from_lists([e.ids for e in encodings])
         if not truncate:
-            _check_lengths(batch, self.settings.max_tokens)
-        return batcher.enqueue(batch, timeout_s, tenant=tenant)
+            _check_lengths(batch, served.max_tokens)
+        assert served.batcher is not None
+        return served.batcher.enqueue(batch, timeout_s, tenant=tenant)
 
-    def _embeddings_answer(self, request: Request, encoding_format: str,
+    def _embeddings_answer(self, request: Request, model: str, encoding_format: str,
                            result: Result) -> Response:
         tokens = result.tokens
         return self._answer(request, "embeddings",
-                            schemas.embeddings_body(result.embeddings, tokens, encoding_format),
+                            schemas.embeddings_body(result.embeddings, tokens, encoding_format, model=model),
                             wire.JSON_TYPE, tokens, result)
 
     def _answer(self, request: Request, route: str, body: bytes | bytearray, content_type: str,
@@ -304,14 +323,14 @@ class App:
 
     def models(self, request: Request) -> Response:
         return Response(200, schemas.dumps({"object": "list", "data": [
-            {"id": MODEL_NAME, "object": "model", "created": 0,
-             "owned_by": "sentence-transformers"}]}))
+            {"id": served.id, "object": "model", "created": 0, "owned_by": "sentence-transformers",
+             "dimensions": served.dimensions, "max_input_tokens": served.max_tokens}
+            for served in self.served.values()]}))
 
     def metrics_route(self, request: Request) -> Response:
         self.metrics.ready.set(1 if self.ready and not self.draining and not self.not_serving
                                else 0)
-        if self.batcher is not None:
-            self.metrics.in_flight.set(self.batcher.in_flight)
+        self.metrics.in_flight.set(sum(s.batcher.in_flight for s in self.served.values() if s.batcher))
         return Response(200, self.metrics.render(), self.metrics.content_type)
 
 
@@ -357,10 +376,13 @@ def _chain(source: asyncio.Future[Any], target: asyncio.Future[Any]) -> None:
 
 
 def create_app(settings: Settings, session: Any = None) -> App:
-    """The app on the ONNX session (or ``session``: anything with the same methods, such as
-    the null model of ``python -m inference_image.bench null``)."""
-    if session is None:
-        session = OnnxSession(settings.model_dir, providers=settings.providers,
-                              intra_op_threads=settings.intra_op_threads,
-                              max_batch_items=settings.max_batch_items)
-    return App(settings, session)
+    """The app on one ONNX session per served model (or, for the default model, ``session``:
+    anything with the same methods, such as the null model of ``python -m inference_image.bench
+    null``)."""
+    sessions = [session if session is not None and index == 0 else
+                OnnxSession(model.model_dir, providers=settings.providers,
+                            intra_op_threads=settings.intra_op_threads,
+                            max_batch_items=settings.max_batch_items,
+                            dimensions=model.dimensions, max_tokens=model.max_tokens)
+                for index, model in enumerate(settings.served())]
+    return App(settings, sessions)

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from inference_image import MAX_TOKENS, default_model_dir
+from inference_image import MAX_TOKENS, catalog, default_model_dir
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -45,6 +45,31 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
 
 
 @dataclass(frozen=True)
+class ModelSetting:
+    """One served model: its catalogue facts and where its export lies."""
+
+    id: str
+    names: frozenset[str]
+    dimensions: int
+    max_tokens: int
+    model_dir: str
+
+
+def _models(env: Mapping[str, str]) -> tuple[ModelSetting, ...]:
+    """``MAAS_MODELS``: a comma list of catalogued ids to serve (default: every one)."""
+    listed = catalog.load()
+    wanted = [name.strip() for name in (env.get("MAAS_MODELS") or "").split(",") if name.strip()]
+    chosen = listed if not wanted else []
+    for name in wanted:
+        match = next((m for m in listed if name in m.names), None)
+        if match is None:
+            raise ValueError(f"MAAS_MODELS names {name!r}, which is not in the catalogue")
+        chosen.append(match)
+    return tuple(ModelSetting(m.id, m.names, m.dimensions, m.max_tokens,
+                              str(m.artifact(env, first=m.id == listed[0].id))) for m in chosen)
+
+
+@dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -66,6 +91,15 @@ class Settings:
     express_tokens: int = 512  # requests this small also run on a second session; 0: off
     bulk_nice: int = 10  # niceness of the bulk lane's threads where an express lane exists
     log_level: str = "info"
+    # The models served, first is the default (a request naming none); empty: the first
+    # catalogued model, from model_dir.
+    models: tuple[ModelSetting, ...] = ()
+
+    def served(self) -> tuple[ModelSetting, ...]:
+        if self.models:
+            return self.models
+        first = catalog.load()[0]
+        return (ModelSetting(first.id, first.names, first.dimensions, first.max_tokens, self.model_dir),)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -90,4 +124,5 @@ class Settings:
             express_tokens=_int(env, "MAAS_EXPRESS_LANE_TOKENS", 512, minimum=0),
             bulk_nice=_int(env, "MAAS_BULK_NICE", 10, minimum=0),
             log_level=(env.get("MAAS_LOG_LEVEL") or "info").lower(),
+            models=_models(env),
         )

@@ -17,9 +17,9 @@ import numpy as np
 import orjson
 
 from gateway import wire
-from inference_image import MODEL_ALIASES, MODEL_NAME
+from inference_image import EMBEDDING_DIM, MODEL_NAME
 from inference_image.server.batcher import TokenBatch
-from inference_image.server.errors import InvalidRequestError, ModelNotFoundError
+from inference_image.server.errors import InvalidRequestError
 
 _LITTLE = sys.byteorder == "little"
 
@@ -138,15 +138,9 @@ class EmbeddingsRequest:
     encoding_format: str
 
 
-def parse_embeddings(data: dict[str, Any], *, vocab_size: int,
-                     max_items: int) -> EmbeddingsRequest:
-    model = data.get("model")
-    if model is not None:
-        if not isinstance(model, str):
-            raise InvalidRequestError("'model' must be a string", param="model")
-        if model not in MODEL_ALIASES:
-            raise ModelNotFoundError(f"the model '{model}' does not exist; this server "
-                                     f"serves '{MODEL_NAME}'", param="model")
+def parse_embeddings(data: dict[str, Any], *, vocab_size: int, max_items: int,
+                     dimensions: int = EMBEDDING_DIM) -> EmbeddingsRequest:
+    """The body of a request for one model (the app picked it by ``model``)."""
     fmt = data.get("encoding_format", "float")
     if fmt is None:
         fmt = "float"
@@ -159,8 +153,8 @@ def parse_embeddings(data: dict[str, Any], *, vocab_size: int,
     if not isinstance(truncate, bool):
         raise InvalidRequestError("'truncate' must be a boolean", param="truncate")
     dims = data.get("dimensions")
-    if dims is not None and (type(dims) is not int or dims != 384):
-        raise InvalidRequestError("'dimensions' must be 384 for this model",
+    if dims is not None and (type(dims) is not int or dims != dimensions):
+        raise InvalidRequestError(f"'dimensions' must be {dimensions} for this model",
                                   param="dimensions")
     if "input" not in data:
         raise InvalidRequestError("'input' is required", param="input")
@@ -205,7 +199,8 @@ def invocations_body(emb: np.ndarray, prompt_tokens: int) -> bytes:
                   "prompt_tokens": prompt_tokens})
 
 
-def embeddings_body(emb: np.ndarray, prompt_tokens: int, encoding_format: str) -> bytes:
+def embeddings_body(emb: np.ndarray, prompt_tokens: int, encoding_format: str,
+                    model: str = MODEL_NAME) -> bytes:
     if encoding_format == "base64":
         vectors: list[Any] = [base64.b64encode(row.astype("<f4").tobytes()).decode("ascii")
                               for row in emb]
@@ -214,7 +209,7 @@ def embeddings_body(emb: np.ndarray, prompt_tokens: int, encoding_format: str) -
         vectors = list(emb)  # rows, serialised as arrays
     return dumps({
         "object": "list",
-        "model": MODEL_NAME,
+        "model": model,
         "data": [{"object": "embedding", "index": i, "embedding": v}
                  for i, v in enumerate(vectors)],
         "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},

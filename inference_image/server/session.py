@@ -44,11 +44,14 @@ def _nvidia_visible() -> bool:
 
 
 class OnnxSession:
-    """The model: ``execute(input_ids, attention_mask) -> embeddings [batch, 384] float32``."""
+    """One model: ``execute(input_ids, attention_mask) -> embeddings [batch, dimensions] float32``."""
 
     def __init__(self, model_dir: str | os.PathLike[str], *, providers: str = "",
-                 intra_op_threads: int = 0, max_batch_items: int = 256) -> None:
+                 intra_op_threads: int = 0, max_batch_items: int = 256,
+                 dimensions: int = EMBEDDING_DIM, max_tokens: int = MAX_TOKENS) -> None:
         self.model_path = Path(model_dir) / MODEL_FILE
+        self.dimensions = dimensions
+        self.max_tokens = max_tokens
         self._requested = _resolve(providers)
         self._intra_op_threads = intra_op_threads
         self._max_batch_items = max_batch_items
@@ -92,7 +95,7 @@ class OnnxSession:
                 "trt_profile_min_shapes": "input_ids:1x1,attention_mask:1x1",
                 "trt_profile_opt_shapes": "input_ids:32x64,attention_mask:32x64",
                 "trt_profile_max_shapes":
-                    f"input_ids:{n}x{MAX_TOKENS},attention_mask:{n}x{MAX_TOKENS}",
+                    f"input_ids:{n}x{self.max_tokens},attention_mask:{n}x{self.max_tokens}",
             }
         if provider == "CUDAExecutionProvider":
             return {"device_id": int(os.environ.get("MAAS_CUDA_DEVICE", "0")),
@@ -119,19 +122,18 @@ class OnnxSession:
             chain.append("CPUExecutionProvider")
         return ort.InferenceSession(str(self.model_path), opts, providers=chain)
 
-    @staticmethod
-    def _warm_up(session: Any) -> None:
-        lengths = (3, 17, 64, MAX_TOKENS)
-        ids = np.zeros((len(lengths), MAX_TOKENS), dtype=np.int64)
+    def _warm_up(self, session: Any) -> None:
+        lengths = (3, 17, 64, self.max_tokens)
+        ids = np.zeros((len(lengths), self.max_tokens), dtype=np.int64)
         mask = np.zeros_like(ids)
         for row, n in enumerate(lengths):
             ids[row, 0], ids[row, 1 : n - 1], ids[row, n - 1] = 101, 1000 + row, 102
             mask[row, :n] = 1
-        for width in (MAX_TOKENS, 16):  # a long and a short shape
+        for width in (self.max_tokens, 16):  # a long and a short shape
             n_rows = sum(1 for n in lengths if n <= width)
             (out,) = session.run(["embeddings"], {"input_ids": ids[:n_rows, :width],
                                                   "attention_mask": mask[:n_rows, :width]})
-            if out.shape != (n_rows, EMBEDDING_DIM) or not np.isfinite(out).all():
+            if out.shape != (n_rows, self.dimensions) or not np.isfinite(out).all():
                 raise RuntimeError(f"warm-up returned shape {out.shape} or non-finite values")
             norms = np.linalg.norm(out, axis=1)
             if not np.allclose(norms, 1.0, atol=1e-3):

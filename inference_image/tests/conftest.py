@@ -98,7 +98,9 @@ def start_server(model_dir: Path, log_path: Path, *, wait_ready: bool = True,
     answers at all)."""
     port = free_port()
     full_env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1",
-                "MAAS_MODEL_DIR": str(model_dir), "MAAS_LOG_LEVEL": "warning", **env}
+                "MAAS_MODEL_DIR": str(model_dir), "MAAS_LOG_LEVEL": "warning",
+                # MiniLM alone unless a test asks for more (test_models.py serves both).
+                "MAAS_MODELS": "all-MiniLM-L6-v2", **env}
     log = log_path.open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "inference_image.server"], cwd=REPO,
                             env=full_env, stdout=log, stderr=subprocess.STDOUT)

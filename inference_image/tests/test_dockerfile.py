@@ -84,8 +84,10 @@ def test_runtime_contract() -> None:
     assert "/ping" in runtime["HEALTHCHECK"]
     assert runtime["USER"] not in ("root", "0")
     assert "HOST=0.0.0.0" in text and "PORT=8080" in text
-    assert "COPY --from=export /model ${MAAS_MODEL_DIR}" in text
-    assert "python -m inference_image.export --out /model" in text
+    # every catalogued model, each in MAAS_MODEL_ROOT/<id>, and the catalogue the server reads
+    assert "COPY --from=export /model ${MAAS_MODEL_ROOT}" in text
+    assert "python -m inference_image.export --all --out /model" in text
+    assert any(w == "COPY" and r.startswith("gateway/assets/models.json") for w, r in stages()["runtime"])
     assert "torch" not in " ".join(r for w, r in stages()["runtime"] if w == "RUN")
 
 
@@ -120,6 +122,8 @@ def test_the_copied_files_alone_run_the_server(tmp_path: Path) -> None:
                 shutil.copy(path, target / path.name)
     # WHEN the server module is imported from there
     code = ("import sys, inference_image.server.__main__ as m, inference_image.server.app, gateway.wire as w; "
+            "from inference_image.server.config import Settings; "
+            "assert [x.id for x in Settings.from_env().models] == ['all-MiniLM-L6-v2', 'all-mpnet-base-v2']; "
             "print(m.__file__); print(w.__file__); print('torch' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path,
                           env={**os.environ, "PYTHONPATH": str(tmp_path / "app")},

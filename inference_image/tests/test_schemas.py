@@ -10,7 +10,7 @@ import pytest
 
 from inference_image.server import schemas
 from inference_image.server.config import Settings
-from inference_image.server.errors import InvalidRequestError, ModelNotFoundError
+from inference_image.server.errors import InvalidRequestError
 
 
 def test_bodies_round_trip_float32() -> None:
@@ -36,13 +36,24 @@ def test_embeddings_input_forms() -> None:
     assert parse({"input": "x", "encoding_format": None}).encoding_format == "float"
     with pytest.raises(InvalidRequestError):
         parse({"input": ["a"] * 5})
-    with pytest.raises(ModelNotFoundError):
-        parse({"input": "a", "model": "other"})
+    with pytest.raises(InvalidRequestError, match="must be 768"):
+        schemas.parse_embeddings({"input": "a", "dimensions": 384}, vocab_size=100, max_items=4, dimensions=768)
+    # The model is the app's to pick (test_models.py): the body's other fields are per model.
 
 
 def test_settings_from_env() -> None:
     s = Settings.from_env({"PORT": "9000", "MAAS_MAX_WAIT_MS": "0.5", "MAX_ITEMS": "8"})
     assert (s.port, s.max_wait_ms, s.max_items, s.host) == (9000, 0.5, 8, "127.0.0.1")
+    # Every catalogued model by default, the first one first; MAAS_MODELS picks, by id or alias.
+    assert [m.id for m in s.models] == ["all-MiniLM-L6-v2", "all-mpnet-base-v2"]
+    assert [m.dimensions for m in s.models] == [384, 768]
+    one = Settings.from_env({"MAAS_MODELS": "sentence-transformers/all-mpnet-base-v2"})
+    assert [(m.id, m.max_tokens) for m in one.models] == [("all-mpnet-base-v2", 384)]
+    rooted = Settings.from_env({"MAAS_MODEL_ROOT": "/opt/ml/model-onnx"})
+    assert [m.model_dir for m in rooted.models] == ["/opt/ml/model-onnx/all-MiniLM-L6-v2",
+                                                    "/opt/ml/model-onnx/all-mpnet-base-v2"]
+    with pytest.raises(ValueError, match="not in the catalogue"):
+        Settings.from_env({"MAAS_MODELS": "text-embedding-3-small"})
     with pytest.raises(ValueError):
         Settings.from_env({"MAAS_MAX_QUEUE": "lots"})
     with pytest.raises(ValueError):

@@ -11,6 +11,7 @@ import base64
 import copy
 import importlib.util
 import json
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -50,15 +51,15 @@ def event(body: str | None = GOOD_BODY, *, key: str | None = None, headers: dict
 
 
 def new_tenant_key(container: Any, *, billing: BillingMode | None = None, limits: LimitOverrides | None = None,
-                   scopes: tuple[str, ...] = ("inference",)) -> str:
-    """A tenant of its own (prepaid with no credit, say) and a key, or a key of the example
-    tenant with limits of its own: the key's plaintext."""
+                   scopes: tuple[str, ...] = ("inference",), plan: str | None = None) -> str:
+    """A tenant of its own (prepaid with no credit, say, or on another plan) and a key, or a key
+    of the example tenant with limits of its own: the key's plaintext."""
     now = rfc3339(utcnow())
     tenant_id = EXAMPLE_TENANT
-    if billing is not None:
+    if billing is not None or plan is not None:
         tenant_id = f"ten_{new_key().key_id[-16:]}"
-        container.accounts.create_tenant(TenantRecord(id=tenant_id, name="prepaid", plan="starter", created_at=now,
-                                                      billing=billing))
+        container.accounts.create_tenant(TenantRecord(id=tenant_id, name="own", plan=plan or "starter", created_at=now,
+                                                      billing=billing or BillingMode()))
     key = new_key()
     container.accounts.create_key(KeyRecord(id=key.key_id, tenant_id=tenant_id, scopes=list(scopes),
                                             key_hash=hash_key(key.plaintext, container.pepper), created_at=now,
@@ -98,6 +99,8 @@ ADMITTED = {
     "base64 vectors": event(json.dumps({"model": "all-MiniLM-L6-v2", "input": ["a", "b c"],
                                         "encoding_format": "base64"})),
     "base64 body": event(base64.b64encode(GOOD_BODY.encode()).decode(), base64_encoded=True),
+    "MPNet": event(json.dumps({"model": "all-mpnet-base-v2", "input": ["a", "b c"]})),
+    "MPNet by its alias": event(json.dumps({"model": "sentence-transformers/all-mpnet-base-v2", "input": "a"})),
 }
 
 
@@ -120,7 +123,7 @@ BAD_REQUESTS = {
     "an unknown field": (event(json.dumps({"model": "all-MiniLM-L6-v2", "input": "a", "x": 1})), 400,
                          "invalid_request"),
     "bad base64": (event("%%%", base64_encoded=True), 400, "invalid_request"),
-    "unknown model": (event(json.dumps({"model": "gpt-4", "input": "a"})), 404, None),
+    "unknown model": (event(json.dumps({"model": "gpt-4", "input": "a"})), 404, "model_not_found"),
 }
 
 
@@ -131,6 +134,26 @@ def test_a_refused_request_is_answered_alike(invoke, case):
     seen = assert_same(*both_ways(module, container, sent), status)
     if code is not None:
         assert seen["body"]["error"]["code"] == code
+
+
+def test_mpnet_answers_its_768_dimensions_at_its_own_price_alike(invoke):
+    # GIVEN the example tenant on the starter plan, which prices MPNet apart from MiniLM
+    module, container = invoke
+    seen = assert_same(*both_ways(module, container, ADMITTED["MPNet"]), 200)
+    body = seen["body"]
+    assert body["model"] == "all-mpnet-base-v2" and [len(d["embedding"]) for d in body["data"]] == [768, 768]
+    price = container.limits.plan("starter").price_per_1k_tokens["all-mpnet-base-v2"]
+    assert Decimal(body["usage"]["cost"]) == Decimal(body["usage"]["prompt_tokens"]) * price / 1000
+
+
+def test_a_model_outside_the_plan_is_403_model_not_allowed_alike(invoke):
+    # GIVEN a tenant on the free plan, which includes MiniLM alone
+    module, container = invoke
+    key = new_tenant_key(container, plan="free")
+    sent = event(json.dumps({"model": "all-mpnet-base-v2", "input": "a"}), key=key)
+    seen = assert_same(*both_ways(module, container, sent), 403)
+    assert seen["body"]["error"]["code"] == "model_not_allowed" and "'free'" in seen["body"]["error"]["message"]
+    assert assert_same(*both_ways(module, container, event(key=key)), 200)["body"]["model"] == "all-MiniLM-L6-v2"
 
 
 def test_the_wrong_scope_is_403_alike(invoke):
@@ -177,7 +200,10 @@ def test_other_routes_and_methods_go_to_the_resolver(invoke):
     module, _ = invoke
     models = event(None)
     models.update(httpMethod="GET", path="/v1/models", resource="/v1/models")
-    assert module.handler(models, context_for("invoke"))["statusCode"] == 200
+    listed = module.handler(models, context_for("invoke"))
+    assert listed["statusCode"] == 200  # the resolver's route: the plan's models, with their facts
+    assert {m["id"]: m["dimensions"] for m in json.loads(listed["body"])["data"]} == {
+        "all-MiniLM-L6-v2": 384, "all-mpnet-base-v2": 768}
     for method in ("HEAD", "OPTIONS", "GET"):  # not routed by API Gateway; the resolver's 404 as before
         other = event(None)
         other["httpMethod"] = method

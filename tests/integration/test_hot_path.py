@@ -21,7 +21,8 @@ class Miscounting:
     def __init__(self, skew: int) -> None:
         self.skew = skew
 
-    def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float) -> Embeddings:
+    def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float,
+              model: str | None = None) -> Embeddings:
         vector = bytes(4 * 384)
         return Embeddings(count=len(input_ids), dim=384, prompt_tokens=sum(map(len, input_ids)) + self.skew,
                           data=vector * len(input_ids))

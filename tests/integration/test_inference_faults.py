@@ -125,7 +125,8 @@ class CountingClient:
     def __init__(self, inner: HttpInferenceClient) -> None:
         self.inner, self.calls = inner, []
 
-    def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float):  # type: ignore[no-untyped-def]
+    def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float,
+              model: str | None = None):  # type: ignore[no-untyped-def]
         self.calls.append(timeout_s)
         return self.inner.embed(input_ids, tenant_id=tenant_id, timeout_s=timeout_s)
 

@@ -214,7 +214,8 @@ class KillsRedisWhileRunning:
     def __init__(self, redis_service) -> None:  # type: ignore[no-untyped-def]
         self.redis_service = redis_service
 
-    def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float):  # type: ignore[no-untyped-def]
+    def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float,
+              model: str | None = None):  # type: ignore[no-untyped-def]
         from gateway.adapters.inference import Embeddings
 
         self.redis_service.kill()

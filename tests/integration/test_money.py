@@ -42,7 +42,8 @@ WORDS = {3: "a", 4: "hello world", 5: "one two three"}  # text -> prompt tokens,
 class Vectors:
     """The inference container's answer for any ids: unit vectors, the exact token count."""
 
-    def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float) -> Embeddings:
+    def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float,
+              model: str | None = None) -> Embeddings:
         one = b"\x00\x00\x80\x3f" + bytes(4 * 383)  # [1.0, 0, 0, ...] little-endian float32
         return Embeddings(count=len(input_ids), dim=384, prompt_tokens=sum(map(len, input_ids)),
                           data=one * len(input_ids))
@@ -136,7 +137,7 @@ def test_a_refunded_request_gives_its_place_in_the_tiers_back(money):
     key = money.key(tenant)
 
     class Fails(Vectors):
-        def embed(self, input_ids, *, tenant_id, timeout_s):  # type: ignore[no-untyped-def]
+        def embed(self, input_ids, *, tenant_id, timeout_s, model=None):  # type: ignore[no-untyped-def]
             raise RuntimeError("the container fell over")
 
     money.c.embeddings.inference = Fails()

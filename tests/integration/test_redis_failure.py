@@ -83,7 +83,7 @@ class KillsRedisMidRequest:
     def __init__(self, inner, redis_service) -> None:
         self.inner, self.redis_service = inner, redis_service
 
-    def embed(self, input_ids, *, tenant_id, timeout_s):
+    def embed(self, input_ids, *, tenant_id, timeout_s, model=None):
         result = self.inner.embed(input_ids, tenant_id=tenant_id, timeout_s=timeout_s)
         self.redis_service.kill()
         return result

@@ -63,7 +63,8 @@ class HttpCounter:
 
 
 class StubInference:
-    def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float) -> Any:
+    def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float,
+              model: str | None = None) -> Any:
         from gateway.adapters.inference import Embeddings
 
         return Embeddings(count=len(input_ids), dim=384, prompt_tokens=sum(map(len, input_ids)),

@@ -23,7 +23,8 @@ class ScriptedContainer:
         self.calls = 0
         self.pings = 0
 
-    def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float) -> Embeddings:
+    def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float,
+              model: str | None = None) -> Embeddings:
         self.calls += 1
         return self.answer()
 

@@ -13,8 +13,15 @@ from gateway.domain.registry import MODELS
 def test_catalog_loads_and_prices_every_model():
     catalog = load_catalog()
     assert {p.name for p in catalog.plans} >= {"free", "starter", "pro", "internal"}
+    ids = {spec.id for spec in MODELS.values()}
     for plan in catalog.plans:
-        assert set(plan.price_per_1k_tokens) >= {spec.id for spec in MODELS.values()}
+        # A plan prices only catalogued models, and every plan includes the first (default) one.
+        assert set(plan.price_per_1k_tokens) | set(plan.tiers) <= ids
+        assert plan.includes("all-MiniLM-L6-v2")
+    # Every catalogued model is sold on some plan; free has MiniLM alone (MPNet is a 403 there).
+    assert all(any(plan.includes(model) for plan in catalog.plans if plan.name != "internal") for model in ids)
+    assert not catalog.get("free").includes("all-mpnet-base-v2")
+    assert catalog.get("starter").price_listing("all-mpnet-base-v2") == "0.0200"
 
 
 def test_overrides_replace_only_what_they_name():

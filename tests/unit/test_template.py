@@ -571,6 +571,10 @@ def test_every_container_variable_is_one_the_server_reads(template):
     assert env["MAAS_REQUIRE_GPU"] == {"Ref": "InferenceRequireGpu"}
     assert param_default(template, "InferenceRequireGpu") == "true"
     assert env["MAAS_PROVIDERS"].split(",")[0] in {"tensorrt", "cuda"}
+    # one endpoint serves the whole catalogue (docs/ARCHITECTURE.md, Several models)
+    from gateway.domain.registry import CATALOGUE
+
+    assert env["MAAS_MODELS"].split(",") == [spec.id for spec in CATALOGUE]
 
 
 # Variables the functions get that gateway/config.py's Settings does not read, and who does.

@@ -10,7 +10,6 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
-from gateway.domain.registry import MINILM
 from gateway.domain.scopes import Scope
 from gateway.http.embeddings_route import embeddings_answer
 from gateway.http.resolver import as_response, container_of, metered_caller, query, request_id
@@ -31,10 +30,11 @@ def create_embeddings() -> Response:
 
 @router.get("/v1/models")
 def list_models() -> Response:
-    metered_caller(router, Scope.INFERENCE)
-    return json_response(list_body([
-        {"id": MINILM.id, "object": "model", "created": 0, "owned_by": MINILM.owned_by}
-    ]))
+    """The catalogued models the caller's plan includes (loaded here: the hot path's module)."""
+    from gateway.services.embeddings import list_models as plan_models
+
+    caller = metered_caller(router, Scope.INFERENCE)
+    return json_response(list_body(plan_models(container_of(router).limits.plan(caller.tenant.plan))))
 
 
 @router.get("/v1/usage")

@@ -1,5 +1,6 @@
 // Tenant view (scope usage:read): the month's usage by day and model, its cost, and the
-// tenant's balance and budget.
+// tenant's balance and budget; the models its plan includes (GET /v1/models, scope inference)
+// with their prices, and the month's totals per model.
 
 import { get } from "../api.js";
 import { stackedBars } from "../charts.js";
@@ -26,12 +27,15 @@ async function showMonth(body, month) {
   const { start, end, days } = monthRange(month);
   const usageCard = section(`Usage in ${monthLabel(month)}`, loading("usage"));
   const balanceCard = section("Balance and budget", loading("the balance"));
-  clear(body, h("div.grid-2", {}, summaryPlaceholder(month), balanceCard), usageCard);
-  const [usage, balance] = await Promise.allSettled([
+  const modelsCard = section("Models on your plan", loading("the models"));
+  clear(body, h("div.grid-2", {}, summaryPlaceholder(month), balanceCard), usageCard, modelsCard);
+  const [usage, balance, models] = await Promise.allSettled([
     get("/v1/usage", { start, end, group_by: "day,model" }),
     get("/v1/balance"),
+    get("/v1/models"),
   ]);
   fillBalance(balanceCard, balance);
+  fillModels(modelsCard, models);
   if (usage.status === "rejected") {
     clear(body.querySelector(".summary"), errorState(usage.reason, "the totals"));
     replaceBody(usageCard, errorState(usage.reason, "usage"));
@@ -44,7 +48,47 @@ async function showMonth(body, month) {
       "Requests to POST /v1/embeddings with this tenant's keys appear here within seconds. Pick another month above to look back."));
     return;
   }
-  replaceBody(usageCard, dailyChart(rows, month, days), usageTable(rows));
+  replaceBody(usageCard, dailyChart(rows, month, days), modelTable(rows), usageTable(rows));
+}
+
+function fillModels(card, result) {
+  if (result.status === "rejected") {
+    replaceBody(card, result.reason.unavailable ? notAvailable("Models") : errorState(result.reason, "the models"));
+    return;
+  }
+  const price = (m) => (typeof m.price_per_1k_tokens === "string"
+    ? fmtMoney(m.price_per_1k_tokens, m.currency) : "tiered");
+  replaceBody(card, table({
+    caption: "The models this tenant's plan includes (the request's \"model\" picks one)",
+    columns: [
+      { label: "Model", value: (m) => m.id, header: true },
+      { label: "Dimensions", value: (m) => fmtInt(m.dimensions), numeric: true },
+      { label: "Tokens an input", value: (m) => fmtInt(m.max_input_tokens), numeric: true },
+      { label: "Price per 1,000 tokens", value: price, numeric: true },
+    ],
+    rows: result.value.data,
+  }));
+}
+
+function modelTable(rows) {
+  const currency = soleCurrency(rows);
+  const models = [...new Set(rows.map((r) => r.model))].sort();
+  const totals = models.map((model) => {
+    const mine = rows.filter((r) => r.model === model);
+    return { model, requests: mine.reduce((n, r) => n + r.requests, 0),
+      prompt_tokens: mine.reduce((n, r) => n + r.prompt_tokens, 0), cost: sumDecimals(mine.map((r) => r.cost)),
+      currency: mine[0].currency };
+  });
+  return table({
+    caption: "Totals by model",
+    columns: [
+      { label: "Model", value: (r) => r.model, header: true },
+      { label: "Requests", value: (r) => fmtInt(r.requests), numeric: true },
+      { label: "Tokens", value: (r) => fmtInt(r.prompt_tokens), numeric: true },
+      { label: currency ? `Cost (${currency})` : "Cost", value: (r) => fmtMoney(r.cost, currency ? "" : r.currency), numeric: true },
+    ],
+    rows: totals,
+  });
 }
 
 function summaryPlaceholder(month) {
