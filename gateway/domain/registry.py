@@ -47,7 +47,7 @@ def load_models(path: Path = CATALOG_FILE) -> tuple[ModelSpec, ...]:
 
 
 CATALOGUE: tuple[ModelSpec, ...] = load_models()
-MINILM, MPNET = CATALOGUE[0], next(spec for spec in CATALOGUE if spec.id == "all-mpnet-base-v2")
+MINILM = CATALOGUE[0]  # the default model: the catalogue lists it first
 
 # Every name a request may use (ids and aliases) → its model.
 MODELS: dict[str, ModelSpec] = {name: spec for spec in CATALOGUE for name in (spec.id, *spec.aliases)}

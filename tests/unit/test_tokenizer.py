@@ -36,13 +36,16 @@ def test_token_ids_are_wrapped_once_and_validated(tokenizer):
 
 
 def test_mpnet_has_its_own_frame_and_limit():
-    from gateway.domain.registry import MPNET
+    from gateway.domain.registry import resolve
 
-    mpnet = ModelTokenizer(MPNET)
+    spec = resolve("all-mpnet-base-v2")
+    assert spec is not None
+
+    mpnet = ModelTokenizer(spec)
     assert (mpnet.cls_id, mpnet.sep_id, mpnet.spec.max_tokens) == (0, 2, 384)
     text = "word " * 300  # 302 tokens: over MiniLM's limit, inside MPNet's
     assert len(mpnet.encode_texts([text], truncate=False)[0]) == 302
     (ids,) = mpnet.encode_texts(["word " * 500], truncate=True)
     assert len(ids) == 384 and (ids[0], ids[-1]) == (0, 2)
     assert mpnet.wrap_ids([[7596]], truncate=False) == [[0, 7596, 2]]
-    assert MPNET.max_request_tokens == 131072  # the catalogue's per-model limit
+    assert spec.max_request_tokens == 131072  # the catalogue's per-model limit
