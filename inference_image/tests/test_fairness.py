@@ -17,6 +17,10 @@ from inference_image.server.metrics import Metrics
 
 from .conftest import ServerProc
 
+# pytest-xdist (make test): the load and fault tests run one after another on one worker,
+# never beside each other (tests/conftest.py, pytest_xdist_make_scheduler).
+pytestmark = pytest.mark.xdist_group("heavy")
+
 SMALL = [[101, 7592, 102]]  # "hello": 3 tokens
 LARGEST = [[101] + [2000 + (i + k) % 900 for k in range(69)] + [102] for i in range(2048)]  # 2,048 x 71
 
