@@ -13,6 +13,11 @@ PY312  ?= $(shell for p in $$(command -v python3.12) $$(ls $$(pyenv root 2>/dev/
 MODEL  := .maas/model/model.onnx
 MODELS := .maas/models/.exported
 PYTEST_ARGS ?=
+# make test's workers (pytest-xdist, e.g. PYTEST_WORKERS=2): each test file runs whole on one
+# worker, the load and fault tests one after another on one (tests/conftest.py). 0, one process,
+# stays the default until -n 2 is green on a loaded 2-core machine (README, Tests).
+PYTEST_WORKERS ?= 0
+XDIST  := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup)
 BENCH_ARGS  ?=
 
 .DEFAULT_GOAL := help
@@ -97,7 +102,7 @@ dev-reset: install model ## delete the local state (Redis, DynamoDB, pepper, adm
 test: install model chromium $(SAM) typecheck ## run the whole test suite against real local components
 	@if [ -n "$(PY312)" ]; then $(MAKE) --no-print-directory sam-build; \
 	  else echo "[maas] python3.12 not found: sam build and its tests are not run"; fi
-	@MAAS_SAM=$(SAM) MAAS_PY312=$(PY312) $(PY) -m pytest --durations=15 $(if $(PY312),,--deselect tests/unit/test_sam_build.py --deselect tests/functional/test_artifact.py) $(PYTEST_ARGS)
+	@MAAS_SAM=$(SAM) MAAS_PY312=$(PY312) $(PY) -m pytest $(XDIST) --durations=15 $(if $(PY312),,--deselect tests/unit/test_sam_build.py --deselect tests/functional/test_artifact.py) $(PYTEST_ARGS)
 
 test-fast: install ## unit and functional tests only (no sam build)
 	@$(PY) -m pytest tests/unit tests/functional --deselect tests/unit/test_sam_build.py $(PYTEST_ARGS)

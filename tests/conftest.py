@@ -4,9 +4,11 @@ server, the project's own DynamoDB), started by the tests so the tests can also 
 from __future__ import annotations
 
 import os
+import pickle
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -114,10 +116,15 @@ def container(redis_url: str, dynamodb_endpoint: str):  # type: ignore[no-untype
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Every AWS call a function made in this session must be allowed by that function's role in
-    template.yaml (tests/iam): a call no statement allows fails the run, naming it."""
+    template.yaml (tests/iam): a call no statement allows fails the run, naming it. Under
+    pytest-xdist the controller checks them all: each worker hands its calls over (below)."""
     from tests.iam.recorder import CALLS, denied
     from tests.iam.roles import Resolver, roles
 
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: its exit status is not the run's
+        workeroutput["iam_calls"] = pickle.dumps(CALLS)
+        return
     if not CALLS:
         return
     problems = denied(CALLS, roles(), Resolver(load_template()))
@@ -128,3 +135,33 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for line in lines:
             reporter.write_line(line, red=True) if reporter else print(line)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist, on the controller: a worker finished; its AWS calls join the check above
+    (a worker that crashed fails the run anyway)."""
+    from tests.iam.recorder import CALLS
+
+    calls = getattr(node, "workeroutput", {}).get("iam_calls")
+    if calls:
+        CALLS.extend(pickle.loads(calls))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist with --dist loadgroup (`make test`): a test file is one unit of work, so its
+    module fixtures (a stack of its own, a TLS cluster) start once; files marked with the same
+    ``xdist_group`` go to one worker, one after another (they share a session fixture's
+    services or a directory, or are too heavy to run beside each other)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class FilesAndGroups(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.rfind("@") > nodeid.rfind("]"):  # marked: its group
+                return super()._split_scope(nodeid)
+            return nodeid.split("::", 1)[0]  # its file
+
+    return FilesAndGroups(config, log)

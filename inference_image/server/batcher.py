@@ -405,20 +405,24 @@ class Batcher:
             progress = False
             for tenant in list(self._tenants):
                 queue = self._tenants[tenant]
-                credit = min(self._credit[tenant] + quantum, cap)
+                saved = self._credit[tenant]
+                credit = min(saved + quantum, cap)
+                full = False  # the slice had no room for what its credit would buy
                 for job in list(queue):
                     if not self._eligible(lane, job):
                         continue  # the other lane's: look behind it
                     if lane.express:
                         if job.total > credit or (tokens and tokens + job.total > lane.budget):
+                            full = job.total <= credit
                             break
                         take = len(job.order)
                     else:
                         take = 0
-                        room = min(credit, lane.budget - tokens)
+                        limit = room = min(credit, lane.budget - tokens)
                         for i in job.order[job.cursor:]:
                             n = job.lengths[i]
                             if n > room and (take or tokens):
+                                full = n <= credit - (limit - room)  # it could pay for it
                                 break
                             room -= n
                             take += 1
@@ -438,7 +442,13 @@ class Batcher:
                     if not job.handed_out:
                         queue.append(job)  # its other requests go first on its next turn
                         break
-                if queue:
+                if queue and full:
+                    # The full slice cut this turn short: the tenant keeps its place (it goes
+                    # first in the next slice) and gains no credit from the turn. Keeping the
+                    # unspent grant, and rotating it back, let the first tenant save a whole
+                    # slice of credit every slice and take every slice (issue 23).
+                    self._credit[tenant] = max(min(saved, credit), 0)
+                elif queue:
                     self._credit[tenant] = max(credit, 0)
                     self._tenants.move_to_end(tenant)
                 else:

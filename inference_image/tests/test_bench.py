@@ -13,6 +13,10 @@ import pytest
 from inference_image.bench.common import pct, sentences
 from inference_image.bench.cpu import model_flops_per_token
 
+# pytest-xdist (make test): the load and fault tests run one after another on one worker,
+# never beside each other (tests/conftest.py, pytest_xdist_make_scheduler).
+pytestmark = pytest.mark.xdist_group("heavy")
+
 REPO = Path(__file__).resolve().parents[2]
 
 

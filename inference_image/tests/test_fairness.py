@@ -17,6 +17,10 @@ from inference_image.server.metrics import Metrics
 
 from .conftest import ServerProc
 
+# pytest-xdist (make test): the load and fault tests run one after another on one worker,
+# never beside each other (tests/conftest.py, pytest_xdist_make_scheduler).
+pytestmark = pytest.mark.xdist_group("heavy")
+
 SMALL = [[101, 7592, 102]]  # "hello": 3 tokens
 LARGEST = [[101] + [2000 + (i + k) % 900 for k in range(69)] + [102] for i in range(2048)]  # 2,048 x 71
 
@@ -103,17 +107,11 @@ def test_the_express_lane_takes_a_small_request_while_the_bulk_lane_is_on_a_larg
     asyncio.run(scenario())
 
 
-# Found by driving the scheduler step by step (issue 23): in the bulk lane a tenant's unspent
-# credit is kept when the slice filled up, and the pass that finds no room rotates the tenants
-# back, so the first tenant spends a full slice of saved credit every time and the others get
-# none: from the second slice on, A takes 16,330 of 16,384 tokens and C nothing. A request
-# that fits in the 54 tokens left over (B's 3 tokens above) or goes to the express lane (up
-# to 512 tokens) does not see it; a 100-token request without the express lane waits for all
-# of A's work.
-DRR_CREDIT_BUG = "bulk-lane DRR keeps unspent credit when the slice is full and re-rotates: one tenant takes all"
-
-
-@pytest.mark.xfail(strict=True, reason=DRR_CREDIT_BUG)
+# Found by driving the scheduler step by step (issue 23), fixed in Batcher._take: the bulk lane
+# kept a tenant's unspent credit when the slice filled up, and the pass that found no room
+# granted more and rotated the tenants back, so the first tenant spent a full slice of saved
+# credit every time and the others got none (from the second slice on, A took 16,330 of 16,384
+# tokens and C nothing; a 100-token request without the express lane waited for all of A's work).
 def test_two_tenants_with_large_requests_share_each_slice_evenly() -> None:
     async def scenario() -> None:
         batcher = _scheduler()
@@ -127,7 +125,6 @@ def test_two_tenants_with_large_requests_share_each_slice_evenly() -> None:
     asyncio.run(scenario())
 
 
-@pytest.mark.xfail(strict=True, reason=DRR_CREDIT_BUG)
 def test_a_medium_request_is_served_in_the_next_slice_behind_a_large_tenant() -> None:
     async def scenario() -> None:
         batcher = _scheduler()  # no express lane: everything is the bulk lane's
@@ -136,6 +133,25 @@ def test_a_medium_request_is_served_in_the_next_slice_behind_a_large_tenant() ->
         assert list(_next_slice(batcher)) == ["ten_a"]
         batcher.enqueue([[101] + [2000] * 98 + [102]], 60, tenant="ten_b")  # 100 tokens
         assert _next_slice(batcher).get("ten_b") == 100
+
+    asyncio.run(scenario())
+
+
+def test_three_tenants_share_the_model_evenly_slice_after_slice() -> None:
+    async def scenario() -> None:
+        batcher = _scheduler()
+        medium = [[101] + [2000 + k % 900 for k in range(200)] + [102]] * 512  # 512 x 202
+        for tenant, batch in (("ten_a", LARGEST), ("ten_c", LARGEST), ("ten_d", medium)):
+            for _ in range(2):
+                batcher.enqueue(batch, 60, tenant=tenant)
+        totals = {"ten_a": 0, "ten_c": 0, "ten_d": 0}
+        for _ in range(12):
+            served = _next_slice(batcher)
+            assert set(served) == set(totals), served  # every slice serves all three
+            for tenant, n in served.items():
+                totals[tenant] += n
+        # over the 12 slices no tenant is more than one of its items a slice behind another
+        assert max(totals.values()) - min(totals.values()) <= 12 * 202, totals
 
     asyncio.run(scenario())
 

@@ -13,6 +13,10 @@ import pytest
 
 from .conftest import ServerProc
 
+# pytest-xdist (make test): the load and fault tests run one after another on one worker,
+# never beside each other (tests/conftest.py, pytest_xdist_make_scheduler).
+pytestmark = pytest.mark.xdist_group("heavy")
+
 # 64 items of 256 tokens under a 256-token budget: 64 sequential model calls, seconds of work
 BIG = {"input_ids": [[101] + [2000 + i % 50] * 254 + [102] for i in range(64)]}
 

@@ -33,7 +33,8 @@ AXE = ROOT / "functions" / "console" / "node_modules" / "axe-core" / "axe.min.js
 @pytest.fixture(scope="package")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """The local stack, as in tests/e2e, but for this package only: it is stopped before the
-    e2e layer starts its own, so the load tests there never share the machine with it."""
+    e2e layer starts its own, so the load tests there never share the machine with it (under
+    pytest-xdist, test_console.py is in the load tests' xdist_group: one after another)."""
     model_dir = ROOT / ".maas" / "model"
     if not (model_dir / "model.onnx").exists():
         pytest.fail("the ONNX model is missing: run `make model` (make test does it)")

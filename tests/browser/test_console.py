@@ -19,6 +19,10 @@ from playwright.sync_api import expect
 from tests.browser.conftest import DESKTOP, PHONE, create_key, create_tenant, spend, wait_for_tokens
 from tests.e2e.conftest import Api
 
+# pytest-xdist (make test): on the load tests' worker, so they never share the machine with
+# this package's stack and browser (tests/conftest.py, pytest_xdist_make_scheduler).
+pytestmark = pytest.mark.xdist_group("heavy")
+
 KEY_TEXT = re.compile(r"maas_[0-9A-Za-z]{16}_[0-9A-Za-z]{38}")
 XSS_NAME = "<img src=x onerror=alert(1)>"
 

@@ -8,11 +8,16 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 
 from gateway.adapters.redis_store import month_key, tenant_key
 from tests.e2e.conftest import Api
 from tests.e2e.test_foundation import today
+
+# pytest-xdist (make test): the load and fault tests run one after another on one worker,
+# never beside each other (tests/conftest.py, pytest_xdist_make_scheduler).
+pytestmark = pytest.mark.xdist_group("heavy")
 
 PROCESSES, THREADS, DURATION_S = 4, 32, 6.0
 RATE = {"requests_per_minute": 30, "tokens_per_minute": 1_000_000, "monthly_tokens": 10**9,

@@ -54,6 +54,10 @@ from infra.local.services import ROOT
 from tests.e2e.load_clients import MODEL, Load, Target
 from tests.e2e.test_local_stack import RunningStack, run_stack, wait_for
 
+# pytest-xdist (make test): the load and fault tests run one after another on one worker,
+# never beside each other (tests/conftest.py, pytest_xdist_make_scheduler).
+pytestmark = pytest.mark.xdist_group("heavy")
+
 SEED = int(os.environ.get("MAAS_FAULT_SEED") or time.time())
 ROUNDS = int(os.environ.get("MAAS_FAULT_ROUNDS") or 2)
 CLIENTS = 4

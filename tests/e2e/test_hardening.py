@@ -24,6 +24,10 @@ import requests
 from tests.e2e.conftest import Api
 from tests.e2e.test_security import ISSUED, forge, issue, raw, tenant_with_key
 
+# pytest-xdist (make test): the load and fault tests run one after another on one worker,
+# never beside each other (tests/conftest.py, pytest_xdist_make_scheduler).
+pytestmark = pytest.mark.xdist_group("heavy")
+
 MODEL = "all-MiniLM-L6-v2"
 HUGE_TEXT = "lorem ipsum dolor sit amet " * 75_000  # 2 MB, under the body limit: seconds to tokenize
 

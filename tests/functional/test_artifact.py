@@ -24,6 +24,10 @@ from tests.integration.conftest import make_principal
 from tests.lambdas import configure, context_for
 from tests.webhook_receiver import Receiver
 
+# pytest-xdist (make test): the artifact tests share one worker: the runtime venv under
+# .maas/artifact-runtime is built once, never by two workers at once.
+pytestmark = pytest.mark.xdist_group("artifact")
+
 FUNCTIONS = sorted(set(function_code_uris().values()))
 
 

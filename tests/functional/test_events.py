@@ -16,6 +16,10 @@ from infra.local.template import load_template
 from tests.functional.conftest import EVENTS, EXAMPLE_TENANT, ROOT
 from tests.lambdas import context_for, handler_for
 
+# pytest-xdist (make test): the artifact tests share one worker: the runtime venv under
+# .maas/artifact-runtime is built once, never by two workers at once.
+pytestmark = pytest.mark.xdist_group("artifact")
+
 # Not API Gateway events: the flusher's dispatcher and workers, the reconcile schedule, the
 # delivery function's stream, bus and schedules, the projector's stream and schedule.
 NOT_API = {"flusher", "flush_dispatcher", "reconcile", "delivery", "projector"}
