@@ -139,7 +139,8 @@ def test_finance_cli_reports_exports_and_invoices(stack, tenant, finance, tmp_pa
     assert maas(["usage", "events", "--month", month, "--tenant-id", tenant["id"], "--page-size", "1",
                  "--out", str(events), *flags]) == 0
     rows = list(csv.DictReader(io.StringIO(events.read_text())))
-    assert len(rows) == 2 and set(rows[0]) == {"request_id", "key_id", "model", "prompt_tokens", "timestamp"}
+    assert len(rows) == 2 and set(rows[0]) == {"request_id", "key_id", "model", "prompt_tokens", "cost", "timestamp"}
+    assert all(Decimal(row["cost"]) >= 0 for row in rows)  # each request's exact cost, a plain decimal
 
     capsys.readouterr()
     assert maas(["usage", "report", "--month", month, "--tenant-id", tenant["id"], *flags]) == 0
