@@ -381,7 +381,7 @@ def create_app(settings: Settings, session: Any = None) -> App:
     null``)."""
     sessions = [session if session is not None and index == 0 else
                 OnnxSession(model.model_dir, providers=settings.providers,
-                            intra_op_threads=settings.session_threads(),
+                            intra_op_threads=settings.intra_op_threads,
                             max_batch_items=settings.max_batch_items,
                             dimensions=model.dimensions, max_tokens=model.max_tokens)
                 for index, model in enumerate(settings.served())]

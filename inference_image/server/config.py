@@ -84,7 +84,7 @@ class Settings:
     request_timeout_ms: float = 30000.0  # per-request deadline → 504
     drain_timeout_s: float = 30.0  # SIGTERM: finish in-flight work within this
     call_overhead_tokens: int = -1  # one model call's cost in tokens; -1: by provider
-    intra_op_threads: int = 0  # 0: one model, ONNX Runtime's default (a thread per core); several, session_threads()
+    intra_op_threads: int = 0  # 0: ONNX Runtime's default (one per core)
     providers: str = ""  # comma list overriding TensorRT → CUDA → CPU (e.g. "CPU")
     require_gpu: bool = False  # /ping answers 503 unless a GPU provider passed its checks
     workers: int = 1  # HTTP processes sharing the port, each with its own model sessions
@@ -100,16 +100,6 @@ class Settings:
             return self.models
         first = catalog.load()[0]
         return (ModelSetting(first.id, first.names, first.dimensions, first.max_tokens, self.model_dir),)
-
-    def session_threads(self, cpus: int | None = None) -> int:
-        """ONNX Runtime threads for each session (0: its default, a thread per core). With
-        several models each gets its share of the cores: with a thread per core, one model's
-        call of seconds holds every core, and another model's 3-token request waits for one
-        (docs/BENCHMARKS.md, two models in one container: 1.83x its p99, 1.12x with shares)."""
-        models = len(self.served())
-        if self.intra_op_threads or models == 1:
-            return self.intra_op_threads
-        return max(1, (cpus if cpus is not None else os.cpu_count() or 1) // models)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

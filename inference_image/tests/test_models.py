@@ -102,19 +102,3 @@ def test_unknown_model_is_404_and_a_hop_without_one_gets_the_default(both) -> No
     assert status == 404
     status, _, body = both.post("/invocations", {"input_ids": [[101, 7592, 102]]})
     assert status == 200 and len(json.loads(body)["embeddings"][0]) == MODELS[0].dimensions
-
-
-def test_several_models_share_the_cores_and_a_setting_wins() -> None:
-    from inference_image.server.config import ModelSetting, Settings
-
-    def served(n: int) -> tuple[ModelSetting, ...]:
-        return tuple(ModelSetting(f"m{i}", frozenset({f"m{i}"}), 8, 8, "/x") for i in range(n))
-
-    # one model: ONNX Runtime's own default (a thread per core)
-    assert Settings(models=served(1)).session_threads(cpus=8) == 0
-    # several: each its share of the cores, at least one
-    assert Settings(models=served(2)).session_threads(cpus=8) == 4
-    assert Settings(models=served(2)).session_threads(cpus=2) == 1
-    assert Settings(models=served(3)).session_threads(cpus=2) == 1
-    # MAAS_INTRA_OP_THREADS set: it decides
-    assert Settings(models=served(2), intra_op_threads=3).session_threads(cpus=8) == 3
