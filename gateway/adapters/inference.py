@@ -46,6 +46,12 @@ class Embeddings:
         size = 4 * self.dim
         return self.data[i * size:(i + 1) * size]
 
+    def slice(self, start: int, stop: int, prompt_tokens: int) -> Embeddings:
+        """Vectors ``start`` to ``stop - 1`` (one request's share of a call made for several)."""
+        size = 4 * self.dim
+        return Embeddings(count=stop - start, dim=self.dim, prompt_tokens=prompt_tokens,
+                          data=self.data[start * size:stop * size])
+
     def vector(self, i: int) -> list[float]:
         floats = array("f")
         floats.frombytes(self.raw(i))
