@@ -14,9 +14,9 @@ error file (``batch_cancelled`` / ``batch_expired``). Then the chunks' objects a
 into the output and error files, and the batch leaves the worker's index.
 
 A line that the inference service cannot answer right now (503, timeout) stops the pass:
-the chunk is tried again on the next one. Batches take the same container as online
-requests; the container's scheduler shares it fairly by tenant (a batch's lines are sent
-as its tenant's)."""
+the chunk is tried again on the next one. Lines go to the same container as online requests,
+marked background (``priority=batch``): its scheduler serves them only while no online
+request of any tenant waits (inference_image/server/batcher.py)."""
 
 from __future__ import annotations
 
@@ -200,7 +200,7 @@ class BatchWorker:
         so that only the line it refuses fails. A transient refusal (503, timeout) is raised."""
         sequences = [ids for _, _, line_ids in group for ids in line_ids]
         try:
-            vectors = self.embed(sequences, tenant_id=record.tenant_id, model=model, timeout_s=20.0)
+            vectors = self.embed(sequences, tenant_id=record.tenant_id, model=model, timeout_s=20.0, background=True)
             if vectors.count != len(sequences):
                 raise UpstreamError("the inference service returned a wrong number of embeddings")
         except Transient:

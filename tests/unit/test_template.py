@@ -56,6 +56,14 @@ CONTRACT_ROUTES: dict[tuple[str, str], str] = {
     # /console resource too: API Gateway REST routes it there, keeping the slash in `path`.
     ("GET", "/console"): "ConsoleFunction",
     ("GET", "/console/{proxy+}"): "ConsoleFunction",
+    ("POST", "/v1/files"): "InvokeFunction",
+    ("GET", "/v1/files/{file_id}"): "InvokeFunction",
+    ("DELETE", "/v1/files/{file_id}"): "InvokeFunction",
+    ("GET", "/v1/files/{file_id}/content"): "InvokeFunction",
+    ("POST", "/v1/batches"): "InvokeFunction",
+    ("GET", "/v1/batches"): "InvokeFunction",
+    ("GET", "/v1/batches/{batch_id}"): "InvokeFunction",
+    ("POST", "/v1/batches/{batch_id}/cancel"): "InvokeFunction",
 }
 FUNCTION_DIRS = {
     "InvokeFunction": "invoke",
