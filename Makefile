@@ -21,7 +21,7 @@ XDIST  := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgr
 BENCH_ARGS  ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install redis node console chromium model dev dev-reset deploy test test-fast bench bench-inference bench-gateway bench-metering bench-fairness bench-models bench-security scale-model lint typecheck sam-build clean
+.PHONY: help install redis node console chromium model dev dev-reset deploy test test-fast bench bench-inference bench-gateway bench-metering bench-fairness bench-models bench-batch bench-security scale-model lint typecheck sam-build clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -130,6 +130,9 @@ bench-fairness: install model ## the scheduler's order of service; a small tenan
 
 bench-models: install model ## two models in one container: a MiniLM tenant's p99 beside MPNet's batches; throughput per model
 	@$(PY) -m tests.performance.bench_models $(BENCH_ARGS)
+
+bench-batch: install model ## online p50/p99 alone vs beside a running batch of MPNet lines (local stack)
+	@$(PY) -m tests.performance.bench_batch $(BENCH_ARGS)
 
 bench-security: install model ## known vs unknown key id, a victim alone vs beside a flood of huge bodies (local stack)
 	@$(PY) -m tests.performance.bench_security $(BENCH_ARGS)

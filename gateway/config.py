@@ -86,6 +86,13 @@ class Settings(BaseModel):
     webhook_timeout_s: float = Field(default=5.0, gt=0, le=30)
     event_bus_name: str | None = None
 
+    # The Batch API's files: an S3 bucket in AWS (files_bucket), a folder locally (files_dir);
+    # the worker's pass interval is the local loop's (AWS runs it on a schedule).
+    files_bucket: str | None = None
+    files_dir: str | None = None
+    # Locally: where infra/local/file_server.py serves files_dir by signed URL (S3 presigns its own).
+    files_url: str | None = None
+
     def to_env(self) -> dict[str, str]:
         """The environment that ``from_env`` reads back as these settings (what the local
         stack and the tests give the handlers)."""

@@ -21,6 +21,7 @@ Request metadata travels in the one channel SageMaker forwards,
 ``CustomAttributes`` → ``X-Amzn-SageMaker-Custom-Attributes`` (<= 1024 visible ASCII
 characters): ``tenant=<percent-encoded id>;timeout_ms=<remaining milliseconds>;model=<id>``.
 The timeout is relative (the gateway's remaining budget when it sends), so no clock is shared.
+``priority=batch`` marks a Batch API line (served after every online request waiting).
 ``model`` names the catalogued model (gateway/assets/models.json) the ids were tokenized for:
 one container serves several, each with its own session and batcher; a hop without it gets
 the container's first (default) model.
@@ -85,10 +86,18 @@ def encode_token_ids(input_ids: Sequence[Sequence[int]]) -> bytes:
 
 
 # -- request metadata -----------------------------------------------------------------------
-def format_attributes(tenant_id: str, timeout_ms: int, model: str | None = None) -> str:
+# ``priority=batch``: a Batch API line, which the container serves only while no online request
+# waits; it queues as this prefix + the tenant (tenant ids have no ':').
+BACKGROUND = "batch:"
+
+
+def format_attributes(tenant_id: str, timeout_ms: int, model: str | None = None, *,
+                      background: bool = False) -> str:
     value = f"tenant={quote(tenant_id, safe='')};timeout_ms={max(1, int(timeout_ms))}"
     if model is not None:
         value += f";model={quote(model, safe='')}"
+    if background:
+        value += ";priority=batch"
     if len(value) > MAX_ATTRIBUTES_CHARS:
         raise ValueError(f"custom attributes of {len(value)} characters exceed "
                          f"{MAX_ATTRIBUTES_CHARS}")

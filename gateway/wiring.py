@@ -6,6 +6,8 @@ loads the billing code and nothing heavy loads before the first request."""
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -15,13 +17,17 @@ if TYPE_CHECKING:
     import redis
 
     from gateway.adapters.dynamo import Accounts, AuditLog, Credits, Table, UsageLedger
+    from gateway.adapters.dynamo.batches import BatchRecords
     from gateway.adapters.dynamo.events import EventLog
     from gateway.adapters.dynamo.webhooks import DeliveryLog, Webhooks
     from gateway.adapters.flush_workers import LambdaFlushWorkers
     from gateway.adapters.inference import InferenceClient
+    from gateway.adapters.object_store import ObjectStore
     from gateway.adapters.redis_store import RedisLimiter
     from gateway.adapters.webhook_sender import WebhookSender
     from gateway.services.auth import Authenticator
+    from gateway.services.batch_worker import BatchWorker
+    from gateway.services.batches import BatchService
     from gateway.services.billing import BillingService
     from gateway.services.calls import IdempotentCalls
     from gateway.services.embeddings import EmbeddingsService
@@ -250,6 +256,58 @@ class Container:
         if not self.settings.flush_worker_function:
             raise RuntimeError("MAAS_FLUSH_WORKER_FUNCTION must be set")
         return LambdaFlushWorkers(self.boto_session.client("lambda"), self.settings.flush_worker_function)
+
+    # -- the Batch API ---------------------------------------------------------------------
+    @cached_property
+    def object_store(self) -> ObjectStore:
+        from gateway.adapters import object_store
+
+        if self.settings.files_bucket:
+            from botocore.config import Config
+
+            # SigV4: a presigned URL of an object under a KMS key is refused with any other.
+            client = self.boto_session.client("s3", config=Config(signature_version="s3v4"))
+            return object_store.S3Store(client, self.settings.files_bucket)
+        if not self.settings.files_dir:
+            raise RuntimeError("MAAS_FILES_BUCKET or MAAS_FILES_DIR must be set for the Batch API")
+        secret = (hmac.new(self.pepper, b"maas local file URLs", hashlib.sha256).digest()
+                  if self.settings.files_url else None)
+        return object_store.FolderStore(self.settings.files_dir, url_base=self.settings.files_url, secret=secret)
+
+    @cached_property
+    def batch_records(self) -> BatchRecords:
+        from gateway.adapters.dynamo.batches import BatchRecords
+
+        return BatchRecords(self.table)
+
+    @cached_property
+    def batches(self) -> BatchService:
+        from gateway.services.batches import BatchService
+
+        return BatchService(records=self.batch_records, store=self.object_store, limiter=self.limiter,
+                            gate=self.gate, limits=self.limits, embeddings=self.embeddings)
+
+    @cached_property
+    def batch_worker(self) -> BatchWorker:
+        from gateway.domain.usage import ledger_shards
+        from gateway.services.batch_worker import BatchWorker
+
+        embeddings, accounts, limits = self.embeddings, self.accounts, self.limits
+
+        def tokenize(request: Any) -> tuple[str, list[list[int]]]:
+            from gateway.domain.registry import resolve
+
+            spec = resolve(request.model)
+            if spec is None:
+                raise RuntimeError(f"the model {request.model} left the catalogue during the batch")
+            return spec.id, embeddings.encode(spec, request)
+
+        def shards_for(tenant_id: str) -> int:
+            tenant = accounts.get_tenant(tenant_id)
+            return ledger_shards(limits.for_tenant(tenant).requests_per_minute) if tenant else 1
+
+        return BatchWorker(records=self.batch_records, store=self.object_store, limiter=self.limiter,
+                           embed=self.inference.embed, tokenize=tokenize, shards_for=shards_for)
 
     # -- events and webhooks ---------------------------------------------------------------
     @cached_property

@@ -23,9 +23,9 @@ container = Container()
 def resolver() -> Any:
     """The resolver for the other routes (its import is most of the handler's cold import)."""
     from gateway.http.resolver import build_resolver
-    from gateway.http.routes import tenant_api
+    from gateway.http.routes import batch_api, tenant_api
 
-    return build_resolver(container, tenant_api.router)
+    return build_resolver(container, tenant_api.router, batch_api.router)
 
 
 @traced

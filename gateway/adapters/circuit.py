@@ -59,10 +59,11 @@ class CircuitBreaker:
             return self._state
 
     def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float,
-              model: str | None = None) -> Embeddings:
+              model: str | None = None, background: bool = False) -> Embeddings:
         self._enter()
         try:
-            result = self.inner.embed(input_ids, tenant_id=tenant_id, timeout_s=timeout_s, model=model)
+            result = self.inner.embed(input_ids, tenant_id=tenant_id, timeout_s=timeout_s, model=model,
+                                      **({"background": True} if background else {}))
         except ContainerDeadlineError:
             self._succeeded()  # an answer: the container is there
             raise

@@ -46,6 +46,12 @@ class Embeddings:
         size = 4 * self.dim
         return self.data[i * size:(i + 1) * size]
 
+    def slice(self, start: int, stop: int, prompt_tokens: int) -> Embeddings:
+        """Vectors ``start`` to ``stop - 1`` (one request's share of a call made for several)."""
+        size = 4 * self.dim
+        return Embeddings(count=stop - start, dim=self.dim, prompt_tokens=prompt_tokens,
+                          data=self.data[start * size:stop * size])
+
     def vector(self, i: int) -> list[float]:
         floats = array("f")
         floats.frombytes(self.raw(i))
@@ -67,16 +73,19 @@ class Embeddings:
 
 class InferenceClient(Protocol):
     def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float,
-              model: str | None = None) -> Embeddings: ...
+              model: str | None = None, background: bool = False) -> Embeddings:
+        """``background``: a Batch API line, which the container serves after online requests."""
+        ...
     def ready(self) -> bool: ...
 
 
 def _request(input_ids: list[list[int]], tenant_id: str, timeout_s: float,
-             model: str | None) -> tuple[bytes, str]:
+             model: str | None, background: bool = False) -> tuple[bytes, str]:
     if timeout_s <= 0:
         raise UpstreamTimeoutError("no time left for the inference service")
     container_ms = max(1, int((timeout_s - min(_CONTAINER_MARGIN_S, timeout_s / 10)) * 1000))
-    return wire.encode_token_ids(input_ids), wire.format_attributes(tenant_id, container_ms, model)
+    return wire.encode_token_ids(input_ids), wire.format_attributes(tenant_id, container_ms, model,
+                                                                    background=background)
 
 
 def _unavailable(message: str) -> ServiceUnavailableError:
@@ -124,10 +133,10 @@ class HttpInferenceClient:
                                                 retries=False)
 
     def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float,
-              model: str | None = None) -> Embeddings:
+              model: str | None = None, background: bool = False) -> Embeddings:
         timeout_s = min(timeout_s, self.timeout_s)
         deadline = time.monotonic() + timeout_s
-        body, attributes = _request(input_ids, tenant_id, timeout_s, model)
+        body, attributes = _request(input_ids, tenant_id, timeout_s, model, background)
         exceptions = self._urllib3.exceptions
         try:
             try:
@@ -175,14 +184,14 @@ class SageMakerInferenceClient:
         self.max_timeout_s = max_timeout_s
 
     def embed(self, input_ids: list[list[int]], *, tenant_id: str, timeout_s: float,
-              model: str | None = None) -> Embeddings:
+              model: str | None = None, background: bool = False) -> Embeddings:
         from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 
         timeout_s = min(timeout_s, self.max_timeout_s)
         if timeout_s < 1:  # botocore's timeouts are whole seconds here; less cannot be waited
             raise UpstreamTimeoutError("no time left for the inference service")
         client = self.client_for(int(timeout_s))
-        body, attributes = _request(input_ids, tenant_id, timeout_s, model)
+        body, attributes = _request(input_ids, tenant_id, timeout_s, model, background)
         try:
             response = client.invoke_endpoint(
                 EndpointName=self.endpoint_name, ContentType=wire.TOKEN_IDS_TYPE,

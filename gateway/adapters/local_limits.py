@@ -87,7 +87,8 @@ class LocalLimiter:
                 local=True,
             )
 
-    def settle(self, ticket: Ticket, decision: Decision, *, charge: bool, event: UsageEvent | None = None) -> None:
+    def settle(self, ticket: Ticket, decision: Decision, *, charge: bool, event: UsageEvent | None = None,
+               once: str = "") -> None:
         with self._lock:
             state = self._tenants.get(ticket.tenant_id)
             if state is not None and state.in_flight > 0:

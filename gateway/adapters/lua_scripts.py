@@ -78,7 +78,7 @@ ADMIT = Script(
     keys=("key_states", "status", "buckets", "month", "inflight", "cfg", "key_cfg", "key_inflight", "key_month",
           "grants", "credit", "events", "active"),
     args=("key_id", "record_expiry", "rpm", "tpm", "monthly", "max_concurrent", "tokens", "request_id",
-          "lease_ms", "month_ttl", "tiers", "tenant_id", "requests", "now"),
+          "lease_ms", "month_ttl", "tiers", "tenant_id", "requests", "lane", "now"),
     optional=("now",),
 )
 GATE = Script(
@@ -92,7 +92,7 @@ SETTLE = Script(
     keys=("inflight", "key_inflight", "month", "key_month", "credit", "usage", "events", "cfg", "key_cfg",
           "grants", "active"),
     args=("request_id", "outcome", "tokens", "cost", "debits", "key_id", "tenant_id", "month", "now",
-          "unit", "key_holds", "month_ttl"),
+          "unit", "key_holds", "month_ttl", "once"),
     args_rest="fields",
 )
 SEED = Script(

@@ -155,7 +155,7 @@ class RedisLimiter:
             "max_concurrent": limits.max_concurrent_requests, "tokens": ticket.tokens,
             "request_id": ticket.request_id, "lease_ms": self.lease_ms, "month_ttl": MONTH_TTL_S,
             "tiers": _tiers(ticket.pricing), "tenant_id": t, "requests": 0 if ticket.counted else 1,
-            **self._now()})
+            "lane": "batch" if ticket.batch else "online", **self._now()})
         return _decision(self._call(self._admit, keys, args))
 
     def _now(self) -> dict[str, int]:
@@ -172,7 +172,8 @@ class RedisLimiter:
                               **self._now()})
         return _decision(self._call(self._gate, keys, args))
 
-    def settle(self, ticket: Ticket, decision: Decision, *, charge: bool, event: UsageEvent | None = None) -> None:
+    def settle(self, ticket: Ticket, decision: Decision, *, charge: bool, event: UsageEvent | None = None,
+               once: str = "") -> None:
         t, k, month = ticket.tenant_id, ticket.key_id, ticket.month
         part = stream_part(event.ledger_shard) if event else 0
         keys = SETTLE.key_list({
@@ -189,7 +190,7 @@ class RedisLimiter:
             "request_id": ticket.request_id, "outcome": "charge" if charge else "refund", "tokens": ticket.tokens,
             "cost": decision.cost_nano, "debits": decision.debits, "key_id": k, "tenant_id": t, "month": month,
             "now": now_ms, "unit": self._work_unit(t, part), "key_holds": decision.key_holds,
-            "month_ttl": MONTH_TTL_S}, fields)
+            "month_ttl": MONTH_TTL_S, "once": once}, fields)
         self._call(self._settle, keys, args)
 
     # -- a tenant's state: seeded from DynamoDB, then kept current by the billing API ---------

@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gateway.cli import admin, deploy, finance, keys, models, money, preflight, projections, tenants, webhooks
+from gateway.cli import admin, batches, deploy, finance, keys, models, money, preflight, projections, tenants, webhooks
 
 # preflight and deploy add `maas admin preflight|deploy`, so they come after admin.
-GROUPS = [admin, preflight, deploy, tenants, keys, money, finance, webhooks, projections, models]
+GROUPS = [admin, preflight, deploy, tenants, keys, money, finance, webhooks, projections, models, batches]
 
 
 def main(argv: list[str] | None = None) -> int:

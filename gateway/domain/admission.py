@@ -52,6 +52,7 @@ class Ticket:
     month: str  # YYYY-MM, UTC
     pricing: Tiers = ((None, 0),)  # the model's price: (up to this many tokens of the month, nano per token)
     counted: bool = False  # count_request already took this request from the request buckets
+    batch: bool = False  # a whole batch's reservation: money and quota only, no buckets, no lease
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +91,11 @@ class Limiter(Protocol):
         buckets (taken only if every check passes). ``ticket.tokens`` is not looked at."""
         ...
 
-    def settle(self, ticket: Ticket, decision: Decision, *, charge: bool, event: UsageEvent | None = None) -> None:
+    def settle(self, ticket: Ticket, decision: Decision, *, charge: bool, event: UsageEvent | None = None,
+               once: str = "") -> None:
         """Release the request's concurrency slots; keep the charge and record ``event``, or
-        give back everything ``decision`` took."""
+        give back everything ``decision`` took. A non-empty ``once`` settles at most once
+        under that name (a batch's chunk, settled again by a resumed worker)."""
         ...
 
 

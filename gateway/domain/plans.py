@@ -10,7 +10,10 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
 
-from gateway.domain.money import CURRENCIES, PRICE_PLACES, Tiers, nano_per_token
+from gateway.domain.money import CURRENCIES, NANO, PRICE_PLACES, Tiers, fmt, nano_per_token
+
+# An uploaded batch file's ceiling: a Lambda's 6 MB request payload, less multipart framing.
+MAX_BATCH_FILE_BYTES = 5 * 1024 * 1024
 
 # Bucket arithmetic in Redis is exact in doubles while rate x 60000 stays below 2**53.
 # Strict: "100", true or " 5 " are not numbers (an admin's typo must be a 400, not a guess).
@@ -69,6 +72,18 @@ class Tier(BaseModel):
     _checked = field_validator("price_per_1k_tokens")(_price)
 
 
+class BatchPolicy(BaseModel):
+    """A plan's Batch API limits (OpenAI's own by default, but for the file size: what one
+    API Gateway request to a Lambda carries)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_lines: Annotated[StrictInt, Field(gt=0, le=50_000)] = 50_000
+    max_file_bytes: Annotated[StrictInt, Field(gt=0, le=MAX_BATCH_FILE_BYTES)] = MAX_BATCH_FILE_BYTES
+    # Batches of a tenant in progress at once (they never take the online request buckets).
+    max_active_batches: Annotated[StrictInt, Field(gt=0, le=1000)] = 4
+
+
 class Plan(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -80,6 +95,10 @@ class Plan(BaseModel):
     # tokens of the calendar month; exact decimals, never floats.
     price_per_1k_tokens: dict[str, Price] = Field(default_factory=dict)
     tiers: dict[str, list[Tier]] = Field(default_factory=dict)
+    # The Batch API's price per model (flat, per 1,000 tokens); a model not listed costs half
+    # its online price (each tier's, when graduated), in whole nano units per token, rounded down.
+    batch_price_per_1k_tokens: dict[str, Price] = Field(default_factory=dict)
+    batch: BatchPolicy = BatchPolicy()
 
     @field_validator("currency")
     @classmethod
@@ -91,6 +110,11 @@ class Plan(BaseModel):
     @field_validator("price_per_1k_tokens")
     @classmethod
     def _prices(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        return {model: _price(price) for model, price in value.items()}
+
+    @field_validator("batch_price_per_1k_tokens")
+    @classmethod
+    def _batch_prices(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
         return {model: _price(price) for model, price in value.items()}
 
     @field_validator("tiers")
@@ -127,6 +151,20 @@ class Plan(BaseModel):
         if model in self.tiers:
             return [(t.up_to, nano_per_token(t.price_per_1k_tokens)) for t in self.tiers[model]]
         return [(None, nano_per_token(self.price_per_1k_tokens.get(model, Decimal(0))))]
+
+    def batch_pricing(self, model: str) -> Tiers:
+        """The model's Batch API price, as ``pricing`` gives the online one."""
+        if model in self.batch_price_per_1k_tokens:
+            return [(None, nano_per_token(self.batch_price_per_1k_tokens[model]))]
+        return [(up_to, nano // 2) for up_to, nano in self.pricing(model)]
+
+    def batch_price_listing(self, model: str) -> str | list[dict[str, Any]]:
+        """``price_listing`` for the Batch API."""
+        tiers = self.batch_pricing(model)
+        listed = [{"up_to": up_to, "price_per_1k_tokens": fmt(Decimal(nano) * 1000 / NANO)} for up_to, nano in tiers]
+        if model in self.tiers and model not in self.batch_price_per_1k_tokens:
+            return listed
+        return str(listed[0]["price_per_1k_tokens"])
 
 
 class Budget(BaseModel):

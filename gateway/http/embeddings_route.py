@@ -10,8 +10,6 @@ wrapper, middleware, the Response builder) is spent only on the other routes."""
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gateway.domain.scopes import Scope
@@ -55,12 +53,8 @@ def embeddings_answer(container: Container, event: dict[str, Any], context: Any,
 
 
 def render_embeddings(result: EmbeddingsResult) -> dict[str, Any]:
-    """OpenAI's response body: float lists, or base64 of the little-endian float32 bytes."""
-    vectors = result.embeddings
-    encode: Callable[[int], Any] = (
-        (lambda i: base64.b64encode(vectors.raw(i)).decode()) if result.encoding_format == "base64"
-        else vectors.vector
-    )
-    data = [{"object": "embedding", "index": i, "embedding": encode(i)} for i in range(vectors.count)]
-    return {"object": "list", "model": result.model, "data": data,
-            "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens, "cost": result.cost}}
+    """OpenAI's response body (gateway/services/embeddings.py ``openai_body``, which a batch's
+    lines are answered with too; loaded with the service, at the first request)."""
+    from gateway.services.embeddings import openai_body
+
+    return openai_body(result.model, result.embeddings, result.prompt_tokens, result.encoding_format, result.cost)

@@ -12,7 +12,8 @@
 -- expiry ms (2^52 = none); credit hash grant id -> remaining nano, _epoch, _low, _exh; events
 -- the business events stream; active the active-tenants index of the tenant's hash slot.
 -- Args: tiers "up_to:nano_per_token,...,-:nano_per_token"; requests 1, or 0 when gate.lua
--- already counted this request; now (tests only; otherwise the server's clock).
+-- already counted this request; lane 'online' or 'batch' (a whole batch, reserved at its
+-- creation); now (tests only; otherwise the server's clock).
 --
 -- Every read comes before the first write, so a refusal writes nothing (but for the expired
 -- leases pruned at a concurrency limit, which count no more, and the credits.exhausted alert).
@@ -45,7 +46,7 @@ local b = load_buckets(k_buckets, key_id, rpm, tpm, kcfg, now)
 local cost, debits, tier_tokens, credit_plan = 0, {}, {}, {}
 local function report(verdict, retry_ms)
   local holds = ''
-  if verdict == 'ok' then holds = (key_month and 'm' or '') .. (key_conc and 'l' or '') end
+  if verdict == 'ok' then holds = (key_month and 'm' or '') .. (key_conc and a_lane ~= 'batch' and 'l' or '') end
   return reply(b, verdict, retry_ms, cost, table.concat(debits, ','), table.concat(tier_tokens, ','), holds)
 end
 
@@ -118,6 +119,32 @@ if key_budget and key_spent + cost > key_budget then
   return report('key_budget', 0)
 end
 
+-- What an admitted request holds of the month: its tokens and cost reserved, its credit
+-- debited. The month's figures were read above, so each hash is written once; its TTL is set
+-- when this creates it.
+local function reserve(hash, state, u, s)
+  redis.call('HSET', hash, 'tok', int(u + tokens), 'cost', int(s + cost))
+  if not state[1] then redis.call('EXPIRE', hash, a_month_ttl) end
+end
+local function reserve_month()
+  reserve(k_month, month_state, used, spent)
+  if key_month then reserve(k_key_month, key_state, key_used, key_spent) end
+  if #credit_plan > 0 then
+    local left = {}
+    for _, part in ipairs(credit_plan) do
+      left[#left + 1], left[#left + 2] = part[1], int(part[3] - part[2])
+    end
+    redis.call('HSET', k_credit, unpack(left))
+  end
+end
+
+-- A batch (lane 'batch') reserves its whole cost here but takes nothing from the online
+-- buckets and holds no lease: it has its own concurrency (gateway/services/batches.py).
+if a_lane == 'batch' then
+  reserve_month()
+  return report('ok', 0)
+end
+
 -- Rate limits: name the first that trips, wait for the slowest. The key's limits apply on top
 -- of the tenant's; a refusal changes nothing, so a key at its limit never slows its siblings.
 local verdict, retry_ms = shortfall(b, requests, tokens)
@@ -139,28 +166,14 @@ if verdict then
   return report(verdict, retry_ms)
 end
 
--- Admitted: take from the buckets, reserve the tokens and their cost, debit the credit, hold
--- concurrency leases (they expire in case the caller dies mid-request). The month's figures
--- were read above, so each hash is written once; its TTL is set when this creates it. The
--- lease set's deadline is kept in the buckets hash (ix): an empty set is gone, so a set this
+-- Admitted: take from the buckets, reserve the month, hold concurrency leases (they expire in
+-- case the caller dies mid-request). The lease set's deadline is kept in the buckets hash (ix): an empty set is gone, so a set this
 -- finds empty (held 0) is new and gets its PEXPIRE whatever ix says.
 local lease_ms = tonumber(a_lease_ms)
 local expiry = now + lease_ms
 local ix, ix_due = deadline(held > 0 and b.ix or nil, expiry)
 take(b, k_buckets, requests, tokens, now, {'ix', int(ix)})
-local function reserve(hash, state, u, s)
-  redis.call('HSET', hash, 'tok', int(u + tokens), 'cost', int(s + cost))
-  if not state[1] then redis.call('EXPIRE', hash, a_month_ttl) end
-end
-reserve(k_month, month_state, used, spent)
-if key_month then reserve(k_key_month, key_state, key_used, key_spent) end
-if #credit_plan > 0 then
-  local left = {}
-  for _, part in ipairs(credit_plan) do
-    left[#left + 1], left[#left + 2] = part[1], int(part[3] - part[2])
-  end
-  redis.call('HSET', k_credit, unpack(left))
-end
+reserve_month()
 redis.call('ZADD', k_inflight, int(expiry), a_request_id)
 if ix_due then redis.call('PEXPIRE', k_inflight, int(ix - now)) end
 if key_conc then

@@ -12,10 +12,19 @@
 --
 -- Args: outcome 'charge' | 'refund'; debits "grant:nano,..."; unit the active-tenants index
 -- member of the usage stream's part; key_holds what admission held on the key's own counters
--- ('m' its month, 'l' a lease: admit.lua's reply); fields the usage event's field/value pairs
+-- ('m' its month, 'l' a lease: admit.lua's reply); once (below); fields the usage event's field/value pairs
 -- (none: the caller records the event itself).
 local tokens, cost, now = tonumber(a_tokens), tonumber(a_cost), tonumber(a_now)
 local holds_month = string.find(a_key_holds, 'm', 1, true)
+
+-- once: a name that makes this settlement happen at most once (a batch's chunk, which a
+-- resumed worker may settle again); '' for online requests, which settle once by construction.
+if a_once ~= '' then
+  if redis.call('HSETNX', k_month, 'once:' .. a_once, '1') == 0 then
+    return false
+  end
+  if redis.call('TTL', k_month) < 0 then redis.call('EXPIRE', k_month, a_month_ttl) end
+end
 
 redis.call('ZREM', k_inflight, a_request_id)
 if string.find(a_key_holds, 'l', 1, true) then

@@ -15,12 +15,14 @@ the RateLimit headers."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from gateway.adapters.dynamo import UsageLedger
 from gateway.adapters.inference import Embeddings, InferenceClient
@@ -106,7 +108,7 @@ class EmbeddingsService:
         limits = self.limits.for_tenant(principal.tenant)
         plan = self.limits.plan(principal.tenant.plan)
         with self._counted_if_refused(principal, request_id, counted=counted):
-            spec, input_ids = self._tokenize(request, principal, limits, plan)
+            spec, input_ids = self.tokenize(request, principal, limits, plan)
         cost = sum(len(sequence) for sequence in input_ids)
 
         now = datetime.now(UTC)
@@ -165,10 +167,11 @@ class EmbeddingsService:
                 self.gate.count(principal, request_id)
             raise
 
-    def _tokenize(self, request: EmbeddingsRequest, principal: Principal,
-                  limits: Limits, plan: Plan) -> tuple[ModelSpec, list[list[int]]]:
+    def tokenize(self, request: EmbeddingsRequest, principal: Principal, limits: Limits, plan: Plan,
+                 *, online: bool = True) -> tuple[ModelSpec, list[list[int]]]:
         """The request's token ids, each sequence framed by the model's start and end tokens;
-        bounded before the tokenizer runs (characters), then exactly (tokens)."""
+        bounded before the tokenizer runs (characters), then exactly (tokens). A batch's line
+        (``online`` False) is not held to the tenant's online per-minute capacity."""
         spec = resolve(request.model)
         if spec is None:
             raise NotFoundError(f"The model '{request.model}' does not exist.", param="model",
@@ -196,19 +199,25 @@ class EmbeddingsService:
                     f"This request is {characters} characters; requests are limited to {allowed} tokens "
                     f"(max_request_tokens), at most {allowed * CHARS_PER_TOKEN} characters; split it.",
                     param="input", code="request_too_large")
-        input_ids = (tokenizer.encode_texts(texts, truncate=request.truncate) if texts is not None
-                     else tokenizer.wrap_ids(ids or [], truncate=request.truncate))
+        input_ids = self.encode(spec, request)
         tokens = sum(len(sequence) for sequence in input_ids)
         if tokens > allowed:
             raise InvalidRequestError(
                 f"This request is {tokens} tokens, more than the {allowed} allowed per request "
                 f"(max_request_tokens); split it.", param="input", code="request_too_large")
-        if tokens > limits.tokens_per_minute:
+        if online and tokens > limits.tokens_per_minute:
             raise InvalidRequestError(
                 f"This request is {tokens} tokens, more than the tenant's whole "
                 f"tokens_per_minute capacity ({limits.tokens_per_minute}); split it.",
                 param="input", code="request_too_large")
         return spec, input_ids
+
+    def encode(self, spec: ModelSpec, request: EmbeddingsRequest) -> list[list[int]]:
+        """The token ids of a request already checked (``tokenize``; a batch's line again)."""
+        tokenizer = self.tokenizers[spec.id]
+        texts, ids = request.texts_or_ids()
+        return (tokenizer.encode_texts(texts, truncate=request.truncate) if texts is not None
+                else tokenizer.wrap_ids(ids or [], truncate=request.truncate))
 
     def _inference_timeout(self, time_left_s: float | None) -> float:
         if time_left_s is None:
@@ -277,6 +286,17 @@ class EmbeddingsService:
                              extra={"request_id": event.request_id})
             raise ServiceUnavailableError("Usage could not be recorded; the request was not charged.",
                                           headers=RETRY_SOON) from error
+
+
+def openai_body(model: str, vectors: Embeddings, prompt_tokens: int, encoding_format: str,
+                cost: str) -> dict[str, Any]:
+    """OpenAI's embeddings answer: float lists, or base64 of the little-endian float32 bytes."""
+    encode: Callable[[int], Any] = (
+        (lambda i: base64.b64encode(vectors.raw(i)).decode()) if encoding_format == "base64" else vectors.vector
+    )
+    data = [{"object": "embedding", "index": i, "embedding": encode(i)} for i in range(vectors.count)]
+    return {"object": "list", "model": model, "data": data,
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens, "cost": cost}}
 
 
 def list_models(plan: Plan) -> list[dict[str, object]]:

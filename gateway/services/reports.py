@@ -22,7 +22,9 @@ from decimal import Decimal
 from typing import IO, Any
 
 from gateway.adapters.dynamo import Accounts, Reconciliations, UsageLedger, sums_of
+from gateway.domain.batches import model_of_label
 from gateway.domain.money import fmt, fmt_minor, from_nano, total, usage_cost
+from gateway.domain.plans import Plan
 from gateway.errors import InvalidRequestError, NotFoundError
 from gateway.models.records import TenantRecord, rfc3339
 from gateway.services.limits import LimitsResolver
@@ -227,8 +229,7 @@ class ReportsService:
                 lines.append({
                     "month": label, "tenant_id": tenant.id, "tenant_name": tenant.name, "plan": tenant.plan,
                     "model": model, "requests": line.requests, "prompt_tokens": line.tokens,
-                    "unit_price_per_1k_tokens": (fmt(plan.price_per_1k_tokens.get(model, Decimal(0)))
-                                                 if model not in plan.tiers else "tiered"),
+                    "unit_price_per_1k_tokens": _unit_price(plan, model),
                     "amount": fmt_minor(line.cost, currency),
                     "credits_applied": fmt_minor(line.credit, currency),
                     "amount_due": fmt_minor(line.cost - line.credit, currency),
@@ -299,3 +300,13 @@ def _event_row(item: dict[str, Any]) -> dict[str, Any]:
         # What the request was charged, exactly (its model's price on the tenant's plan).
         "cost": fmt(from_nano(int(item["cost_nano"]))) if "cost_nano" in item else None,
     }
+
+
+def _unit_price(plan: Plan, label: str) -> str:
+    """An invoice line's price per 1,000 tokens: the model's online or batch price (a batch's
+    usage is its own line, ``<model>@batch``), or "tiered"."""
+    model, batch = model_of_label(label)
+    if batch:
+        listed = plan.batch_price_listing(model)
+        return listed if isinstance(listed, str) else "tiered"
+    return fmt(plan.price_per_1k_tokens.get(model, Decimal(0))) if model not in plan.tiers else "tiered"

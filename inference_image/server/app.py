@@ -206,6 +206,8 @@ class App:
         raw = request.headers.get(TIMEOUT_HEADER)
         fields = self._attributes(request)
         tenant = fields.get("tenant", "")
+        if fields.get("priority") == "batch":  # a Batch API line: its own, background queue
+            tenant = wire.BACKGROUND + tenant
         raw = fields.get("timeout_ms", raw)
         if raw is not None:
             try:

@@ -14,6 +14,10 @@ serves the larger ones: a small request never waits behind a large request's mod
 GPU the two sessions run on their own CUDA streams; on a CPU the bulk lane's threads run niced
 (``bulk_nice``), so the express lane and the event loop get the cores first.
 
+Batch API lines queue apart, as ``BACKGROUND`` + their tenant (the hop's ``priority=batch``):
+a pass visits those queues only when no online tenant has work for the lane, so a running
+batch fills the model's idle time and an online request waits for at most the slice in flight.
+
 A slice's items are sorted by length and cut into model calls whose padded size fits the
 budget, a new call starting where padding would cost more than a call
 (``call_overhead_tokens``); a request is answered as soon as its last item is computed.
@@ -42,6 +46,7 @@ from itertools import accumulate, chain
 
 import numpy as np
 
+from gateway.wire import BACKGROUND
 from inference_image.server.errors import (
     ComputeError,
     DeadlineExceededError,
@@ -390,6 +395,15 @@ class Batcher:
             del self._tenants[tenant]
             del self._credit[tenant]
 
+    def _visiting(self, lane: _Lane) -> list[str]:
+        """Under _lock: the queues a pass visits, in order: the online tenants' alone while any
+        has work for this lane; the Batch API's (``BACKGROUND`` + tenant) only when none has."""
+        tenants = list(self._tenants)
+        online = [t for t in tenants if not t.startswith(BACKGROUND)]
+        if len(online) < len(tenants) and any(self._eligible(lane, job) for t in online for job in self._tenants[t]):
+            return online
+        return tenants
+
     def _take(self, lane: _Lane, now: float) -> list[_Item]:
         """Deficit round robin: each pass over the tenants gives each ``quantum`` tokens of
         credit to spend on its oldest request's shortest remaining items (the express lane:
@@ -403,7 +417,7 @@ class Batcher:
         progress = True
         while progress and tokens < lane.budget and self._tenants:
             progress = False
-            for tenant in list(self._tenants):
+            for tenant in self._visiting(lane):
                 queue = self._tenants[tenant]
                 saved = self._credit[tenant]
                 credit = min(saved + quantum, cap)

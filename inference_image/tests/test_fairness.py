@@ -107,6 +107,32 @@ def test_the_express_lane_takes_a_small_request_while_the_bulk_lane_is_on_a_larg
     asyncio.run(scenario())
 
 
+def test_batch_lines_are_served_only_while_no_online_request_waits() -> None:
+    async def scenario() -> None:
+        # GIVEN a tenant's batch lines queued in the background (the hop's priority=batch)
+        batcher = _scheduler()
+        batcher.enqueue(LARGEST, 60, tenant=wire.BACKGROUND + "ten_a")
+        assert list(_next_slice(batcher)) == [wire.BACKGROUND + "ten_a"]  # an idle model takes them
+        for _ in range(3):
+            # WHEN online requests arrive, the same tenant's and another's
+            batcher.enqueue(LARGEST[:100], 60, tenant="ten_a")
+            batcher.enqueue(SMALL, 60, tenant="ten_b")
+            # THEN the next slice serves them whole first; the batch only fills what they leave
+            served = _next_slice(batcher)
+            assert (served["ten_a"], served["ten_b"]) == (100 * 71, 3)
+            assert served.get(wire.BACKGROUND + "ten_a", 0) <= 16384 - 100 * 71 - 3
+        # AND online work that fills a slice leaves the batch nothing of it
+        batcher.enqueue(LARGEST, 60, tenant="ten_b")
+        assert list(_next_slice(batcher)) == ["ten_b"]
+
+    asyncio.run(scenario())
+
+
+def test_the_hop_marks_a_batch_line_and_only_it() -> None:
+    assert wire.parse_attributes(wire.format_attributes("ten_a", 100, "m", background=True))["priority"] == "batch"
+    assert "priority" not in wire.parse_attributes(wire.format_attributes("ten_a", 100, "m"))
+
+
 # Found by driving the scheduler step by step (issue 23), fixed in Batcher._take: the bulk lane
 # kept a tenant's unspent credit when the slice filled up, and the pass that found no room
 # granted more and rotated the tenants back, so the first tenant spent a full slice of saved

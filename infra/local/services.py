@@ -276,6 +276,31 @@ def webhooks_service(interval_s: float, env: dict[str, str], log_dir: Path) -> S
     )
 
 
+def batches_service(interval_s: float, env: dict[str, str], log_dir: Path) -> Service:
+    """The Batch API's worker as its own process (BatchWorkerFunction's work in AWS)."""
+    return Service(
+        name="batches",
+        argv=[sys.executable, "-m", "gateway.cli", "batches", "work", "--loop", str(interval_s)],
+        port=0,
+        ready=lambda: True,
+        env=env,
+        log_path=log_dir / "batches.log",
+        settle_s=1.0,
+    )
+
+
+def files_service(port: int, env: dict[str, str], log_dir: Path) -> Service:
+    """The Batch API's files by signed URL (infra/local/file_server.py; S3 presigns them in AWS)."""
+    return Service(
+        name="files",
+        argv=[sys.executable, "-m", "infra.local.file_server", "--port", str(port)],
+        port=port,
+        ready=lambda: port_open(port),
+        env=env,
+        log_path=log_dir / "files.log",
+    )
+
+
 def flusher_service(interval_s: float, env: dict[str, str], log_dir: Path) -> Service:
     """The flusher loop as its own process (the scheduled FlusherFunction's work, every
     interval_s): usage streams in Redis -> the DynamoDB ledger. It listens on no port."""

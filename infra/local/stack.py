@@ -41,8 +41,10 @@ from typing import IO, Any
 from infra.local.services import (
     ROOT,
     Service,
+    batches_service,
     create_table,
     dynamodb_service,
+    files_service,
     flusher_service,
     inference_service,
     projector_service,
@@ -64,11 +66,13 @@ class StackConfig:
     inference_port: int = field(default_factory=lambda: _env_int("MAAS_INFERENCE_PORT", 8080))
     redis_port: int = field(default_factory=lambda: _env_int("MAAS_REDIS_PORT", 6380))
     dynamodb_port: int = field(default_factory=lambda: _env_int("MAAS_DYNAMODB_PORT", 5100))
+    files_port: int = field(default_factory=lambda: _env_int("MAAS_FILES_PORT", 5300))
     state_dir: Path = field(default_factory=lambda: Path(os.environ.get("MAAS_STATE_DIR") or ROOT / ".maas"))
     model_dir: Path = field(default_factory=lambda: Path(os.environ.get("MAAS_MODEL_DIR") or ROOT / ".maas" / "model"))
     table_name: str = "maas-local"
     flush_interval_s: float = 1.0
     webhook_interval_s: float = 0.5
+    batch_interval_s: float = 0.5
     projector_interval_s: float = 0.5
     api_workers: int = field(default_factory=lambda: _env_int("MAAS_API_WORKERS", 4))
     inference_env: dict[str, str] = field(default_factory=dict)
@@ -90,6 +94,7 @@ class StateDir:
         self.logs = root / "logs"
         self.redis = root / "redis"
         self.dynamodb = root / "dynamodb"
+        self.files = root / "files"
         self.pepper = root / "pepper"
         self.redis_password = root / "redis_password"
         self.admin_key = root / "admin_key"
@@ -101,6 +106,7 @@ class StateDir:
         return [
             (self.redis, "Redis's append-only file: limits, quotas, usage not yet in the ledger"),
             (self.dynamodb, "DynamoDB's tables: tenants, keys, plans, the ledger"),
+            (self.files, "the Batch API's files: uploads, batches' output and error files"),
             (self.pepper, "the key pepper: every API key issued so far stops working"),
             (self.admin_key, "the bootstrap admin key"),
             (self.redis_password, "the Redis user's password"),
@@ -203,7 +209,10 @@ class LocalStack:
         self.flusher: Service = flusher_service(c.flush_interval_s, self.handler_env(), self.logs)
         self.webhooks: Service = webhooks_service(c.webhook_interval_s, self.handler_env(), self.logs)
         self.projector: Service = projector_service(c.projector_interval_s, self.handler_env(), self.logs)
-        self.services = (self.redis, self.dynamodb, self.inference, self.flusher, self.webhooks, self.projector)
+        self.batches: Service = batches_service(c.batch_interval_s, self.handler_env(), self.logs)
+        self.files: Service = files_service(c.files_port, self.handler_env(), self.logs)
+        self.services = (self.redis, self.dynamodb, self.inference, self.flusher, self.webhooks, self.projector,
+                         self.batches, self.files)
         for service in self.services:
             service.die_with_parent = True  # started from this thread or a supervisor thread
         self.supervisor = Supervisor(self.state.status_file, self.logs / "supervisor.log")
@@ -237,6 +246,8 @@ class LocalStack:
             "MAAS_LOCAL_STATUS_FILE": str(self.state.status_file),
             "MAAS_WEBHOOK_ALLOW_LOCAL_HTTP": "true",
             "MAAS_MAX_REQUEST_TOKENS": str(c.max_request_tokens),
+            "MAAS_FILES_DIR": str(self.state.files),
+            "MAAS_FILES_URL": f"http://127.0.0.1:{c.files_port}",
             "AWS_REGION": "us-east-1",
             "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_ACCESS_KEY_ID": "local",
@@ -288,6 +299,9 @@ class LocalStack:
         self.webhooks.start()
         progress(f"starting the projector (admin changes Redis missed, every {c.projector_interval_s:g} s)")
         self.projector.start()
+        progress(f"starting the batch worker (every {c.batch_interval_s:g} s) and its files on :{c.files_port}")
+        self.batches.start()
+        self.files.start()
         progress(f"starting the API Gateway emulator on :{c.api_port}")
         from infra.local.apigw import ApiGatewayEmulator
 
@@ -298,6 +312,8 @@ class LocalStack:
         self.supervisor.watch(ServiceUnit(self.inference))
         self.supervisor.watch(ServiceUnit(self.flusher))
         self.supervisor.watch(ServiceUnit(self.webhooks))
+        self.supervisor.watch(ServiceUnit(self.batches))
+        self.supervisor.watch(ServiceUnit(self.files))
         self.supervisor.watch(ServiceUnit(self.projector))
         for pool in self.api.app.pools.values():
             self.supervisor.watch(WorkerPoolUnit(pool))
@@ -317,7 +333,8 @@ class LocalStack:
         if self.api is not None:
             self.api.stop()  # and its worker processes
             self.api = None
-        for service in (self.projector, self.webhooks, self.flusher, self.inference, self.dynamodb, self.redis):
+        for service in (self.files, self.batches, self.projector, self.webhooks, self.flusher, self.inference,
+                        self.dynamodb, self.redis):
             service.stop()
         self.supervisor.stop()
         self._lock.release()

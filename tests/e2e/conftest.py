@@ -18,6 +18,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         pytest.fail("the ONNX model is missing: run `make model` (make test does it)")
     config = StackConfig(
         api_port=free_port(), inference_port=free_port(), redis_port=free_port(), dynamodb_port=free_port(),
+        files_port=free_port(),
         state_dir=tmp_path_factory.mktemp("maas"), model_dir=model_dir, flush_interval_s=0.5, api_workers=8,
     )
     local = LocalStack(config).start(progress=lambda line: None)

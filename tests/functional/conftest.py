@@ -38,9 +38,10 @@ def example_keys() -> dict[str, str]:
 
 
 @pytest.fixture
-def seeded(container, inference_url, monkeypatch):  # type: ignore[no-untyped-def]  # noqa: F811
+def seeded(container, inference_url, monkeypatch, tmp_path):  # type: ignore[no-untyped-def]  # noqa: F811
     # The handlers build their container from the environment, as in Lambda.
-    configure(monkeypatch, container.settings.model_copy(update={"inference_url": inference_url}))
+    configure(monkeypatch, container.settings.model_copy(update={"inference_url": inference_url,
+                                                                 "files_dir": str(tmp_path / "files")}))
     now = rfc3339(utcnow())
     container.accounts.create_tenant(TenantRecord(id=EXAMPLE_TENANT, name="Example", plan="starter", created_at=now))
     container.accounts.create_tenant(TenantRecord(id="tn_operators", name="ops", plan="internal", created_at=now))
@@ -76,3 +77,13 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Artifact]:
     layer = build_layer(work, work / "build-layer.log")
     python = runtime_python(python312, ROOT / ".maas" / "artifact-runtime")
     yield Artifact(python, layer, work)
+
+
+@pytest.fixture
+def files_in_s3(moto, monkeypatch):  # type: ignore[no-untyped-def]
+    """The Batch API's files in a bucket of moto's server (what MAAS_FILES_BUCKET names in AWS)."""
+    import boto3
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{moto.port}")
+    boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="maas-files-functional")
+    monkeypatch.setenv("MAAS_FILES_BUCKET", "maas-files-functional")

@@ -19,6 +19,7 @@ from gateway.services.calls import Call
 from gateway.wiring import Container
 from tests.artifact import ArtifactHandler, function_code_uris
 from tests.functional.conftest import EVENTS, EXAMPLE_TENANT, ROOT
+from tests.functional.test_batch_functions import run_a_batch
 from tests.functional.test_events import NOT_API, check_recorded_event
 from tests.integration.conftest import make_principal
 from tests.lambdas import configure, context_for
@@ -102,6 +103,9 @@ def test_the_shipped_delivery_function_delivers_a_signed_webhook(container, ship
 
 
 def test_the_shipped_schedules_run_clean(seeded, shipped, moto, monkeypatch):
+    # No batch in progress: the batch worker makes no pass.
+    assert shipped("batch_worker")(recorded("batch_worker/scheduled.json"), context_for("batch_worker")) == {
+        "passes": 0}
     # The reconcile schedule publishes its drift to CloudWatch (moto's here).
     monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDWATCH", f"http://127.0.0.1:{moto.port}")
     assert shipped("projector")(recorded("projector/scheduled.json"), context_for("projector")) is not None
@@ -110,6 +114,11 @@ def test_the_shipped_schedules_run_clean(seeded, shipped, moto, monkeypatch):
     dispatched = shipped("flush_dispatcher")(recorded("flush_dispatcher/scheduled.json"),
                                              context_for("flush_dispatcher"))
     assert dispatched is not None
+
+
+def test_a_batch_runs_through_the_shipped_functions_with_its_files_in_s3(seeded, shipped, files_in_s3):
+    # The Batch API's modules, the multipart parser and the S3 client, from the layer alone.
+    run_a_batch(shipped("invoke"), shipped("batch_worker"))
 
 
 def test_every_function_dir_is_tested(artifact):

@@ -21,8 +21,9 @@ from tests.lambdas import context_for, handler_for
 pytestmark = pytest.mark.xdist_group("artifact")
 
 # Not API Gateway events: the flusher's dispatcher and workers, the reconcile schedule, the
-# delivery function's stream, bus and schedules, the projector's stream and schedule.
-NOT_API = {"flusher", "flush_dispatcher", "reconcile", "delivery", "projector"}
+# delivery function's stream, bus and schedules, the projector's stream and schedule, the
+# batch worker's schedule.
+NOT_API = {"flusher", "flush_dispatcher", "reconcile", "delivery", "projector", "batch_worker"}
 
 # What each recorded request gets from a freshly seeded table.
 EXPECTED_STATUS = {
@@ -32,7 +33,7 @@ EXPECTED_STATUS = {
     "billing/create_webhook": 201, "billing/list_webhooks": 200, "billing/webhook_deliveries": 200,
     "billing/delete_webhook": 204, "billing/list_events": 200,
     "invoke/embeddings": 200, "invoke/embeddings_base64": 200, "invoke/health": 200, "invoke/models": 200,
-    "invoke/usage": 200, "invoke/me": 200, "invoke/own_keys": 200, "reports/invoices": 200,
+    "invoke/usage": 200, "invoke/me": 200, "invoke/own_keys": 200, "invoke/list_batches": 200, "reports/invoices": 200,
     "reports/ledger_events": 200, "reports/usage_csv": 200, "reports/usage_json": 200,
     "console/index": 200, "console/asset": 200, "console/redirect": 301,
     "billing/grant_credits": 201, "billing/list_credits": 200, "billing/tenant_balance": 200,

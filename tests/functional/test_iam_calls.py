@@ -2,9 +2,10 @@
 
 Every recorded event in events/ goes through its real handler, configured as in AWS: the pepper
 from SSM, the Redis password from Secrets Manager (moto's server), the bus on EventBridge, the
-drift to CloudWatch; the table is the local DynamoDB. tests/iam records the calls (botocore's
-before-parameter-build hook on the function's own session) and checks each, with the KMS
-requests AWS makes on the table's and the secret's customer-managed key, against the role.
+drift to CloudWatch, the Batch API's files to S3; the table is the local DynamoDB. tests/iam
+records the calls (botocore's before-parameter-build hook on the function's own session) and
+checks each, with the KMS requests AWS makes on the table's and the secret's customer-managed
+key, against the role.
 The same check runs over every handler call of the session (tests/conftest.py)."""
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ NO_AWS_CALLS = {"console"}  # static files only
 @pytest.fixture
 def as_in_aws(seeded, own_redis, moto, inference_url, monkeypatch):  # type: ignore[no-untyped-def]  # noqa: F811
     endpoint = f"http://127.0.0.1:{moto.port}"
-    for service in ("SSM", "SECRETS_MANAGER", "EVENTBRIDGE", "CLOUDWATCH", "LAMBDA"):
+    for service in ("SSM", "SECRETS_MANAGER", "EVENTBRIDGE", "CLOUDWATCH", "LAMBDA", "S3"):
         monkeypatch.setenv(f"AWS_ENDPOINT_URL_{service}", endpoint)
     suffix = uuid.uuid4().hex[:8]
     ssm = boto3.client("ssm", endpoint_url=endpoint)
@@ -40,11 +41,12 @@ def as_in_aws(seeded, own_redis, moto, inference_url, monkeypatch):  # type: ign
     redis.Redis(port=own_redis.port).config_set("requirepass", password)
     bus = f"maas-iam-{suffix}"
     boto3.client("events", endpoint_url=endpoint).create_event_bus(Name=bus)
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=f"maas-iam-{suffix}-files")
     configure(monkeypatch, seeded.settings.model_copy(update={
         "key_pepper": None, "key_pepper_param": f"/maas/iam-{suffix}/key-pepper",
         "redis_url": f"redis://127.0.0.1:{own_redis.port}/0", "redis_password_secret_arn": secret,
         "inference_url": inference_url, "event_bus_name": bus, "webhook_allow_local_http": True,
-        "flush_worker_function": f"maas-iam-{suffix}-flusher:live"}))
+        "flush_worker_function": f"maas-iam-{suffix}-flusher:live", "files_bucket": f"maas-iam-{suffix}-files"}))
     return seeded
 
 

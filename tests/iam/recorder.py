@@ -10,7 +10,7 @@ from functools import partial
 from typing import Any
 
 from tests.iam.policy import Request, allowed
-from tests.iam.roles import REGION, Resolver, Role, arn, kms_key_of_table
+from tests.iam.roles import REGION, Resolver, Role, arn, kms_key_of_bucket, kms_key_of_table
 
 
 @dataclass(frozen=True)
@@ -101,11 +101,23 @@ def requests_for(call: Call, resolver: Resolver) -> list[Request]:
         buses = {call.name(e.get("EventBusName", "default")) for e in p["Entries"]}
         return [Request("events:PutEvents", b if b.startswith("arn:") else arn("events", f"event-bus/{b}"))
                 for b in sorted(buses)]
+    if call.service == "s3" and call.operation in _S3_OBJECT_KMS:
+        bucket = call.name(p["Bucket"])
+        key = kms_key_of_bucket(resolver, bucket)
+        return [Request(f"s3:{call.operation}", f"arn:aws:s3:::{bucket}/{p['Key']}"),
+                *(Request(action, key, {"kms:ViaService": f"s3.{REGION}.amazonaws.com"})
+                  for action in (_S3_OBJECT_KMS[call.operation] if key else ()))]
     if call.service == "cloudwatch" and call.operation == "PutMetricData":
         # No resource-level permissions; the namespace is a condition key:
         # https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazoncloudwatch.html
         return [Request("cloudwatch:PutMetricData", "*", {"cloudwatch:namespace": p["Namespace"]})]
     raise NotImplementedError(f"no IAM mapping for {call.service}.{call.operation}")
+
+
+# An object under a bucket's default SSE-KMS key: a write has S3 generate a data key, a read
+# decrypt it, with the caller's credentials
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/UsingKMSEncryption.html#aws-managed-customer-managed-keys
+_S3_OBJECT_KMS = {"PutObject": ("kms:GenerateDataKey",), "GetObject": ("kms:Decrypt",), "DeleteObject": ()}
 
 
 def _table_key_needs(resolver: Resolver, table: str, *, write: bool) -> list[Request]:

@@ -107,6 +107,7 @@ class Resolver:
                 "AWS::SQS::Queue": arn("sqs", name),
                 "AWS::Serverless::Function": arn("lambda", f"function:{name}"),
                 "AWS::Logs::LogGroup": arn("logs", f"log-group:{name}:*"),
+                "AWS::S3::Bucket": f"arn:aws:s3:::{name}",  # S3 ARNs name no region or account
             }.get(kind, arn(kind.split("::")[1].lower() if kind else "x", name))
         if attribute == "EndpointName":
             return name
@@ -264,3 +265,15 @@ def _event_source_needs(r: Resolver, event: dict[str, Any], statements: list[dic
         needs += [Request(a, key, {"kms:ViaService": f"dynamodb.{REGION}.amazonaws.com"})
                   for a in ("kms:Decrypt", "kms:DescribeKey")]
     return needs
+
+
+def kms_key_of_bucket(resolver: Resolver, bucket: str) -> str | None:
+    """The customer-managed key a bucket encrypts new objects with by default, if any."""
+    rules = (resolver.resources.get(bucket, {}).get("Properties", {}).get("BucketEncryption", {})
+             .get("ServerSideEncryptionConfiguration", []))
+    for rule in rules:
+        default = rule.get("ServerSideEncryptionByDefault", {})
+        if default.get("SSEAlgorithm") == "aws:kms" and default.get("KMSMasterKeyID"):
+            key = resolver.value(default["KMSMasterKeyID"])
+            return key if str(key).startswith("arn:") else arn("kms", f"key/{key}")
+    return None

@@ -95,3 +95,32 @@ def test_the_gate_refuses_a_revoked_expired_or_suspended_key_and_takes_nothing(l
     limiter.set_tenant_status("ten_b", "suspended")
     assert limiter.count_request(ticket(0, tenant="ten_b", key="key_b")).verdict is Verdict.SUSPENDED
     assert limiter.count_request(ticket(0, tenant="ten_unseeded")).verdict is Verdict.UNSEEDED
+
+
+def test_a_batch_reservation_takes_money_and_quota_but_no_bucket_and_no_lease(limiter, client):
+    # A whole batch is more than the tenant's tokens_per_minute, and takes none of it.
+    batch = Ticket(tenant_id="ten_a", key_id="key_a", key_expires_ms=0, limits=LIMITS, tokens=900,
+                   request_id="batch_1:m", month="2026-11", pricing=((None, 3),), batch=True)
+    decision = limiter.admit(batch)
+    assert (decision.verdict, decision.cost_nano, decision.key_holds) == (Verdict.OK, 2700, "")
+    assert tokens_reserved(client) == 900
+    assert not client.exists(tenant_key("ten_a", "inflight"))
+    assert limiter.admit(ticket(cost=101)).verdict is Verdict.QUOTA  # the quota is reserved: 900 + 101 > 1000
+    assert limiter.admit(ticket(cost=90)).verdict is Verdict.OK  # the online buckets are whole
+
+
+def test_a_settlement_named_once_happens_once(limiter, client):
+    t = ticket(cost=7)
+    decision = limiter.admit(t)
+    event = UsageEvent(request_id="batch_1-0-m", tenant_id="ten_a", key_id="key_a", model="m@batch", prompt_tokens=7,
+                       timestamp_ms=1)
+    for _ in range(3):  # a resumed worker settles the same chunk again
+        limiter.settle(t, decision, charge=True, event=event, once="batch_1:0:m:c")
+    assert len(client.xrange(usage_stream("ten_a"))) == 1
+    assert int(client.hget(month_key("ten_a", "2026-11"), "costc") or 0) == decision.cost_nano
+    refund = ticket(cost=5)
+    refunded = limiter.admit(refund)
+    for _ in range(2):
+        limiter.settle(refund, refunded, charge=False, once="batch_1:0:m:r")
+    assert tokens_reserved(client) == 7
+    assert client.ttl(month_key("ten_a", "2026-11")) > 0

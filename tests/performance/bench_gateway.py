@@ -254,7 +254,7 @@ def bench_overhead(module: Any, key: str, tenant_id: str, iterations: int, profi
         service = c.embeddings
         stages.wrap(c.authenticator, "authenticate", "authenticate (key cache)")
         stages.wrap(embeddings_route, "parse_body", "parse the body (JSON, pydantic)")
-        stages.wrap(service, "_tokenize", "tokenize")
+        stages.wrap(service, "tokenize", "tokenize")
         stages.wrap(service.limiter, "admit", "admit (Redis round trip 1)")
         stages.wrap(service.inference, "embed", "inference hop")
         stages.wrap(service.limiter, "settle", "settle (Redis round trip 2)")
@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[bench] load average {os.getloadavg()[0]:.2f}", flush=True)
     with tempfile.TemporaryDirectory() as state:
         config = StackConfig(api_port=free_port(), inference_port=free_port(), redis_port=free_port(),
-                             dynamodb_port=free_port(), state_dir=Path(state), api_workers=1)
+                             dynamodb_port=free_port(), files_port=free_port(), state_dir=Path(state), api_workers=1)
         print("[bench] starting the local stack", flush=True)
         stack = LocalStack(config).start(progress=lambda line: print(f"[bench] {line}", flush=True))
         try:

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"load_before": load()}
     with tempfile.TemporaryDirectory() as state:
         config = StackConfig(api_port=free_port(), inference_port=free_port(), redis_port=free_port(),
-                             dynamodb_port=free_port(), state_dir=Path(state), api_workers=1,
+                             dynamodb_port=free_port(), files_port=free_port(), state_dir=Path(state), api_workers=1,
                              # the pro plan's largest request, as a GPU endpoint takes it
                              max_request_tokens=524_288)
         stack = LocalStack(config).start(progress=lambda line: print(f"[bench] {line}", flush=True))

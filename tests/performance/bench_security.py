@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"load_before": load()}
     with tempfile.TemporaryDirectory() as state:
         config = StackConfig(api_port=free_port(), inference_port=free_port(), redis_port=free_port(),
-                             dynamodb_port=free_port(), state_dir=Path(state), api_workers=1)
+                             dynamodb_port=free_port(), files_port=free_port(), state_dir=Path(state), api_workers=1)
         stack = LocalStack(config).start(progress=lambda line: print(f"[bench] {line}", flush=True))
         try:
             s = requests.Session()

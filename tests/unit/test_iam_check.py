@@ -99,9 +99,22 @@ def test_a_denied_call_names_the_function_the_action_and_the_resource():
 
 
 def test_a_call_without_an_iam_mapping_fails_the_check():
-    call = Call("ReconcileFunction", "s3", "GetObject", {"Bucket": "b", "Key": "k"}, {})
+    call = Call("ReconcileFunction", "sqs", "SendMessage", {"QueueUrl": "q", "MessageBody": "m"}, {})
     problems = denied([call], {"ReconcileFunction": roles()["ReconcileFunction"]}, Resolver(load_template()))
-    assert problems == ["ReconcileFunction: no IAM mapping for s3.GetObject (needed by tests/iam/recorder.py)"]
+    assert problems == ["ReconcileFunction: no IAM mapping for sqs.SendMessage (needed by tests/iam/recorder.py)"]
+
+
+def test_an_object_written_to_the_files_bucket_needs_its_kms_key_too():
+    template = load_template()
+    put = {"Bucket": "FilesBucket", "Key": "files/ten_a/f.jsonl", "Body": b""}
+    allowed_roles = {n: roles()[n] for n in ("BatchWorkerFunction", "ReconcileFunction")}
+    calls = [Call(n, "s3", "PutObject", put, {}) for n in allowed_roles]
+    problems = denied(calls, allowed_roles, Resolver(template))
+    # The worker may; the reconciler may neither write the object nor use the key behind it.
+    assert sorted(problems) == [
+        "ReconcileFunction: kms:GenerateDataKey on arn:aws:kms:us-east-1:123456789012:key/DataKey "
+        "{'kms:ViaService': 's3.us-east-1.amazonaws.com'} (needed by s3.PutObject)",
+        "ReconcileFunction: s3:PutObject on arn:aws:s3:::FilesBucket/files/ten_a/f.jsonl (needed by s3.PutObject)"]
 
 
 def test_a_denied_call_of_the_session_fails_the_run(monkeypatch):

@@ -10,6 +10,7 @@ from openapi_spec_validator import validate
 
 from gateway import openapi
 from gateway.models.api import CreateKey, CreateTenant, EmbeddingsRequest, RotateKey, UpdateTenant
+from gateway.models.batches import CreateBatchRequest
 from gateway.models.webhooks import CreateWebhook
 from infra.local.template import load_template
 from tests.routes import handler_routes
@@ -75,6 +76,7 @@ def test_every_operation_has_an_id_and_documents_its_errors():
     ("CreateKey", CreateKey),
     ("RotateKey", RotateKey),
     ("CreateWebhook", CreateWebhook),
+    ("CreateBatch", CreateBatchRequest),
 ])
 def test_request_schemas_name_exactly_the_models_fields(schema_name, model):
     schema = openapi.document()["components"]["schemas"][schema_name]

@@ -56,6 +56,14 @@ CONTRACT_ROUTES: dict[tuple[str, str], str] = {
     # /console resource too: API Gateway REST routes it there, keeping the slash in `path`.
     ("GET", "/console"): "ConsoleFunction",
     ("GET", "/console/{proxy+}"): "ConsoleFunction",
+    ("POST", "/v1/files"): "InvokeFunction",
+    ("GET", "/v1/files/{file_id}"): "InvokeFunction",
+    ("DELETE", "/v1/files/{file_id}"): "InvokeFunction",
+    ("GET", "/v1/files/{file_id}/content"): "InvokeFunction",
+    ("POST", "/v1/batches"): "InvokeFunction",
+    ("GET", "/v1/batches"): "InvokeFunction",
+    ("GET", "/v1/batches/{batch_id}"): "InvokeFunction",
+    ("POST", "/v1/batches/{batch_id}/cancel"): "InvokeFunction",
 }
 FUNCTION_DIRS = {
     "InvokeFunction": "invoke",
@@ -67,6 +75,7 @@ FUNCTION_DIRS = {
     "ReconcileFunction": "reconcile",
     "DeliveryFunction": "delivery",
     "ProjectorFunction": "projector",
+    "BatchWorkerFunction": "batch_worker",
 }
 # Functions that read none of the gateway's settings (env.json.example leaves them empty).
 STATIC_FUNCTIONS = {"ConsoleFunction"}
@@ -275,16 +284,17 @@ def test_environment_covers_what_the_code_reads(template):
     assert env["POWERTOOLS_METRICS_NAMESPACE"] == "MaasGateway"
 
 
-def test_only_the_invoke_function_names_the_endpoint_and_none_waits_for_it(template):
+def test_only_the_functions_that_embed_name_the_endpoint_and_none_waits_for_it(template):
     # A !GetAtt in Globals made every function (and so the whole stack, MemoryDB included) wait
     # on the endpoint and roll back with it; the literal name is the endpoint's own.
     assert "MAAS_SAGEMAKER_ENDPOINT" not in template["Globals"]["Function"]["Environment"]["Variables"]
     named = {name for name, r in resources_of(template, "AWS::Serverless::Function").items()
              if "MAAS_SAGEMAKER_ENDPOINT" in r["Properties"].get("Environment", {}).get("Variables", {})}
-    assert named == {"InvokeFunction"}
-    invoke = template["Resources"]["InvokeFunction"]["Properties"]["Environment"]["Variables"]
+    assert named == {"InvokeFunction", "BatchWorkerFunction"}
     endpoint = template["Resources"]["InferenceEndpoint"]["Properties"]["EndpointName"]
-    assert invoke["MAAS_SAGEMAKER_ENDPOINT"] == endpoint == {"Fn::Sub": "maas-embeddings-${Stage}"}
+    for name in named:
+        variables = template["Resources"][name]["Properties"]["Environment"]["Variables"]
+        assert variables["MAAS_SAGEMAKER_ENDPOINT"] == endpoint == {"Fn::Sub": "maas-embeddings-${Stage}"}
 
 
 def test_flush_dispatcher_runs_every_minute_and_starts_the_workers(template):
