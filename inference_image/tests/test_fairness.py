@@ -222,6 +222,12 @@ def test_a_tenants_largest_requests_do_not_slow_another_tenants_small_ones(serve
     # it fast is test_the_scheduler_serves_a_small_tenant_in_every_slice_it_waits_for)
     loaded = _latencies(b, 200)
     a_in_flight = server.metric("maas_inference_requests_in_flight")
+    # A keeps sending until a full slice of it is computed (on a loaded machine B's 200 can be
+    # done first: waited for with a generous deadline, not timed)
+    deadline = time.monotonic() + 120
+    while server.metric("maas_inference_tokens_total") - tokens_before - 3 * 600 < 16384:
+        assert time.monotonic() < deadline, "A's full slice was never computed"
+        time.sleep(0.05)
     stop.set()
     for t in threads:
         t.join(300)

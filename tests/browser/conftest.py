@@ -154,10 +154,18 @@ class ConsolePage:
         return self.page.evaluate("Object.fromEntries(Object.entries(sessionStorage))")
 
 
+UI_TIMEOUT_MS = 60_000
+
+
 @pytest.fixture
 def console(browser: Any, stack: LocalStack) -> Iterator[ConsolePage]:
+    from playwright.sync_api import expect
+
     context = browser.new_context(viewport=DESKTOP, accept_downloads=True, locale="en-US", timezone_id="UTC")
-    context.set_default_timeout(15_000)
+    # Waits for what the page will show, with deadlines a loaded 2-core machine meets (15 s
+    # actions and 5 s expectations timed out there): how fast it showed is not under test.
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    expect.set_options(timeout=UI_TIMEOUT_MS)
     page = context.new_page()
     recorder = Recorder(origin=stack.api_url)
     page.on("request", lambda request: recorder.requests.append(request.url))

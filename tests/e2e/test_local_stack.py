@@ -223,7 +223,7 @@ def test_redis_killed_comes_back_with_acknowledged_usage(local_stack, customer):
         assert response.status_code == 200, response.text
         request_id = response.headers["x-request-id"]
         # WHEN redis-server is killed -9
-        kill_and_await_restart(local_stack, "redis", within_s=20)
+        kill_and_await_restart(local_stack, "redis", within_s=60)
     finally:
         os.kill(flusher, signal.SIGCONT)
     # THEN the restarted Redis still has the event, and it reaches the ledger
@@ -235,7 +235,7 @@ def test_redis_killed_comes_back_with_acknowledged_usage(local_stack, customer):
 
 
 def test_flusher_killed_comes_back_and_flushes(local_stack, customer):
-    kill_and_await_restart(local_stack, "flusher", within_s=20)
+    kill_and_await_restart(local_stack, "flusher", within_s=60)
     response = embed(local_stack, customer, "after the flusher came back")
     assert response.status_code == 200, response.text
     wait_for("the request in the ledger", lambda: response.headers["x-request-id"] in ledger_ids(local_stack, customer),
@@ -244,7 +244,7 @@ def test_flusher_killed_comes_back_and_flushes(local_stack, customer):
 
 def test_a_killed_lambda_copy_is_replaced(local_stack, customer):
     assert embed(local_stack, customer, "warm a copy").status_code == 200
-    after = kill_and_await_restart(local_stack, "lambda:InvokeFunction", within_s=30)
+    after = kill_and_await_restart(local_stack, "lambda:InvokeFunction", within_s=90)
     assert after["last_exit"] == "a copy killed by SIGKILL"
     response = embed(local_stack, customer, "served by the new copy")
     assert response.status_code == 200, response.text

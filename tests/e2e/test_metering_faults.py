@@ -41,6 +41,14 @@ class Books:
             self.failed.append((response.status_code, response.headers.get("x-request-id")))
         return response.status_code
 
+    def answered(self, text: str, deadline_s: float = 60) -> int:
+        """``call`` again while the answer is a 503 (Retry-After: a loaded machine's Redis
+        call can time out, and the gateway then fails closed), until the deadline."""
+        deadline = time.monotonic() + deadline_s
+        while (status := self.call(text)) == 503 and time.monotonic() < deadline:
+            time.sleep(1)
+        return status
+
 
 def ledger(admin: Api, tenant_id: str) -> list[dict]:
     rows, cursor = [], None
@@ -56,7 +64,7 @@ def ledger(admin: Api, tenant_id: str) -> list[dict]:
 def test_redis_killed_during_settle_loses_nothing_and_charges_no_failure(stack, admin, tenant):
     books = Books(Api(stack.api_url, tenant["key"]))
     for text in ("before the crash", "a"):
-        assert books.call(text) == 200
+        assert books.answered(text) == 200
     assert books.call("x " * 400) == 400  # too long, not truncated: refused, never charged
 
     # GIVEN requests admitted by Redis whose inference is held (the inference server paused)
@@ -66,7 +74,7 @@ def test_redis_killed_during_settle_loses_nothing_and_charges_no_failure(stack, 
     try:
         with ThreadPoolExecutor(IN_FLIGHT) as pool:
             pending = [pool.submit(books.call, f"in flight number {i}") for i in range(IN_FLIGHT)]
-            deadline = time.monotonic() + 15
+            deadline = time.monotonic() + 60
             while probe.zcard(tenant_key(tenant["id"], "inflight")) < IN_FLIGHT:
                 assert time.monotonic() < deadline, "the requests were not admitted"
                 time.sleep(0.05)
@@ -74,7 +82,7 @@ def test_redis_killed_during_settle_loses_nothing_and_charges_no_failure(stack, 
             probe.save()
             stack.redis.kill()
             os.killpg(inference, signal.SIGCONT)
-            statuses = [f.result(timeout=30) for f in pending]
+            statuses = [f.result(timeout=120) for f in pending]
     finally:
         os.killpg(inference, signal.SIGCONT)
     # THEN they are answered and charged, straight into DynamoDB
@@ -83,14 +91,14 @@ def test_redis_killed_during_settle_loses_nothing_and_charges_no_failure(stack, 
     assert books.call("while redis is down") == 503
 
     stack.redis.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while books.call("after the restart") != 200:
         assert time.monotonic() < deadline, "no recovery after Redis returned"
         time.sleep(0.2)
 
     # after recovery and a final flush: ledger = the 200 responses, exactly
     stack.container.flusher.flush([tenant["id"]])
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60
     while True:
         rows = ledger(admin, tenant["id"])
         if len(rows) >= len(books.ok) or time.monotonic() > deadline:

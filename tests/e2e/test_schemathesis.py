@@ -70,8 +70,17 @@ def fuzz(stack, admin: Api) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def api_schema(stack):  # type: ignore[no-untyped-def]
     # The keys are ours to send (below); generated credentials would only ever be 401s.
+    # The stateful run follows the document's own links only. The links schemathesis would
+    # infer read ids out of responses whose content is the shared stack's history (all
+    # tenants, all events, the usage the flusher has written by then) or lead back to the
+    # caller's own key (GET /v1/me -> DELETE /billing/keys/{key_id}), so one example's steps
+    # changed what a later example replaying the same choices got back, and Hypothesis
+    # stopped with FlakyStrategyDefinition; with load moving the flusher and the ids, -n 2
+    # runs hit it. A documented link starts at a 201 of the same example, so the same
+    # choices meet the same answers.
     config = schemathesis.Config.from_dict({"base-url": stack.api_url, "request-timeout": 30,
-                                            "generation": {"with-security-parameters": False}})
+                                            "generation": {"with-security-parameters": False},
+                                            "phases": {"stateful": {"inference": {"algorithms": []}}}})
     return schemathesis.openapi.from_dict(openapi.document(), config=config)
 
 
