@@ -80,8 +80,9 @@ def finance(stack, admin) -> Api:
 
 
 def ledger_rows(finance: Api, tenant_id: str, until: Callable[[list[dict]], bool]) -> list[dict]:
-    """The tenant's ledger, read again until ``until`` holds of it (the flusher's lag) or 30 s pass."""
-    deadline = time.monotonic() + 30
+    """The tenant's ledger, read again until ``until`` holds of it or 120 s pass (the flusher's
+    lag: in make test it may still be draining the load tests' backlog)."""
+    deadline = time.monotonic() + 120
     while True:
         rows, cursor = [], None
         while True:

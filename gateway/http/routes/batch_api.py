@@ -25,12 +25,12 @@ MULTIPART_SLACK = 64 * 1024  # the form's other fields and boundaries around the
 
 def _form(raw: str | None, base64_encoded: bool, content_type: str | None) -> dict[str, tuple[str | None, bytes]]:
     """A multipart/form-data body: field name -> (file name, bytes)."""
+    data = base64.b64decode(raw or "") if base64_encoded else (raw or "").encode("utf-8", "surrogateescape")
+    if len(data) > MAX_BATCH_FILE_BYTES + MULTIPART_SLACK:  # first, as every route's 413
+        raise PayloadTooLargeError(f"The file is over {MAX_BATCH_FILE_BYTES} bytes.")
     if not content_type or not content_type.lower().startswith("multipart/form-data"):
         raise InvalidRequestError("Send the file as multipart/form-data (fields 'file' and 'purpose').",
                                   param="Content-Type")
-    data = base64.b64decode(raw or "") if base64_encoded else (raw or "").encode("utf-8", "surrogateescape")
-    if len(data) > MAX_BATCH_FILE_BYTES + MULTIPART_SLACK:
-        raise PayloadTooLargeError(f"The file is over {MAX_BATCH_FILE_BYTES} bytes.")
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + data)
     if not message.is_multipart():
