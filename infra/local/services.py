@@ -332,7 +332,7 @@ def projector_service(interval_s: float, env: dict[str, str], log_dir: Path) -> 
 def create_table(dynamodb: Any, table_name: str) -> None:
     from infra.local.template import table_definition
 
-    existing = dynamodb.list_tables()["TableNames"]
+    existing = [n for page in dynamodb.get_paginator("list_tables").paginate() for n in page["TableNames"]]
     if table_name not in existing:
         dynamodb.create_table(TableName=table_name, **table_definition())
         dynamodb.get_waiter("table_exists").wait(TableName=table_name)

@@ -98,7 +98,8 @@ def _query_all(client: Any, **kwargs: Any) -> tuple[list[dict[str, Any]], int]:
 @case
 def table_from_template(client: Any, table: str) -> None:
     # create_table (infra/local/services.py): list_tables, create_table, the table_exists waiter
-    assert table in client.list_tables()["TableNames"]
+    # (paged: ListTables gives 100 names a page, and a test session's emulator holds more)
+    assert table in [n for page in client.get_paginator("list_tables").paginate() for n in page["TableNames"]]
     described = client.describe_table(TableName=table)["Table"]
     assert described["TableStatus"] == "ACTIVE"
     assert {i["IndexName"] for i in described["GlobalSecondaryIndexes"]} == {"gsi1", "gsi2"}
