@@ -11,11 +11,13 @@ import base64
 import copy
 import importlib.util
 import json
+import time
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from gateway.adapters.redis_store import RedisLimiter
 from gateway.domain.keys import hash_key, new_key
 from gateway.domain.plans import BillingMode, LimitOverrides
 from gateway.models.records import KeyRecord, TenantRecord, rfc3339, utcnow
@@ -91,7 +93,13 @@ def assert_same(thin: dict[str, Any], resolved: dict[str, Any], status: int) -> 
 
 @pytest.fixture
 def invoke(seeded):  # type: ignore[no-untyped-def]
-    return load_invoke(), seeded
+    """The invoke function, its limiter on one fixed instant: both ways are then asked at the
+    same moment, so a Retry-After or a reset cannot differ by the second between them."""
+    module = load_invoke()
+    now_ms = int(time.time() * 1000)
+    module.container.__dict__["limiter"] = RedisLimiter(module.container.redis, lease_ms=seeded.settings.lease_ms,
+                                                        clock_ms=lambda: now_ms)
+    return module, seeded
 
 
 ADMITTED = {
