@@ -37,14 +37,14 @@ from gateway.domain.usage import UsageEvent, ledger_shard
 from gateway.errors import ConflictError, Error, ServiceUnavailableError, UpstreamError, UpstreamTimeoutError
 from gateway.models.api import EmbeddingsRequest
 from gateway.models.batches import BatchLine, BatchRecord, FileRecord
-from gateway.services.batches import batch_ticket, file_object, plan_object, reserved
+from gateway.services.batches import batch_ticket, file_object, plan_object, read_lines, reserved
 from gateway.services.embeddings import openai_body
 from gateway.telemetry import logger
 
 Transient = (ServiceUnavailableError, UpstreamTimeoutError)
 
 
-def chunk_object(record: BatchRecord, kind: str, index: int | str) -> str:
+def chunk_object(record: BatchRecord, kind: str, index: int) -> str:
     return f"batches/{record.tenant_id}/{record.id}/{kind}/{index}.jsonl"
 
 
@@ -104,24 +104,24 @@ class BatchWorker:
             if not busy:
                 stop.wait(interval_s)
 
-    def run_once(self, *, max_chunks: int | None = None, until: float | None = None) -> bool:
+    def run_once(self, *, until: float | None = None) -> bool:
         """One pass over the batches with work left: True when it did some. No chunk is
-        started after ``until`` (the Lambda's deadline), and at most ``max_chunks`` a batch."""
+        started after ``until`` (the Lambda's deadline)."""
         did = False
         for tenant_id, batch_id in self.records.active():
             record = self.records.get_batch(tenant_id, batch_id)
             if record is None:
                 continue
             try:
-                did = self.advance(record, max_chunks=max_chunks, until=until) or did
+                did = self.advance(record, until=until) or did
             except Transient as error:
                 logger.warning("inference unavailable; batch resumes on the next pass",
                                extra={"batch_id": batch_id, "error": type(error).__name__})
                 return did
         return did
 
-    def advance(self, record: BatchRecord, *, max_chunks: int | None = None, until: float | None = None) -> bool:
-        """Answer chunks of one batch until it is done (or ``max_chunks`` were answered)."""
+    def advance(self, record: BatchRecord, *, until: float | None = None) -> bool:
+        """Answer chunks of one batch until it is done (or ``until`` has passed)."""
         plan = json.loads(self.store.get(plan_object(record.tenant_id, record.id)) or b"[]")
         lines: list[BatchLine] | None = None
         done = 0
@@ -136,7 +136,7 @@ class BatchWorker:
             if record.chunks_done >= len(units):
                 self._finish(record, plan, BatchStatus.COMPLETED, None)
                 return True
-            if (max_chunks is not None and done >= max_chunks) or (until is not None and self.clock() >= until):
+            if until is not None and self.clock() >= until:
                 return done > 0
             if lines is None:
                 lines = self._input(record)
@@ -144,8 +144,6 @@ class BatchWorker:
             done += 1
 
     def _input(self, record: BatchRecord) -> list[BatchLine]:
-        from gateway.services.batches import read_lines
-
         data = self.store.get(file_object(record.tenant_id, record.input_file_id))
         if data is None:
             raise RuntimeError(f"batch {record.id}: its input file is gone")
@@ -270,22 +268,21 @@ class BatchWorker:
     def _finish(self, record: BatchRecord, plan: list[list[Any]], status: BatchStatus, code: str | None) -> None:
         units = chunks(len(plan), record.chunk_lines)
         rest = [n for unit in units[record.chunks_done:] for n in unit]
+        rest_errors = bytearray()  # the lines never answered: derived again by a resumed worker
         if rest:
             message = {"batch_cancelled": "The batch was cancelled before this request ran.",
                        "batch_expired": "This request did not run within the batch's completion window."}[str(code)]
-            err = bytearray()
             by_model: dict[str, list[int]] = defaultdict(list)
             for number in rest:
-                err += _line(record, number, plan[number][0], 499 if code == "batch_cancelled" else 408,
+                rest_errors += _line(record, number, plan[number][0], 499 if code == "batch_cancelled" else 408,
                              {"error": {"message": message, "type": "batch_error", "code": code}},
                              {"code": str(code), "message": message})
                 by_model[plan[number][1]].append(number)
-            self.store.put(chunk_object(record, "err", "rest"), bytes(err))
             for model, numbers in by_model.items():
                 self._settle(record, plan, model, numbers, charge=False, name="rest")
         out = b"".join(self.store.get(chunk_object(record, "out", i)) or b"" for i in range(record.chunks_done))
-        err_parts = [self.store.get(chunk_object(record, "err", i)) or b"" for i in range(record.chunks_done)]
-        errors = b"".join(err_parts) + (self.store.get(chunk_object(record, "err", "rest")) or b"" if rest else b"")
+        errors = b"".join(self.store.get(chunk_object(record, "err", i)) or b""
+                          for i in range(record.chunks_done)) + bytes(rest_errors)
         now = int(self.clock())
         files = {}
         for kind, data in (("out", out), ("err", errors)):

@@ -157,11 +157,10 @@ class BatchService:
             raise NotFoundError(f"No such file: '{file_id}'.", param="file_id", code="file_not_found")
         return record
 
-    def file_content(self, principal: Principal, file_id: str) -> bytes:
-        record = self.get_file(principal, file_id)
+    def _content(self, record: FileRecord) -> bytes:
         data = self.store.get(file_object(record.tenant_id, record.id))
         if data is None:
-            raise NotFoundError(f"The content of '{file_id}' is gone.", param="file_id", code="file_not_found")
+            raise NotFoundError(f"The content of '{record.id}' is gone.", param="file_id", code="file_not_found")
         return data
 
     def content_or_link(self, principal: Principal, file_id: str) -> bytes | str:
@@ -174,7 +173,7 @@ class BatchService:
                 raise PayloadTooLargeError(f"'{file_id}' is {record.bytes} bytes, more than this API answers with "
                                            "directly, and its store serves no links.")
             return link
-        return self.file_content(principal, file_id)
+        return self._content(record)
 
     def delete_file(self, principal: Principal, file_id: str) -> dict[str, object]:
         record = self.get_file(principal, file_id)
@@ -192,7 +191,7 @@ class BatchService:
         if sum(1 for t, _ in self.records.active() if t == tenant.id) >= plan.batch.max_active_batches:
             raise RateLimitError(f"At most {plan.batch.max_active_batches} batches may be in progress at once; "
                                  "wait for one to finish.", code="too_many_batches", headers={"Retry-After": "60"})
-        planned = self._plan(principal, read_lines(self.file_content(principal, source.id)))
+        planned = self._plan(principal, read_lines(self._content(source)))
 
         batch_id = new_id("batch_")
         now = datetime.now(UTC)
